@@ -1,0 +1,280 @@
+"""Numba interpreter for :mod:`broker.avro_program` programs over raw Avro bodies.
+
+One call decodes many messages laid end to end in one ``uint8`` buffer. Every
+read is bounds-checked, so garbage or truncated bodies give a status code, never
+a crash or an out-of-bounds read.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from broker import avro_program as P
+
+OK, TRUNCATED, BAD_UNION, BAD_LENGTH, TRAILING, TOO_DEEP, TOO_MANY_ROWS, BAD_VARINT = range(8)
+#: Status codes of :func:`decode_messages`, as human-readable detail strings.
+STATUS_TEXT = {
+    TRUNCATED: "body ends before the schema does (truncated or garbage)",
+    BAD_UNION: "union branch index out of range",
+    BAD_LENGTH: "negative or oversized length/count",
+    TRAILING: "bytes left over after the last field",
+    TOO_DEEP: "array nesting deeper than 16",
+    TOO_MANY_ROWS: "history larger than max_history_rows",
+    BAD_VARINT: "varint longer than 10 bytes",
+}
+NEED_SPACE = -1
+
+_BANDMAP = np.full(256, -1, dtype=np.int64)
+for _i, _c in enumerate("ugrizy"):
+    _BANDMAP[ord(_c)] = _i
+
+
+@nb.njit(cache=True, inline="always")
+def _varint(buf: np.ndarray, p: int, end: int) -> tuple[int, int]:
+    """Read a zig-zag varint at ``p``; returns (value, new p) with p = -1 on error."""
+    acc = np.uint64(0)
+    shift = 0
+    while True:
+        if p >= end or shift > 63:
+            return 0, -1
+        b = np.uint64(buf[p])
+        p += 1
+        acc |= (b & np.uint64(0x7F)) << np.uint64(shift)
+        if b < 0x80:
+            break
+        shift += 7
+    v = np.int64(acc >> np.uint64(1)) ^ -np.int64(acc & np.uint64(1))
+    return v, p
+
+
+@nb.njit(cache=True, inline="always")
+def _skip_varint(buf: np.ndarray, p: int, end: int) -> int:
+    for _ in range(10):
+        if p >= end:
+            return -1
+        b = buf[p]
+        p += 1
+        if b < 0x80:
+            return p
+    return -1
+
+
+@nb.njit(cache=True)
+def decode_messages(  # noqa: C901 - one interpreter loop is the point
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, pbase: np.ndarray, jbase: np.ndarray,
+    code: np.ndarray, jt: np.ndarray, first: int, max_rows: int, strict: bool,
+    out_f: np.ndarray, out_i: np.ndarray, status: np.ndarray, row_off: np.ndarray,
+    rows_f: np.ndarray, rows_band: np.ndarray, rows_det: np.ndarray,
+) -> int:
+    """Decode messages ``first..`` into the output arrays.
+
+    Returns the index of the first message not decoded because the row arrays
+    are full (the caller grows them and calls again from there), or
+    ``len(starts)`` when all are done. ``row_off[i]`` is the first row of message i.
+    """
+    bandmap = _BANDMAP
+    cap = rows_band.shape[0]
+    stack = np.zeros(16, dtype=np.int64)
+    n = starts.shape[0]
+    nrow = row_off[first]
+    for i in range(first, n):
+        row_off[i] = nrow
+        p = starts[i]
+        end = ends[i]
+        base = pbase[i]
+        jb = jbase[i]
+        pc = 0
+        depth = 0
+        st = OK
+        row = -1
+        arow0 = nrow
+        while True:
+            ins = code[base + pc]
+            op = ins[0]
+            pc += 1
+            if op == P.SKIP_FIXED:
+                p += ins[1]
+                if p > end:
+                    st = TRUNCATED
+                    break
+            elif op == P.OPT_SKIP_FIXED:
+                for _ in range(ins[2]):
+                    if p >= end:
+                        st = TRUNCATED
+                        break
+                    br = buf[p]
+                    p += 1
+                    if br == 2 * (1 - ins[4]):
+                        p += ins[1]
+                    elif br != 2 * ins[4]:
+                        st = BAD_UNION
+                        break
+                if st != OK or p > end:
+                    st = TRUNCATED if st == OK else st
+                    break
+            elif op == P.SKIP_VARINT or op == P.OPT_SKIP_VARINT:
+                cnt = ins[1] if op == P.SKIP_VARINT else ins[2]
+                for _ in range(cnt):
+                    if op == P.OPT_SKIP_VARINT:
+                        if p >= end:
+                            p = -1
+                            break
+                        br = buf[p]
+                        p += 1
+                        if br == 2 * ins[4]:
+                            continue
+                        if br != 2 * (1 - ins[4]):
+                            st = BAD_UNION
+                            break
+                    p = _skip_varint(buf, p, end)
+                    if p < 0:
+                        break
+                if st != OK:
+                    break
+                if p < 0:
+                    st = TRUNCATED
+                    break
+            elif op == P.SKIP_BYTES or op == P.OPT_SKIP_BYTES:
+                cnt = ins[1] if op == P.SKIP_BYTES else ins[2]
+                for _ in range(cnt):
+                    if op == P.OPT_SKIP_BYTES:
+                        if p >= end:
+                            p = -1
+                            break
+                        br = buf[p]
+                        p += 1
+                        if br == 2 * ins[4]:
+                            continue
+                        if br != 2 * (1 - ins[4]):
+                            st = BAD_UNION
+                            break
+                    ln, p = _varint(buf, p, end)
+                    if p < 0:
+                        break
+                    if ln < 0 or ln > end - p:
+                        st = BAD_LENGTH
+                        break
+                    p += ln
+                if st != OK:
+                    break
+                if p < 0:
+                    st = TRUNCATED
+                    break
+            elif op >= P.READ_LONG:
+                if ins[4] >= 0:  # nullable: branch byte first
+                    if p >= end:
+                        st = TRUNCATED
+                        break
+                    br = buf[p]
+                    p += 1
+                    if br == 2 * ins[4]:
+                        continue
+                    if br != 2 * (1 - ins[4]):
+                        st = BAD_UNION
+                        break
+                if op == P.READ_LONG:
+                    iv, p = _varint(buf, p, end)
+                    if p < 0:
+                        st = TRUNCATED
+                        break
+                    fv = float(iv)
+                elif op == P.READ_DOUBLE:
+                    if p + 8 > end:
+                        st = TRUNCATED
+                        break
+                    fv = buf[p : p + 8].view(np.float64)[0]
+                    iv = np.int64(0)
+                    p += 8
+                elif op == P.READ_FLOAT:
+                    if p + 4 > end:
+                        st = TRUNCATED
+                        break
+                    fv = float(buf[p : p + 4].view(np.float32)[0])
+                    iv = np.int64(0)
+                    p += 4
+                else:  # READ_BAND: a string; its single letter is the band
+                    ln, p = _varint(buf, p, end)
+                    if p < 0:
+                        st = TRUNCATED
+                        break
+                    if ln < 0 or ln > end - p:
+                        st = BAD_LENGTH
+                        break
+                    iv = bandmap[buf[p]] if ln == 1 else np.int64(-1)
+                    fv = float(iv)
+                    p += ln
+                col = ins[1]
+                if col >= 0 and row >= 0:
+                    if col == P.ROW_BAND:
+                        rows_band[row] = iv
+                    else:
+                        rows_f[col, row] = fv
+                if ins[2] >= 0:
+                    if ins[3] == 0:
+                        out_f[i, ins[2]] = fv
+                    else:
+                        out_i[i, ins[2]] = iv if op != P.READ_DOUBLE and op != P.READ_FLOAT else np.int64(fv)
+            elif op == P.UNION:
+                k, p = _varint(buf, p, end)
+                if p < 0:
+                    st = TRUNCATED
+                    break
+                if k < 0 or k >= ins[1]:
+                    st = BAD_UNION
+                    break
+                pc = jt[jb + ins[2] + k]
+            elif op == P.JUMP:
+                pc = ins[1]
+            elif op == P.ARRAY_START or op == P.ARRAY_END:
+                if op == P.ARRAY_END:
+                    stack[depth - 1] -= 1
+                    if stack[depth - 1] > 0:
+                        pc = ins[1] + 1
+                        continue
+                    depth -= 1
+                cnt, p = _varint(buf, p, end)
+                if p < 0:
+                    st = TRUNCATED
+                    break
+                if cnt < 0:  # block with byte size: skip the size
+                    cnt = -cnt
+                    p = _skip_varint(buf, p, end)
+                    if p < 0:
+                        st = TRUNCATED
+                        break
+                if cnt > end - p:  # every item takes at least one byte... almost: guard sizes
+                    st = BAD_LENGTH
+                    break
+                if cnt == 0:
+                    pc = ins[1] if op == P.ARRAY_START else pc
+                    continue
+                if depth >= 16:
+                    st = TOO_DEEP
+                    break
+                stack[depth] = cnt
+                depth += 1
+                if op == P.ARRAY_END:
+                    pc = ins[1] + 1
+            elif op == P.ROW_BEGIN:
+                if nrow - arow0 >= max_rows:
+                    st = TOO_MANY_ROWS
+                    break
+                if nrow >= cap:
+                    return i
+                row = nrow
+                nrow += 1
+                rows_f[0, row] = np.nan
+                rows_f[1, row] = np.nan
+                rows_f[2, row] = np.nan
+                rows_band[row] = -1
+                rows_det[row] = ins[1] == 1
+            elif op == P.END:
+                if strict and p != end:
+                    st = TRAILING
+                break
+        status[i] = st
+        if st != OK:
+            nrow = arow0  # drop the rows of a failed message
+    row_off[n] = nrow
+    return n
