@@ -1,0 +1,168 @@
+"""``enrich()``: wire-format messages in, enriched alerts and dead letters out.
+
+source -> wire decode -> columnar batch -> featurize -> predict -> enriched record,
+or a dead letter. Pure: no Kafka, no torch; the runner does the I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from broker.annotations import enriched_schema_id
+from broker.annotations_codec import AnnotationEncoder, ScoresEncoder
+from broker.batch import AlertBatch
+from broker.decode import BatchDecoder
+from broker.errors import EnrichmentFailed
+from broker.predict import NullPredictor, Predictions, Predictor
+from broker.records import DeadLetter, EnrichResult, Output
+from broker.wire import HEADER_SIZE, frame
+
+Featurizer = Callable[[AlertBatch], Any]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Enricher:
+    """Everything ``enrich`` needs for one run: decoder, featurizer, predictor, encoders.
+
+    Parameters
+    ----------
+    decoder : BatchDecoder
+    predictor : Predictor
+        Defaults to :class:`NullPredictor` (null scores, never fake ones).
+    featurizer : callable, optional
+        ``AlertBatch -> features``, handed to the predictor.
+    broker_name, broker_version : str
+    scores : bool
+        Also build the compact scores record per alert.
+    """
+
+    decoder: BatchDecoder
+    predictor: Predictor = field(default_factory=NullPredictor)
+    featurizer: Featurizer | None = None
+    broker_name: str = "alertbroker"
+    broker_version: str = "0"
+    scores: bool = True
+
+    def __post_init__(self) -> None:
+        p = self.predictor
+        self.annotations = AnnotationEncoder(
+            self.broker_name, self.broker_version, p.name, p.version, p.taxonomy, p.class_ids, p.class_names
+        )
+        self.scores_encoder = ScoresEncoder(
+            self.broker_name, self.broker_version, p.name or "none", p.version or "", p.class_ids
+        )
+
+    def _score(self, batch: AlertBatch) -> Predictions:
+        feats = self.featurizer(batch) if self.featurizer is not None else None
+        return self.predictor.predict(batch, feats)
+
+    def enrich(self, values: Sequence[bytes | None], ingest_ms: int | None = None) -> EnrichResult:
+        """Enrich a micro-batch. Exactly one outcome per input; never raises for bad input."""
+        ingest_ms = _now_ms() if ingest_ms is None else ingest_ms
+        res = EnrichResult()
+        t0 = time.perf_counter()
+        dec = self.decoder.decode(values)
+        t1 = time.perf_counter()
+        res.stage_seconds["decode"] = t1 - t0
+        res.dead.extend(DeadLetter(i, e.reason, e.detail) for i, e in dec.errors)
+        batch = dec.batch
+        ok = np.ones(len(batch), dtype=bool)
+        try:
+            preds = self._score(batch)
+        except Exception:  # noqa: BLE001 - isolate the culprit alert, DLQ only it
+            preds, ok = self._score_one_by_one(batch, dec.index, res)
+        t2 = time.perf_counter()
+        res.stage_seconds["score"] = t2 - t1
+        self._build_outputs(values, batch, dec.index, dec.schema_ids, preds, ok, ingest_ms, res)
+        res.stage_seconds["encode"] = time.perf_counter() - t2
+        return res
+
+    def _score_one_by_one(
+        self, batch: AlertBatch, index: np.ndarray, res: EnrichResult
+    ) -> tuple[Predictions, np.ndarray]:
+        """Score alert by alert after a batch failure; dead-letter the ones that raise."""
+        n = len(batch)
+        ok = np.zeros(n, dtype=bool)
+        parts: list[Predictions | None] = []
+        for k in range(n):
+            one = _take(batch, np.array([k]))
+            try:
+                parts.append(self._score(one))
+                ok[k] = True
+            except Exception as e:  # noqa: BLE001
+                err = EnrichmentFailed(f"{type(e).__name__}: {e}")
+                res.dead.append(DeadLetter(int(index[k]), err.reason, err.detail))
+                parts.append(None)
+        return _merge(parts, n), ok
+
+    def _build_outputs(
+        self, values: Sequence[bytes | None], batch: AlertBatch, index: np.ndarray, sids: np.ndarray,
+        preds: Predictions, ok: np.ndarray, ingest_ms: int, res: EnrichResult,
+    ) -> None:  # fmt: skip
+        t = batch.table
+        src_ids, obj_ids = t["diaSourceId"].tolist(), t["diaObjectId"].tolist()
+        ras, decs, mjds = t["ra"].tolist(), t["dec"].tolist(), t["mjd"].tolist()
+        lc = batch.lightcurves
+        det = np.add.reduceat(lc.is_detection.astype(np.int64), lc.offsets[:-1]) if lc.n_rows else None
+        lens = lc.lengths()
+        processed = _now_ms()
+        enc, senc = self.annotations.encode, self.scores_encoder.encode
+        for k in np.flatnonzero(ok).tolist():
+            i = int(index[k])
+            probs = _row(preds.probs, k)
+            pz = _row(preds.photoz, k)
+            an = None if preds.anomaly is None or math.isnan(preds.anomaly[k]) else float(preds.anomaly[k])
+            host = preds.hosts[k] if preds.hosts is not None else None
+            n_det = int(det[k]) if det is not None and lens[k] > 0 else 0
+            ann = enc(probs, pz, an, host, n_det, int(lens[k]) - n_det, ingest_ms, processed)
+            raw = values[i]
+            assert raw is not None
+            value = b"".join((frame(enriched_schema_id(int(sids[k])), b""), memoryview(raw)[HEADER_SIZE:], ann))
+            obj = obj_ids[k] if obj_ids[k] >= 0 else None
+            key = str(obj if obj is not None else src_ids[k]).encode()
+            scores = None
+            if self.scores:
+                scores = senc(src_ids[k], obj, ras[k], decs[k], mjds[k], ingest_ms, processed, probs,
+                              None if pz is None else float(pz[0]), None if pz is None else float(pz[1]), an)  # fmt: skip
+            res.outputs.append(Output(i, key, value, scores, src_ids[k]))
+
+
+def _row(arr: np.ndarray | None, k: int) -> np.ndarray | None:
+    """Row ``k`` of a prediction array, or None when absent or NaN (gate closed)."""
+    if arr is None:
+        return None
+    row = arr[k]
+    return None if np.isnan(row).any() else row
+
+
+def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
+    from broker.batch import AlertTable
+
+    return AlertBatch(AlertTable({c: v[idx] for c, v in batch.table.columns.items()}), batch.lightcurves.take(idx))
+
+
+def _merge(parts: list[Predictions | None], n: int) -> Predictions:
+    """Stack one-alert predictions; failed alerts get NaN rows / None hosts."""
+    out = Predictions()
+    for name in ("probs", "photoz", "anomaly"):
+        proto = next((getattr(p, name) for p in parts if p is not None and getattr(p, name) is not None), None)
+        if proto is None:
+            continue
+        full = np.full((n, *proto.shape[1:]), np.nan, dtype=np.float64)
+        for k, p in enumerate(parts):
+            if p is not None and getattr(p, name) is not None:
+                full[k] = getattr(p, name)[0]
+        setattr(out, name, full)
+    if any(p is not None and p.hosts is not None for p in parts):
+        out.hosts = [p.hosts[0] if p is not None and p.hosts is not None else None for p in parts]
+    return out

@@ -1,0 +1,71 @@
+"""The predictor interface that ``enrich()`` calls, and the null predictor.
+
+``broker`` imports no torch: models implement :class:`Predictor` in ``models/``.
+A prediction may be None per alert and per head: that is the ``can_predict()``
+gate (too few points, no usable data) and is published as a null field, never
+as a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from broker.annotations_codec import HostMatch
+from broker.batch import AlertBatch
+
+
+@dataclass
+class Predictions:
+    """Per-alert model outputs for a batch of ``n`` alerts.
+
+    Attributes
+    ----------
+    probs : ndarray (n, n_classes) or None
+        Class probabilities; rows of NaN mean 'gate closed' for that alert.
+    photoz : ndarray (n, 8) or None
+        mean, sigma, mode, q05, q16, q50, q84, q95; NaN rows = no photo-z.
+    anomaly : ndarray (n,) or None
+        Anomaly score, higher = stranger; NaN = no score.
+    hosts : list of HostMatch or None, length n, or None
+    """
+
+    probs: np.ndarray | None = None
+    photoz: np.ndarray | None = None
+    anomaly: np.ndarray | None = None
+    hosts: list[HostMatch | None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Predictor(Protocol):
+    """What ``enrich()`` needs from a model."""
+
+    name: str | None
+    version: str | None
+    taxonomy: str | None
+    class_ids: tuple[int, ...]
+    class_names: tuple[str, ...]
+
+    def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
+        """Score a decoded batch (``features`` from the featurizer stage, if any)."""
+        ...
+
+
+class NullPredictor:
+    """Predicts nothing: every score field is published as null.
+
+    Used until a trained model is configured, so the stream never carries fake
+    scores. ``name`` is None, so ``annotations.modelName`` is null too.
+    """
+
+    name: str | None = None
+    version: str | None = None
+    taxonomy: str | None = None
+    class_ids: tuple[int, ...] = ()
+    class_names: tuple[str, ...] = ()
+
+    def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
+        """Return empty predictions for the batch."""
+        return Predictions()
