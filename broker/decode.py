@@ -105,14 +105,16 @@ class BatchDecoder:
         out_i = np.full((n, len(INT_COLUMNS)), -1, dtype=np.int64)
         status = np.zeros(n, dtype=np.int8)
         row_off = np.zeros(n + 1, dtype=np.int64)
-        cap = max(64, n * 64)
+        cap = max(64, n * 64, int(lens.sum()) // 48)  # a photometry row takes >= ~48 bytes
         rows_f = np.empty((3, cap))
         rows_band = np.empty(cap, dtype=np.int8)
         rows_det = np.empty(cap, dtype=np.bool_)
+        stops = np.zeros(n, dtype=np.int64)
         first = 0
         while True:
             first = decode_messages(buf, starts, ends, pbase, jbase, code, jt, first, self.max_rows, True,
-                                    out_f, out_i, status, row_off, rows_f, rows_band, rows_det)  # fmt: skip
+                                    out_f, out_i, status, row_off, rows_f, rows_band, rows_det, stops,
+                                    False)  # fmt: skip
             if first >= n:
                 break
             cap *= 2  # rows full: grow and resume from the message that did not fit
@@ -144,6 +146,39 @@ class BatchDecoder:
             index, sids = index[good], sids[good]
         errors.sort(key=lambda e: e[0])
         return DecodeResult(batch=batch, index=index, schema_ids=sids, errors=errors)
+
+    def split_block(self, block: bytes, count: int, schema_id: int) -> list[tuple[int, int]] | None:
+        """Record boundaries ``[(start, stop), ...]`` of an Avro container block of ``count`` records.
+
+        Returns None when the block does not parse as ``count`` records of the schema.
+        """
+        buf = np.frombuffer(block, dtype=np.uint8)
+        sids = np.full(count, schema_id, dtype=np.int32)
+        code, jt, pbase, jbase = self._link(sids)
+        ends = np.full(count, len(block), dtype=np.int64)
+        starts = np.zeros(count, dtype=np.int64)
+        stops = np.zeros(count, dtype=np.int64)
+        status = np.zeros(count, dtype=np.int8)
+        row_off = np.zeros(count + 1, dtype=np.int64)
+        out_f = np.empty((count, len(FLOAT_COLUMNS)))
+        out_i = np.empty((count, len(INT_COLUMNS)), dtype=np.int64)
+        cap = 1 << 16
+        rows_f, rows_band, rows_det = np.empty((3, cap)), np.empty(cap, np.int8), np.empty(cap, np.bool_)
+        first = 0
+        while first < count:
+            was = first
+            first = decode_messages(buf, starts, ends, pbase, jbase, code, jt, first, 1 << 40, False,
+                                    out_f, out_i, status, row_off, rows_f, rows_band, rows_det, stops,
+                                    True)  # fmt: skip
+            if first < count:  # rows are not kept: restart them, growing if one record did not fit
+                row_off[first] = 0
+                if first == was:
+                    cap *= 2
+                    rows_f, rows_band, rows_det = np.empty((3, cap)), np.empty(cap, np.int8), np.empty(cap, np.bool_)
+        if (status != OK).any() or (count and stops[-1] != len(block)):
+            return None
+        begins = np.concatenate([[0], stops[:-1]])
+        return list(zip(begins.tolist(), stops.tolist(), strict=True))
 
     def _link(self, sids: npt.NDArray[np.int32]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Concatenate the programs of the schemas present; per-message program bases."""

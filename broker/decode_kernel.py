@@ -65,13 +65,15 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
     buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, pbase: np.ndarray, jbase: np.ndarray,
     code: np.ndarray, jt: np.ndarray, first: int, max_rows: int, strict: bool,
     out_f: np.ndarray, out_i: np.ndarray, status: np.ndarray, row_off: np.ndarray,
-    rows_f: np.ndarray, rows_band: np.ndarray, rows_det: np.ndarray,
+    rows_f: np.ndarray, rows_band: np.ndarray, rows_det: np.ndarray, stops: np.ndarray, chain: bool,
 ) -> int:
     """Decode messages ``first..`` into the output arrays.
 
     Returns the index of the first message not decoded because the row arrays
     are full (the caller grows them and calls again from there), or
-    ``len(starts)`` when all are done. ``row_off[i]`` is the first row of message i.
+    ``len(starts)`` when all are done. ``row_off[i]`` is the first row of message i,
+    ``stops[i]`` the position after its last field. With ``chain``, message i
+    starts at ``stops[i - 1]``: this splits an Avro container block into records.
     """
     bandmap = _BANDMAP
     cap = rows_band.shape[0]
@@ -80,7 +82,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
     nrow = row_off[first]
     for i in range(first, n):
         row_off[i] = nrow
-        p = starts[i]
+        p = stops[i - 1] if chain and i > 0 else starts[i]
         end = ends[i]
         base = pbase[i]
         jb = jbase[i]
@@ -274,6 +276,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     st = TRAILING
                 break
         status[i] = st
+        stops[i] = p
         if st != OK:
             nrow = arow0  # drop the rows of a failed message
     row_off[n] = nrow

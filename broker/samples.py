@@ -124,3 +124,29 @@ def filled_alert(
         for r, t in zip(rec.get(key) or [], ts, strict=False):
             _fix_photometry(r, float(t), rng)
     return rec  # type: ignore[no-any-return]
+
+
+def stream(n: int, n_history: int = 3, seed: int = 0, schema: AlertSchema | None = None) -> list[bytes]:
+    """``n`` wire-format alerts with distinct ``diaSourceId`` = 1..n, for end-to-end tests.
+
+    One filled template is re-encoded with new ids, object ids (n // 3 objects) and times.
+    """
+    if schema is None:
+        schema = load_local(*local_versions()[-1])
+    base = filled_alert(schema, n_history, seed)
+    out = []
+    for k in range(1, n + 1):
+        rec = dict(base)
+        src = dict(base["diaSource"])
+        for f in ("diaSourceId", "alertId"):
+            if f in rec:
+                rec[f] = k
+        src["diaSourceId"] = k
+        for f in ("diaObjectId",):
+            if f in src:
+                src[f] = 10_000_000 + k % max(1, n // 3)
+        mjd_key = next(f for f in src if canonical_field(f) == "midpointMjdTai")
+        src[mjd_key] = 61000.0 + k * 1e-4
+        rec["diaSource"] = src
+        out.append(encode(schema, rec))
+    return out

@@ -19,6 +19,7 @@ from typing import Any
 
 import fastavro
 
+from broker.annotations import base_schema_id, enriched_definition, enriched_schema_id
 from broker.errors import UnknownSchema
 from broker.wire import schema_id_for_version, version_for_schema_id
 
@@ -101,6 +102,12 @@ def load_local(major: int, minor: int) -> AlertSchema:
     return AlertSchema.from_definition(schema_id_for_version(major, minor), clean)
 
 
+def _fingerprint(definition: dict[str, Any]) -> str:
+    """CRC-64-AVRO fingerprint of the Parsing Canonical Form."""
+    parsed = fastavro.parse_schema(definition, _write_hint=False, _force=True)
+    return str(fastavro.schema.fingerprint(fastavro.schema.to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
 class SchemaStore:
     """Schema id -> :class:`AlertSchema`, local first, then the resolver, cached.
 
@@ -117,6 +124,7 @@ class SchemaStore:
         self._unknown: set[int] = set()
         self._resolver = resolver
         self._lock = threading.Lock()
+        self._fingerprints: dict[str, int] = {}
 
     def known_ids(self) -> list[int]:
         """Ids available without a registry."""
@@ -133,6 +141,30 @@ class SchemaStore:
             self._unknown.discard(schema_id)
         return schema
 
+    def identify(self, definition: dict[str, Any] | str) -> int:
+        """Schema id of a definition found in a file header (Avro container, archive).
+
+        Matches the Parsing Canonical Form against the local Rubin schemas and
+        their enriched forms; an unknown schema is registered under a stable
+        synthetic id in ``[2**30, 2**31)`` derived from its fingerprint.
+        """
+        if isinstance(definition, str):
+            definition = json.loads(definition)
+        assert isinstance(definition, dict)
+        fp = _fingerprint(definition)
+        if not self._fingerprints:
+            for sid in self.known_ids():
+                base = self.get(sid)
+                self._fingerprints[_fingerprint(base.definition)] = sid
+                enr = enriched_definition(base.definition)
+                self._fingerprints[_fingerprint(enr)] = enriched_schema_id(sid)
+        sid = self._fingerprints.get(fp)
+        if sid is None:
+            sid = (int(fp, 16) & 0x3FFFFFFF) | 0x40000000
+            self.register(sid, definition)
+            self._fingerprints[fp] = sid
+        return sid
+
     def get(self, schema_id: int) -> AlertSchema:
         """Return the schema for ``schema_id``.
 
@@ -148,6 +180,9 @@ class SchemaStore:
             schema = load_local(*self._local[schema_id])
             self._cache[schema_id] = schema
             return schema
+        base = base_schema_id(schema_id)
+        if base is not None and base != schema_id:  # an enriched schema: derive it from its input
+            return self.register(schema_id, enriched_definition(self.get(base).definition))
         if self._resolver is not None and schema_id not in self._unknown:
             text = self._resolver(schema_id)
             if text is not None:

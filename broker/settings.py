@@ -1,0 +1,96 @@
+"""Typed settings: defaults < TOML file < environment (``ALERTBROKER__SECTION__KEY``).
+
+Secrets are ``SecretStr``: they print as ``**********`` in logs and reprs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    """librdkafka settings shared by consumers and producers.
+
+    Rubin's stream needs ``security_protocol="SASL_SSL"`` (or ``SASL_PLAINTEXT``),
+    ``sasl_mechanism="SCRAM-SHA-512"`` and a group id that starts with the
+    username. Anything else librdkafka accepts goes in ``extra``.
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "alertbroker"
+    auto_offset_reset: str = "earliest"
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    session_timeout_ms: int = 45_000
+    partition_assignment_strategy: str = "cooperative-sticky"
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    def librdkafka(self) -> dict[str, Any]:
+        """Common client config (secrets revealed: pass to the client, never log it)."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        for key, val in (
+            ("security.protocol", self.security_protocol),
+            ("sasl.mechanism", self.sasl_mechanism),
+            ("sasl.username", self.sasl_username),
+            ("sasl.password", self.sasl_password.get_secret_value() if self.sasl_password else None),
+            ("ssl.ca.location", self.ssl_ca_location),
+            ("ssl.certificate.location", self.ssl_certificate_location),
+            ("ssl.key.location", self.ssl_key_location),
+        ):
+            if val is not None:
+                conf[key] = val
+        conf.update(self.extra)
+        return conf
+
+
+class RegistrySettings(BaseModel):
+    """Confluent-compatible Schema Registry, consulted for schema ids not shipped locally."""
+
+    url: str | None = None
+    basic_auth_user_info: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """All settings of a worker."""
+
+    model_config = SettingsConfigDict(env_prefix="ALERTBROKER__", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    broker_name: str = "alertbroker"
+    batch_size: int = 500
+    batch_timeout_s: float = 0.5
+    max_inflight_batches: int = 4
+    max_history_rows: int = 20_000
+    scores: bool = True
+    metrics_port: int | None = None
+    torch_threads: int = 1
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
+        """Settings from an optional TOML file, then the environment, then ``overrides``."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            data = tomllib.loads(Path(path).read_text())
+        env = cls()  # environment (and defaults)
+        merged = _deep_merge(data, env.model_dump(exclude_unset=True))
+        merged = _deep_merge(merged, overrides)
+        return cls.model_validate(merged)
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,168 @@
+"""The ``alertbroker`` command line (also ``python -m consumers``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from broker.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    over: dict[str, object] = {}
+    for name in ("batch_size", "metrics_port"):
+        if getattr(args, name, None) is not None:
+            over[name] = getattr(args, name)
+    return Settings.load(getattr(args, "config", None), **over)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Consume, enrich, produce until stopped (or until a file source ends)."""
+    from consumers.app import build_runner
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    runner = build_runner(args.source, args.sink, settings, dlq=args.dlq, scores=args.scores,
+                          max_idle_s=args.max_idle_s)  # fmt: skip
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, registry=runner.metrics.registry)
+    runner.install_signal_handlers()
+    summary = runner.run()
+    print(json.dumps(summary.as_dict()))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay an archive into Kafka."""
+    from broker.decode import BatchDecoder
+    from consumers.app import make_store
+    from consumers.replay import replay
+    from consumers.uri import KafkaURI, parse_uri
+
+    target = parse_uri(args.to)
+    if not isinstance(target, KafkaURI):
+        raise SystemExit("--to must be a kafka:// URI")
+    settings = _settings(args)
+    conf = {**settings.kafka.librdkafka(), "bootstrap.servers": target.bootstrap, **target.params}
+    out = replay(args.archive, conf, target.topic, BatchDecoder(make_store(settings)), rate=args.rate,
+                 speedup=args.speedup, limit=args.limit, progress=not args.quiet)  # fmt: skip
+    print(json.dumps(out))
+    return 0 if out["failed"] == 0 else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print one JSON line per alert."""
+    from consumers.app import make_store
+    from consumers.inspect_cmd import inspect
+
+    for line in inspect(args.target, make_store(_settings(args)), args.limit, args.timeout):
+        print(line)
+    return 0
+
+
+def cmd_dev_kafka(args: argparse.Namespace) -> int:
+    """Start, stop or check the local development Kafka."""
+    from consumers import devkafka
+
+    if args.action == "start":
+        print(devkafka.start(args.port))
+    elif args.action == "stop":
+        print("stopped" if devkafka.stop(args.port, wipe=args.wipe) else "not running")
+    else:
+        up = devkafka.is_listening(args.port)
+        print(f"127.0.0.1:{args.port} {'up' if up else 'down'}")
+        return 0 if up else 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build a small local night and run the whole pipeline on it, file to file."""
+    from consumers.demo import run_demo
+
+    return run_demo(args.out, args.objects, args.seed)
+
+
+def _delegate(module: str, func: str = "main") -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(getattr(importlib.import_module(module), func)(args.rest))
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    ap = argparse.ArgumentParser(prog="alertbroker", description="Enrich Rubin alert streams.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="consume -> enrich -> produce")
+    p.add_argument("--source", required=True, help="kafka://host:port/topic or file:///dir")
+    p.add_argument("--sink", required=True, help="kafka://host:port/topic or file:///dir")
+    p.add_argument("--dlq", help="dead-letter URI (default: <sink>-dlq or <dir>/dlq)")
+    p.add_argument("--scores", help="scores URI (default: <sink>-scores or <dir>/scores; 'none' to disable)")
+    p.add_argument("--config", help="TOML settings file (env ALERTBROKER__... overrides it)")
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-idle-s", type=float, help="stop after this many idle seconds")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("replay", help="replay an archive into a Kafka topic in observation order")
+    p.add_argument("archive")
+    p.add_argument("--to", required=True, help="kafka://host:port/topic")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--rate", type=float, help="messages per second")
+    g.add_argument("--speedup", type=float, help="keep the visit cadence, this many times faster")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("inspect", help="one JSON line per alert of a path or kafka:// topic")
+    p.add_argument("target")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--timeout", type=float, default=5.0, help="kafka: stop after this many idle seconds")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("dev", help="development helpers")
+    dsub = p.add_subparsers(dest="what", required=True)
+    k = dsub.add_parser("kafka", help="a local single-node Apache Kafka (KRaft) on 127.0.0.1")
+    k.add_argument("action", choices=["start", "stop", "status"])
+    k.add_argument("--port", type=int, default=9092)
+    k.add_argument("--wipe", action="store_true", help="with stop: delete its data")
+    k.set_defaults(func=cmd_dev_kafka)
+
+    p = sub.add_parser("demo", help="simulate a small night and enrich it locally (no server needed)")
+    p.add_argument("--out", default="alertbroker-demo")
+    p.add_argument("--objects", type=int, default=300)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks against peers, measured side by side")
+    bsub = p.add_subparsers(dest="which", required=True)
+    for name, mod in (("decode", "benchmarks.bench_decode"), ("features", "benchmarks.bench_features"),
+                      ("hosts", "benchmarks.bench_hosts")):  # fmt: skip
+        b = bsub.add_parser(name, add_help=False)
+        b.add_argument("rest", nargs=argparse.REMAINDER)
+        b.set_defaults(func=_delegate(mod))
+
+    p = sub.add_parser("simulate", help="simulate a Rubin survey: alerts, hosts, truth", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("broker.sim.cli", "cli_main"))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``alertbroker inspect``: one JSON line per alert (ids as strings: JavaScript loses 64-bit digits)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from broker.annotations import base_schema_id
+from broker.decode import BatchDecoder
+from broker.decode_ref import read_message
+from broker.errors import AlertError
+from broker.schemas import SchemaStore
+from broker.wire import version_for_schema_id
+from consumers.archive import iter_archive
+from consumers.uri import KafkaURI, parse_uri
+
+
+def describe(value: bytes | None, store: SchemaStore) -> dict[str, Any]:
+    """Summary of one wire-format message (or its error)."""
+    try:
+        sid, rec = read_message(value or b"", store)
+    except AlertError as e:
+        return {"error": e.reason, "detail": e.detail}
+    base = base_schema_id(sid) or sid
+    src = rec.get("diaSource") or {}
+    obj = rec.get("diaObject") or {}
+    ann = rec.get("annotations")
+    out: dict[str, Any] = {
+        "diaSourceId": str(rec.get("diaSourceId", src.get("diaSourceId"))),
+        "diaObjectId": None if src.get("diaObjectId", obj.get("diaObjectId")) is None
+        else str(src.get("diaObjectId", obj.get("diaObjectId"))),
+        "schema": "{}.{}".format(*version_for_schema_id(base)),
+        "enriched": ann is not None or base != sid,
+        "nDetections": 1 + len(rec.get("prvDiaSources") or []),
+        "nForced": len(rec.get("prvDiaForcedSources") or []),
+    }
+    if ann is not None:
+        out["annotations"] = ann
+    return out
+
+
+def iter_values(target: str, store: SchemaStore, limit: int | None, timeout: float) -> Iterator[bytes | None]:
+    """Message values from a path or a ``kafka://`` URI (read from the beginning, own group)."""
+    parsed = parse_uri(target)
+    if not isinstance(parsed, KafkaURI):
+        for m in iter_archive(parsed.path, BatchDecoder(store)):
+            yield m.value
+        return
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": parsed.bootstrap, "group.id": f"alertbroker-inspect-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, **parsed.params})  # fmt: skip
+    c.subscribe([parsed.topic])
+    n, last = 0, time.monotonic()
+    try:
+        while time.monotonic() - last < timeout and (limit is None or n < limit):
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            last = time.monotonic()
+            n += 1
+            yield m.value()
+    finally:
+        c.close()
+
+
+def inspect(target: str, store: SchemaStore, limit: int | None = None, timeout: float = 5.0) -> Iterator[str]:
+    """JSON lines describing the alerts at ``target``."""
+    for k, v in enumerate(iter_values(target, store, limit, timeout)):
+        if limit is not None and k >= limit:
+            return
+        yield json.dumps(describe(v, store), default=str)

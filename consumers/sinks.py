@@ -1,0 +1,171 @@
+"""Sinks: where enriched alerts, scores and dead letters go (Kafka topics or files).
+
+All sinks share one contract: ``produce(..., on_delivery)`` calls ``on_delivery(None)``
+once the record is durably handed over (Kafka ack, or written to a file), or
+``on_delivery("error text")``. The runner stores offsets only after that.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from broker.annotations import SCORES_SCHEMA, SCORES_SCHEMA_ID
+from broker.container import ContainerWriter
+from broker.schemas import SchemaStore
+from broker.wire import HEADER_SIZE, parse_header
+
+Delivery = Callable[[str | None], None]
+Headers = list[tuple[str, bytes]]
+
+
+class Sink(Protocol):
+    """The common interface of every sink."""
+
+    def produce(self, key: bytes | None, value: bytes, headers: Headers | None, on_delivery: Delivery) -> None:
+        """Queue one record."""
+
+    def poll(self, timeout: float) -> None:
+        """Serve delivery callbacks (write buffered records, for files)."""
+
+    def flush(self, timeout: float) -> int:
+        """Deliver everything queued; return how many are still undelivered."""
+
+    def close(self) -> None:
+        """Flush and release resources."""
+
+
+class KafkaSink:
+    """An idempotent Kafka producer writing to one topic.
+
+    Parameters
+    ----------
+    conf : dict
+        librdkafka config (bootstrap and security); idempotence and acks=all are forced.
+    topic : str
+    """
+
+    def __init__(self, conf: dict[str, Any], topic: str) -> None:
+        from confluent_kafka import Producer
+
+        full = {"linger.ms": 10, "message.max.bytes": 16 * 1024 * 1024, "compression.type": "lz4", **conf,
+                "enable.idempotence": True, "acks": "all"}  # fmt: skip
+        self.producer = Producer(full)
+        self.topic = topic
+
+    def produce(self, key: bytes | None, value: bytes, headers: Headers | None, on_delivery: Delivery) -> None:
+        """Queue a record; waits (serving callbacks) while the local queue is full."""
+        def cb(err: Any, _msg: Any) -> None:
+            on_delivery(None if err is None else str(err))
+
+        while True:
+            try:
+                self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=cb)
+                return
+            except BufferError:  # local queue full: back-pressure
+                self.producer.poll(0.1)
+
+    def poll(self, timeout: float) -> None:
+        """Serve delivery callbacks."""
+        self.producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        """Wait for outstanding deliveries."""
+        return int(self.producer.flush(timeout))
+
+    def close(self) -> None:
+        """Flush (up to 30 s)."""
+        self.producer.flush(30)
+
+
+class AvroDirSink:
+    """Writes framed records to Avro container files in a directory, one file per schema id.
+
+    File names: ``<prefix>-<schema id>-<start time>.avro``; a new file is started
+    every ``rotate_records`` records.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], store: SchemaStore, prefix: str = "enriched",
+                 rotate_records: int = 50_000) -> None:  # fmt: skip
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.store, self.prefix, self.rotate = store, prefix, rotate_records
+        self.writers: dict[int, ContainerWriter] = {}
+        self.pending: dict[int, list[bytes]] = {}
+        self.callbacks: list[Delivery] = []
+
+    def _schema(self, sid: int) -> dict[str, Any]:
+        return SCORES_SCHEMA if sid == SCORES_SCHEMA_ID else self.store.get(sid).definition
+
+    def produce(self, key: bytes | None, value: bytes, headers: Headers | None, on_delivery: Delivery) -> None:
+        """Buffer a record until the next :meth:`poll`."""
+        sid = parse_header(value)
+        self.pending.setdefault(sid, []).append(value[HEADER_SIZE:])
+        self.callbacks.append(on_delivery)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Write buffered records as one block per schema, then confirm them."""
+        for sid, bodies in self.pending.items():
+            w = self.writers.get(sid)
+            if w is None or w.records >= self.rotate:
+                if w is not None:
+                    w.close()
+                name = f"{self.prefix}-{sid}-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}.avro"
+                w = self.writers[sid] = ContainerWriter(self.dir / name, self._schema(sid))
+            w.write_block(bodies)
+        self.pending.clear()
+        cbs, self.callbacks = self.callbacks, []
+        for cb in cbs:
+            cb(None)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        """Write everything buffered."""
+        self.poll()
+        return 0
+
+    def close(self) -> None:
+        """Write and close all files."""
+        self.poll()
+        for w in self.writers.values():
+            w.close()
+        self.writers.clear()
+
+
+class DLQFileSink:
+    """Dead letters as JSON lines (``dlq.jsonl``): reason, detail, source, base64 payload."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.dir / "dlq.jsonl", "a")  # noqa: SIM115 - closed in close()
+        self.callbacks: list[Delivery] = []
+
+    def produce(self, key: bytes | None, value: bytes, headers: Headers | None, on_delivery: Delivery) -> None:
+        """Append a dead letter line."""
+        rec: dict[str, Any] = {k: v.decode("utf-8", "replace") for k, v in headers or []}
+        rec["key"] = key.decode("utf-8", "replace") if key else None
+        rec["payload_b64"] = base64.b64encode(value).decode()
+        self.fh.write(json.dumps(rec) + "\n")
+        self.callbacks.append(on_delivery)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Flush lines to the OS and confirm them."""
+        self.fh.flush()
+        cbs, self.callbacks = self.callbacks, []
+        for cb in cbs:
+            cb(None)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        """Same as poll."""
+        self.poll()
+        return 0
+
+    def close(self) -> None:
+        """Flush and close."""
+        self.poll()
+        self.fh.close()
