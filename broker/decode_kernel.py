@@ -45,7 +45,7 @@ def _varint(buf: np.ndarray, p: int, end: int) -> tuple[int, int]:
             break
         shift += 7
     v = np.int64(acc >> np.uint64(1)) ^ -np.int64(acc & np.uint64(1))
-    return v, p
+    return int(v), p
 
 
 @nb.njit(cache=True, inline="always")
@@ -186,14 +186,14 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                         st = TRUNCATED
                         break
                     fv = buf[p : p + 8].view(np.float64)[0]
-                    iv = np.int64(0)
+                    iv = 0
                     p += 8
                 elif op == P.READ_FLOAT:
                     if p + 4 > end:
                         st = TRUNCATED
                         break
                     fv = float(buf[p : p + 4].view(np.float32)[0])
-                    iv = np.int64(0)
+                    iv = 0
                     p += 4
                 else:  # READ_BAND: a string; its single letter is the band
                     ln, p = _varint(buf, p, end)
@@ -203,7 +203,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     if ln < 0 or ln > end - p:
                         st = BAD_LENGTH
                         break
-                    iv = bandmap[buf[p]] if ln == 1 else np.int64(-1)
+                    iv = int(bandmap[buf[p]]) if ln == 1 else -1
                     fv = float(iv)
                     p += ln
                 col = ins[1]
@@ -216,7 +216,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     if ins[3] == 0:
                         out_f[i, ins[2]] = fv
                     else:
-                        out_i[i, ins[2]] = iv if op != P.READ_DOUBLE and op != P.READ_FLOAT else np.int64(fv)
+                        out_i[i, ins[2]] = iv if op != P.READ_DOUBLE and op != P.READ_FLOAT else int(fv)
             elif op == P.UNION:
                 k, p = _varint(buf, p, end)
                 if p < 0:

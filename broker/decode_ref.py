@@ -36,9 +36,12 @@ def read_message(message: bytes, store: SchemaStore) -> tuple[int, dict[str, Any
     bio = io.BytesIO(message)
     bio.seek(HEADER_SIZE)  # no copy of the body
     try:
-        return sid, fastavro.schemaless_reader(bio, schema.parsed, None)
+        rec = fastavro.schemaless_reader(bio, schema.parsed, None)
     except Exception as e:  # fastavro raises many types on garbage
         raise MalformedBody(f"fastavro: {type(e).__name__}: {e}") from e
+    if not isinstance(rec, dict):
+        raise MalformedBody("not an Avro record")
+    return sid, rec
 
 
 def _canon(rec: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -95,7 +98,7 @@ def batch_from_records(records: Iterable[Mapping[str, Any]], schema_ids: Iterabl
     cols.update({c: np.asarray(v, dtype=np.int64) for c, v in icols.items()})
     cols["band"] = cols["band"].astype(np.int8)
     cols["schema_id"] = np.asarray(list(schema_ids), dtype=np.int32)
-    arr = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
+    arr: list[Any] = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
     lc = LightCurves(
         offsets=np.asarray(offsets, dtype=np.int64), mjd=np.asarray(arr[0], dtype=np.float64),
         band=np.asarray(arr[1], dtype=np.int8), flux=np.asarray(arr[2], dtype=np.float64),

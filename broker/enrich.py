@@ -132,8 +132,9 @@ class Enricher:
             key = str(obj if obj is not None else src_ids[k]).encode()
             scores = None
             if self.scores:
+                pz_mean, pz_sigma = (None, None) if pz is None else (float(pz[0]), float(pz[1]))
                 scores = senc(src_ids[k], obj, ras[k], decs[k], mjds[k], ingest_ms, processed, probs,
-                              None if pz is None else float(pz[0]), None if pz is None else float(pz[1]), an)  # fmt: skip
+                              pz_mean, pz_sigma, an)  # fmt: skip
             res.outputs.append(Output(i, key, value, scores, src_ids[k]))
 
 

@@ -153,17 +153,16 @@ class SchemaStore:
         assert isinstance(definition, dict)
         fp = _fingerprint(definition)
         if not self._fingerprints:
-            for sid in self.known_ids():
-                base = self.get(sid)
-                self._fingerprints[_fingerprint(base.definition)] = sid
-                enr = enriched_definition(base.definition)
-                self._fingerprints[_fingerprint(enr)] = enriched_schema_id(sid)
-        sid = self._fingerprints.get(fp)
-        if sid is None:
-            sid = (int(fp, 16) & 0x3FFFFFFF) | 0x40000000
-            self.register(sid, definition)
-            self._fingerprints[fp] = sid
-        return sid
+            for known in self.known_ids():
+                plain = self.get(known).definition
+                self._fingerprints[_fingerprint(plain)] = known
+                self._fingerprints[_fingerprint(enriched_definition(plain))] = enriched_schema_id(known)
+        found = self._fingerprints.get(fp)
+        if found is None:
+            found = (int(fp, 16) & 0x3FFFFFFF) | 0x40000000
+            self.register(found, definition)
+            self._fingerprints[fp] = found
+        return found
 
     def get(self, schema_id: int) -> AlertSchema:
         """Return the schema for ``schema_id``.

@@ -26,7 +26,9 @@ TOKEN_LAYOUT_VERSION = 1
 #:                  alert's triggering diaSource time, so hours and years both resolve.
 #: ``band``         band index 0..5 (u..y), see ``broker.batch.BANDS``.
 #: ``flux``         arcsinh(flux / scale), scale a per-object flux scale in nJy
-#:                  (given to the model separately as the ``log10_flux_scale`` feature).
+#:                  (given to the model separately as the ``log10_flux_scale`` feature):
+#:                  the median ``flux_err`` of the object's usable rows (1 nJy if none),
+#:                  so tokens are linear around the noise level and logarithmic above.
 #: ``flux_err``     flux_err / scale.
 #: ``is_detection`` 1.0 for a diaSource row, 0.0 for forced photometry.
 LC_FIELDS: tuple[str, ...] = ("dt", "band", "flux", "flux_err", "is_detection")

@@ -52,9 +52,9 @@ def _iter_container(data: bytes, name: str, decoder: BatchDecoder, next_offset: 
     try:
         schema, codec, sync = read_header(fh)
         sid = decoder.store.identify(schema)
-    except (CorruptArchive, ValueError, TypeError, KeyError) as e:
-        err = e if isinstance(e, CorruptArchive) else CorruptArchive(f"bad container schema: {e}")
-        yield InMessage(value=data, topic=name, offset=next_offset(), error=CorruptArchive(f"{name}: {err.detail}"))
+    except (CorruptArchive, ValueError, TypeError, KeyError) as exc:
+        detail = exc.detail if isinstance(exc, CorruptArchive) else f"bad container schema: {exc}"
+        yield InMessage(value=data, topic=name, offset=next_offset(), error=CorruptArchive(f"{name}: {detail}"))
         return
     nblock = 0
     try:

@@ -57,12 +57,12 @@ def iter_values(target: str, store: SchemaStore, limit: int | None, timeout: flo
     n, last = 0, time.monotonic()
     try:
         while time.monotonic() - last < timeout and (limit is None or n < limit):
-            m = c.poll(0.5)
-            if m is None or m.error():
+            km = c.poll(0.5)
+            if km is None or km.error():
                 continue
             last = time.monotonic()
             n += 1
-            yield m.value()
+            yield km.value()
     finally:
         c.close()
 

@@ -65,7 +65,8 @@ class KafkaSink:
 
         while True:
             try:
-                self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=cb)
+                self.producer.produce(self.topic, value=value, key=key, headers=headers,  # type: ignore[arg-type]
+                                      on_delivery=cb)
                 return
             except BufferError:  # local queue full: back-pressure
                 self.producer.poll(0.1)

@@ -105,8 +105,8 @@ class KafkaSource:
                         raise RuntimeError(f"fatal consumer error: {err}")
                 continue
             ts_type, ts = m.timestamp()
-            out.append(InMessage(value=m.value(), key=m.key(), topic=m.topic(), partition=m.partition(),
-                                 offset=m.offset(), timestamp_ms=ts if ts_type else None, raw=m))  # fmt: skip
+            out.append(InMessage(value=m.value(), key=m.key(), topic=m.topic() or "", partition=m.partition() or 0,
+                                 offset=m.offset() or 0, timestamp_ms=ts if ts_type else None, raw=m))  # fmt: skip
         return out
 
     def store(self, messages: list[InMessage]) -> None:

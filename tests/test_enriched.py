@@ -96,7 +96,7 @@ def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host) -> None:  #
             {"classId": 1, "className": "one", "probability": 0.1}, {"classId": 2, "className": "two",
                                                                    "probability": 0.9}],
         "photoz": None if photoz is None else dict(zip(("mean", "sigma", "mode", "q05", "q16", "q50", "q84", "q95"),
-                                                       photoz.tolist())),
+                                                       photoz.tolist(), strict=False)),
         "anomalyScore": None if anomaly is None or anomaly != anomaly else anomaly,
         "host": None if host is None else {"catalog": "c", "galaxyId": "7", "ra": 1.0, "dec": 2.0,
                                            "separationArcsec": 0.3, "dlr": host.dlr},

@@ -35,7 +35,8 @@ def test_header_is_big_endian_confluent() -> None:
 
 @pytest.mark.parametrize(
     ("msg", "err"),
-    [(b"", EmptyMessage), (None, EmptyMessage), (b"\x00\x00", TruncatedHeader), (b"\x01\x00\x00\x03\x84x", BadMagicByte)],
+    [(b"", EmptyMessage), (None, EmptyMessage), (b"\x00\x00", TruncatedHeader),
+     (b"\x01\x00\x00\x03\x84x", BadMagicByte)],
 )
 def test_bad_headers_raise_named_errors(msg: bytes | None, err: type[Exception]) -> None:
     with pytest.raises(err):
