@@ -9,6 +9,7 @@ whatever is resolved is cached forever.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Callable
@@ -19,7 +20,13 @@ from typing import Any
 
 import fastavro
 
-from broker.annotations import base_schema_id, enriched_definition, enriched_schema_id
+from broker.annotations import (
+    SCORES_SCHEMA,
+    SCORES_SCHEMA_ID,
+    base_schema_id,
+    enriched_definition,
+    enriched_schema_id,
+)
 from broker.errors import UnknownSchema
 from broker.wire import schema_id_for_version, version_for_schema_id
 
@@ -157,6 +164,7 @@ class SchemaStore:
                 plain = self.get(known).definition
                 self._fingerprints[_fingerprint(plain)] = known
                 self._fingerprints[_fingerprint(enriched_definition(plain))] = enriched_schema_id(known)
+            self._fingerprints[_fingerprint(SCORES_SCHEMA)] = SCORES_SCHEMA_ID
         found = self._fingerprints.get(fp)
         if found is None:
             found = (int(fp, 16) & 0x3FFFFFFF) | 0x40000000
@@ -179,6 +187,8 @@ class SchemaStore:
             schema = load_local(*self._local[schema_id])
             self._cache[schema_id] = schema
             return schema
+        if schema_id == SCORES_SCHEMA_ID:
+            return self.register(schema_id, copy.deepcopy(SCORES_SCHEMA))
         base = base_schema_id(schema_id)
         if base is not None and base != schema_id:  # an enriched schema: derive it from its input
             return self.register(schema_id, enriched_definition(self.get(base).definition))

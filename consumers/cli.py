@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulate a small night and enrich it locally (no server needed)")
     p.add_argument("--out", default="alertbroker-demo")
-    p.add_argument("--objects", type=int, default=300)
+    p.add_argument("--objects", type=int, default=2000)
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_demo)
 

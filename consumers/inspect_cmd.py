@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from broker.annotations import base_schema_id
+from broker.annotations import SCORES_SCHEMA_ID, base_schema_id
 from broker.decode import BatchDecoder
 from broker.decode_ref import read_message
 from broker.errors import AlertError
@@ -24,14 +24,16 @@ def describe(value: bytes | None, store: SchemaStore) -> dict[str, Any]:
         sid, rec = read_message(value or b"", store)
     except AlertError as e:
         return {"error": e.reason, "detail": e.detail}
+    if sid == SCORES_SCHEMA_ID:  # a compact scores record
+        return {k: str(v) if k.endswith("Id") and v is not None else v for k, v in rec.items()}
     base = base_schema_id(sid) or sid
     src = rec.get("diaSource") or {}
     obj = rec.get("diaObject") or {}
     ann = rec.get("annotations")
+    obj_id = src.get("diaObjectId") if src.get("diaObjectId") is not None else obj.get("diaObjectId")
     out: dict[str, Any] = {
         "diaSourceId": str(rec.get("diaSourceId", src.get("diaSourceId"))),
-        "diaObjectId": None if src.get("diaObjectId", obj.get("diaObjectId")) is None
-        else str(src.get("diaObjectId", obj.get("diaObjectId"))),
+        "diaObjectId": None if obj_id is None else str(obj_id),
         "schema": "{}.{}".format(*version_for_schema_id(base)),
         "enriched": ann is not None or base != sid,
         "nDetections": 1 + len(rec.get("prvDiaSources") or []),
