@@ -69,6 +69,10 @@ def test_replay_then_worker_delivers_every_alert_exactly_once(kafka_bootstrap: s
     dlq = read_topic(kafka_bootstrap, f"{dst}-dlq", expect=2)
     assert sorted(dict(m.headers())["reason"].decode() for m in dlq) == ["malformed_body", "unknown_schema"]
     assert all(dict(m.headers())["source_topic"].decode() == src for m in dlq)
+    capsys.readouterr()
+    assert main(["inspect", f"kafka://{kafka_bootstrap}/{dst}", "--limit", "3", "--timeout", "10"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 3 and all(x["enriched"] and x["schema"] == "11.1" for x in lines)
 
 
 def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, topic_prefix: str, archive: Path) -> None:
