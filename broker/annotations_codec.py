@@ -47,7 +47,7 @@ def _opt_float(v: float | None) -> bytes:
 
 
 @dataclass(frozen=True)
-class HostMatch:
+class HostAnnotation:
     """The host galaxy chosen for one alert (see ``annotations.host``)."""
 
     catalog: str
@@ -84,7 +84,7 @@ class AnnotationEncoder:
 
     def encode(
         self, probs: np.ndarray | None, photoz: np.ndarray | None, anomaly: float | None,
-        host: HostMatch | None, n_det: int, n_forced: int, ingest_ms: int, processed_ms: int,
+        host: HostAnnotation | None, n_det: int, n_forced: int, ingest_ms: int, processed_ms: int,
     ) -> bytes:  # fmt: skip
         """Encode one alert's annotations.
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from broker.annotations import enriched_schema_id
-from broker.annotations_codec import AnnotationEncoder, ScoresEncoder
+from broker.annotations_codec import AnnotationEncoder, HostAnnotation, ScoresEncoder
 from broker.batch import AlertBatch
 from broker.decode import BatchDecoder
 from broker.errors import EnrichmentFailed
@@ -52,6 +52,7 @@ class Enricher:
     broker_name: str = "alertbroker"
     broker_version: str = "0"
     scores: bool = True
+    host_catalog_name: str = "hosts"
 
     def __post_init__(self) -> None:
         p = self.predictor
@@ -64,7 +65,10 @@ class Enricher:
 
     def _score(self, batch: AlertBatch) -> Predictions:
         feats = self.featurizer(batch) if self.featurizer is not None else None
-        return self.predictor.predict(batch, feats)
+        preds = self.predictor.predict(batch, feats)
+        if preds.hosts is None and feats is not None and getattr(feats, "host_match", None) is not None:
+            preds.hosts = host_annotations(feats.host_match, self.host_catalog_name)
+        return preds
 
     def enrich(self, values: Sequence[bytes | None], ingest_ms: int | None = None) -> EnrichResult:
         """Enrich a micro-batch. Exactly one outcome per input; never raises for bad input."""
@@ -136,6 +140,15 @@ class Enricher:
                 scores = senc(src_ids[k], obj, ras[k], decs[k], mjds[k], ingest_ms, processed, probs,
                               pz_mean, pz_sigma, an)  # fmt: skip
             res.outputs.append(Output(i, key, value, scores, src_ids[k]))
+
+
+def host_annotations(match: Any, catalog: str) -> list[HostAnnotation | None]:
+    """Per-alert host annotations from the featurizer's batch host match (-1 id = no host)."""
+    ids = match.host_id.tolist()
+    ra, dec, sep, dlr = match.ra.tolist(), match.dec.tolist(), match.sep_arcsec.tolist(), match.dlr.tolist()
+    return [None if ids[k] < 0 else HostAnnotation(catalog, str(ids[k]), ra[k], dec[k], sep[k],
+                                                    None if math.isnan(dlr[k]) else dlr[k])
+            for k in range(len(ids))]  # fmt: skip
 
 
 def _row(arr: np.ndarray | None, k: int) -> np.ndarray | None:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from broker.annotations_codec import HostMatch
+from broker.annotations_codec import HostAnnotation
 from broker.batch import AlertBatch
 
 
@@ -29,13 +29,13 @@ class Predictions:
         mean, sigma, mode, q05, q16, q50, q84, q95; NaN rows = no photo-z.
     anomaly : ndarray (n,) or None
         Anomaly score, higher = stranger; NaN = no score.
-    hosts : list of HostMatch or None, length n, or None
+    hosts : list of HostAnnotation or None, length n, or None
     """
 
     probs: np.ndarray | None = None
     photoz: np.ndarray | None = None
     anomaly: np.ndarray | None = None
-    hosts: list[HostMatch | None] | None = None
+    hosts: list[HostAnnotation | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     max_inflight_batches: int = 4
     max_history_rows: int = 20_000
     scores: bool = True
+    host_catalog: str | None = Field(default=None, description="HEALPix/HATS galaxy catalog for host matching")
     metrics_port: int | None = None
     torch_threads: int = 1
     log_level: str = "INFO"

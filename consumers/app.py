@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
 
 from broker import __version__
 from broker.decode import BatchDecoder
-from broker.enrich import Enricher
+from broker.enrich import Enricher, Featurizer
 from broker.metrics import Metrics
 from broker.predict import NullPredictor, Predictor
 from broker.schemas import SchemaStore
@@ -53,6 +54,17 @@ def default_side_uri(sink: str, suffix: str) -> str:
     return f"file://{Path(parsed.path) / suffix}"
 
 
+def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | None:
+    """The featurizer stage: needed by a model, or by host matching when a catalog is set."""
+    if settings.host_catalog is None and isinstance(predictor, NullPredictor):
+        return None  # nothing would consume the features: skip the work
+    from broker.features import FeatureConfig, GalaxyCatalog, HostMatcher, featurize, warmup
+
+    hosts = HostMatcher(GalaxyCatalog(settings.host_catalog)) if settings.host_catalog else None
+    warmup()  # compile (or load from cache) every kernel now, not on the first batch
+    return functools.partial(featurize, config=FeatureConfig(), hosts=hosts)
+
+
 def build_runner(
     source: str, sink: str, settings: Settings, dlq: str | None = None, scores: str | None = None,
     predictor: Predictor | None = None, max_idle_s: float | None = None, metrics: Metrics | None = None,
@@ -61,8 +73,11 @@ def build_runner(
     store = make_store(settings)
     decoder = BatchDecoder(store, max_history_rows=settings.max_history_rows)
     metrics = metrics or Metrics()
-    enricher = Enricher(decoder, predictor or NullPredictor(), broker_name=settings.broker_name,
-                        broker_version=__version__, scores=settings.scores and scores != "none")  # fmt: skip
+    predictor = predictor or NullPredictor()
+    enricher = Enricher(decoder, predictor, featurizer=make_featurizer(settings, predictor),
+                        broker_name=settings.broker_name, broker_version=__version__,
+                        scores=settings.scores and scores != "none",
+                        host_catalog_name=Path(settings.host_catalog or "hosts").name)  # fmt: skip
     out = make_sink(sink, settings, store, "enriched")
     dlq_sink = make_sink(dlq or default_side_uri(sink, "dlq"), settings, store, "dlq")
     scores_sink = None

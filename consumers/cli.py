@@ -13,7 +13,7 @@ from broker.settings import Settings
 
 def _settings(args: argparse.Namespace) -> Settings:
     over: dict[str, object] = {}
-    for name in ("batch_size", "metrics_port"):
+    for name in ("batch_size", "metrics_port", "host_catalog"):
         if getattr(args, name, None) is not None:
             over[name] = getattr(args, name)
     return Settings.load(getattr(args, "config", None), **over)
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-idle-s", type=float, help="stop after this many idle seconds")
+    p.add_argument("--host-catalog", help="HATS / HEALPix-partitioned Parquet galaxy catalog for host matching")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("replay", help="replay an archive into a Kafka topic in observation order")

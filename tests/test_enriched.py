@@ -17,7 +17,7 @@ from broker.annotations import (
     enriched_definition,
     enriched_schema_id,
 )
-from broker.annotations_codec import AnnotationEncoder, HostMatch, ScoresEncoder
+from broker.annotations_codec import AnnotationEncoder, HostAnnotation, ScoresEncoder
 from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.predict import Predictions
@@ -63,7 +63,7 @@ class FixedPredictor:
         probs = np.tile([0.75, 0.25], (n, 1))
         probs[0] = np.nan  # gate closed for the first alert
         pz = np.tile(np.arange(8, dtype=float) / 10, (n, 1))
-        hosts = [None] + [HostMatch("dc2", "123456789012345678", 10.0, -5.0, 0.5, 1.2)] * (n - 1)
+        hosts = [None] + [HostAnnotation("dc2", "123456789012345678", 10.0, -5.0, 0.5, 1.2)] * (n - 1)
         return Predictions(probs=probs, photoz=pz, anomaly=np.linspace(0, 1, n), hosts=hosts)
 
 
@@ -85,7 +85,7 @@ def test_predictions_land_in_annotations_and_scores(store: SchemaStore) -> None:
 
 @pytest.mark.parametrize("probs,photoz,anomaly,host", list(itertools.product(
     [None, np.array([0.1, 0.9])], [None, np.linspace(0.1, 0.8, 8)], [None, 3.5, float("nan")],
-    [None, HostMatch("c", "7", 1.0, 2.0, 0.3, None), HostMatch("c", "7", 1.0, 2.0, 0.3, 2.0)])))
+    [None, HostAnnotation("c", "7", 1.0, 2.0, 0.3, None), HostAnnotation("c", "7", 1.0, 2.0, 0.3, 2.0)])))
 def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host) -> None:  # type: ignore[no-untyped-def]
     enc = AnnotationEncoder("b", "1.2", "m", None, "tax", (1, 2), ("one", "two"))
     got = enc.encode(probs, photoz, anomaly, host, 5, 7, 1_700_000_000_123, 1_700_000_000_456)
