@@ -17,9 +17,9 @@ from typing import Any
 
 from broker.annotations import SCORES_SCHEMA_ID
 from broker.enrich import Enricher
-from broker.errors import DeliveryFailed
+from broker.errors import DeliveryFailed, RegistryUnavailable
 from broker.metrics import Metrics
-from broker.records import DeadLetter
+from broker.records import DeadLetter, EnrichResult
 from broker.wire import frame
 from consumers.messages import InMessage
 from consumers.sinks import Sink
@@ -86,6 +86,7 @@ class Runner:
         self.summary = RunSummary()
         self.running = True
         self._version = broker_version.encode()
+        self.retries, self.retry_initial_s = 6, 0.5
 
     @property
     def sinks(self) -> list[Sink]:
@@ -141,7 +142,7 @@ class Runner:
         self.summary.consumed += len(msgs)
         self.summary.batches += 1
         good = [i for i, msg in enumerate(msgs) if msg.error is None]
-        res = self.enricher.enrich([msgs[i].value for i in good])
+        res = self._enrich_with_retry([msgs[i].value for i in good])
         for stage, sec in res.stage_seconds.items():
             m.stage_seconds.labels(stage).observe(sec)
         fl = _InFlight(msgs)
@@ -166,6 +167,20 @@ class Runner:
             s.poll(0)
         while len(self.inflight) >= self.max_inflight:
             self._complete(wait=True, one=True)
+
+    def _enrich_with_retry(self, values: list[bytes | None]) -> EnrichResult:
+        """Enrich; a transient failure (schema registry down) is retried with backoff, never dead-lettered."""
+        delay = self.retry_initial_s
+        for attempt in range(self.retries + 1):
+            try:
+                return self.enricher.enrich(values)
+            except RegistryUnavailable as e:
+                if attempt == self.retries:
+                    raise
+                log.warning("transient failure (%s); retrying the batch in %.1f s", e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
 
     def _dead_letter(self, msg: InMessage, d: DeadLetter, fl: _InFlight) -> None:
         self.summary.dead[d.reason] += 1

@@ -68,3 +68,71 @@ def test_cli_run_and_inspect(tmp_path: Path, store: SchemaStore, capsys) -> None
     assert all(x["enriched"] and isinstance(x["diaSourceId"], str) and "annotations" in x for x in lines)
     assert main(["inspect", str(tmp_path / "in" / "junk.avro")]) == 0
     assert json.loads(capsys.readouterr().out)["error"] == "malformed_body"
+
+
+def test_registry_outage_is_retried_not_dead_lettered(tmp_path: Path, store: SchemaStore) -> None:
+    from broker.decode import BatchDecoder
+    from broker.enrich import Enricher
+    from broker.errors import RegistryUnavailable
+    from consumers.runner import Runner
+    from consumers.sinks import AvroDirSink, DLQFileSink
+    from consumers.sources import FileSource
+
+    text = json.dumps(store.get(1101).definition)
+    calls = []
+
+    def flaky(sid: int) -> str | None:
+        calls.append(sid)
+        if len(calls) < 3:
+            raise RegistryUnavailable("registry down")
+        return text
+
+    d = tmp_path / "in"
+    d.mkdir()
+    msg = encode(store.get(1101), filled_alert(store.get(1101), 2, seed=1))
+    (d / "a.avro").write_bytes(frame(5555, msg[HEADER_SIZE:]))
+    dec = BatchDecoder(SchemaStore(resolver=flaky))
+    runner = Runner(FileSource(d, dec), Enricher(dec), AvroDirSink(tmp_path / "o", dec.store),
+                    DLQFileSink(tmp_path / "o" / "dlq"))  # fmt: skip
+    runner.retry_initial_s = 0.01
+    summary = runner.run()
+    assert summary.enriched == 1 and not summary.dead and calls == [5555, 5555, 5555]
+
+
+class _FailingDLQ:
+    """A DLQ whose every delivery fails (topic unavailable, disk full...)."""
+
+    def produce(self, key, value, headers, on_delivery):  # type: ignore[no-untyped-def]
+        on_delivery("DLQ unavailable")
+
+    def poll(self, timeout: float) -> None:
+        pass
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def test_failed_dlq_delivery_stops_without_storing_offsets(tmp_path: Path, store: SchemaStore) -> None:
+    import pytest
+
+    from broker.decode import BatchDecoder
+    from broker.enrich import Enricher
+    from broker.errors import DeliveryFailed
+    from consumers.runner import Runner
+    from consumers.sinks import AvroDirSink
+    from consumers.sources import FileSource
+
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "bad.avro").write_bytes(frame(1101, b"\x99\x99\x99"))
+    stored: list[int] = []
+    dec = BatchDecoder(store)
+    src = FileSource(d, dec)
+    src.store = lambda msgs: stored.extend(m.offset for m in msgs)  # type: ignore[method-assign]
+    runner = Runner(src, Enricher(dec), AvroDirSink(tmp_path / "o", store), _FailingDLQ())  # type: ignore[arg-type]
+    with pytest.raises(DeliveryFailed):
+        runner.run()
+    assert stored == []
