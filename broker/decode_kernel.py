@@ -49,6 +49,19 @@ def _varint(buf: np.ndarray, p: int, end: int) -> tuple[int, int]:
 
 
 @nb.njit(cache=True, inline="always")
+def _branch(buf: np.ndarray, p: int, end: int, null_branch: int) -> tuple[int, int]:
+    """Index of a ``[null, T]`` / ``[T, null]`` union: (1 = a value follows, 0 = null, -status), new p."""
+    if p >= end:
+        return -TRUNCATED, p
+    br = buf[p]
+    if br == 2 * null_branch:
+        return 0, p + 1
+    if br == 2 * (1 - null_branch):
+        return 1, p + 1
+    return -BAD_UNION, p + 1
+
+
+@nb.njit(cache=True, inline="always")
 def _skip_varint(buf: np.ndarray, p: int, end: int) -> int:
     for _ in range(10):
         if p >= end:
@@ -100,81 +113,44 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 if p > end:
                     st = TRUNCATED
                     break
-            elif op == P.OPT_SKIP_FIXED:
-                for _ in range(ins[2]):
-                    if p >= end:
-                        st = TRUNCATED
-                        break
-                    br = buf[p]
-                    p += 1
-                    if br == 2 * (1 - ins[4]):
+            elif P.SKIP_VARINT <= op <= P.OPT_SKIP_BYTES:  # runs of skips, nullable or not
+                opt = op >= P.OPT_SKIP_FIXED
+                for _ in range(ins[2] if opt else ins[1]):
+                    if opt:
+                        has, p = _branch(buf, p, end, ins[4])
+                        if has < 0:
+                            st = -has
+                            break
+                        if has == 0:
+                            continue
+                    if op == P.OPT_SKIP_FIXED:
                         p += ins[1]
-                    elif br != 2 * ins[4]:
-                        st = BAD_UNION
-                        break
-                if st != OK or p > end:
-                    st = TRUNCATED if st == OK else st
-                    break
-            elif op == P.SKIP_VARINT or op == P.OPT_SKIP_VARINT:
-                cnt = ins[1] if op == P.SKIP_VARINT else ins[2]
-                for _ in range(cnt):
-                    if op == P.OPT_SKIP_VARINT:
-                        if p >= end:
-                            p = -1
+                    elif op == P.SKIP_VARINT or op == P.OPT_SKIP_VARINT:
+                        p = _skip_varint(buf, p, end)
+                        if p < 0:
+                            st = TRUNCATED
                             break
-                        br = buf[p]
-                        p += 1
-                        if br == 2 * ins[4]:
-                            continue
-                        if br != 2 * (1 - ins[4]):
-                            st = BAD_UNION
+                    else:
+                        ln, p = _varint(buf, p, end)
+                        if p < 0:
+                            st = TRUNCATED
                             break
-                    p = _skip_varint(buf, p, end)
-                    if p < 0:
-                        break
-                if st != OK:
-                    break
-                if p < 0:
+                        if ln < 0 or ln > end - p:
+                            st = BAD_LENGTH
+                            break
+                        p += ln
+                if st == OK and p > end:
                     st = TRUNCATED
-                    break
-            elif op == P.SKIP_BYTES or op == P.OPT_SKIP_BYTES:
-                cnt = ins[1] if op == P.SKIP_BYTES else ins[2]
-                for _ in range(cnt):
-                    if op == P.OPT_SKIP_BYTES:
-                        if p >= end:
-                            p = -1
-                            break
-                        br = buf[p]
-                        p += 1
-                        if br == 2 * ins[4]:
-                            continue
-                        if br != 2 * (1 - ins[4]):
-                            st = BAD_UNION
-                            break
-                    ln, p = _varint(buf, p, end)
-                    if p < 0:
-                        break
-                    if ln < 0 or ln > end - p:
-                        st = BAD_LENGTH
-                        break
-                    p += ln
                 if st != OK:
-                    break
-                if p < 0:
-                    st = TRUNCATED
                     break
             elif op >= P.READ_LONG:
                 if ins[4] >= 0:  # nullable: branch byte first
-                    if p >= end:
-                        st = TRUNCATED
+                    has, p = _branch(buf, p, end, ins[4])
+                    if has < 0:
+                        st = -has
                         break
-                    br = buf[p]
-                    p += 1
-                    if br == 2 * ins[4]:
+                    if has == 0:
                         continue
-                    if br != 2 * (1 - ins[4]):
-                        st = BAD_UNION
-                        break
                 if op == P.READ_LONG:
                     iv, p = _varint(buf, p, end)
                     if p < 0:
