@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_history_rows: int = 20_000
     scores: bool = True
     host_catalog: str | None = Field(default=None, description="HEALPix/HATS galaxy catalog for host matching")
+    exactly_once: bool = False
+    transactional_id: str | None = Field(default=None, description="stable per worker replica (fencing)")
     metrics_port: int | None = None
     torch_threads: int = 1
     log_level: str = "INFO"

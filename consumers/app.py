@@ -14,8 +14,9 @@ from broker.metrics import Metrics
 from broker.predict import NullPredictor, Predictor
 from broker.schemas import SchemaStore
 from broker.settings import Settings
+from consumers.eos import ExactlyOnceRunner, default_transactional_id
 from consumers.runner import Runner
-from consumers.sinks import AvroDirSink, DLQFileSink, KafkaSink, Sink
+from consumers.sinks import AvroDirSink, DLQFileSink, KafkaSink, Sink, make_producer
 from consumers.sources import FileSource, KafkaSource, Source
 from consumers.uri import FileURI, KafkaURI, parse_uri
 
@@ -35,11 +36,11 @@ def _kafka_conf(settings: Settings, uri: KafkaURI) -> dict[str, Any]:
     return {**settings.kafka.librdkafka(), "bootstrap.servers": uri.bootstrap, **uri.params}
 
 
-def make_sink(uri: str, settings: Settings, store: SchemaStore, kind: str) -> Sink:
-    """A sink for ``uri``; ``kind`` is ``enriched``, ``scores`` or ``dlq``."""
+def make_sink(uri: str, settings: Settings, store: SchemaStore, kind: str, producer: Any = None) -> Sink:
+    """A sink for ``uri``; ``kind`` is ``enriched``, ``scores`` or ``dlq``; ``producer`` is shared if given."""
     parsed = parse_uri(uri)
     if isinstance(parsed, KafkaURI):
-        return KafkaSink(_kafka_conf(settings, parsed), parsed.topic)
+        return KafkaSink(_kafka_conf(settings, parsed), parsed.topic, producer)
     assert isinstance(parsed, FileURI)
     if kind == "dlq":
         return DLQFileSink(parsed.path)
@@ -65,11 +66,26 @@ def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | No
     return functools.partial(featurize, config=FeatureConfig(), hosts=hosts)
 
 
+def _transactional_producer(source: str, sink: str, dlq: str | None, scores: str | None,
+                            settings: Settings) -> Any:  # fmt: skip
+    uris = [parse_uri(u) for u in (source, sink, dlq, scores) if u is not None and u != "none"]
+    if not all(isinstance(u, KafkaURI) for u in uris):
+        raise ValueError("--exactly-once needs kafka:// URIs for the source and every sink")
+    tid = settings.transactional_id or default_transactional_id(settings.kafka.group_id)
+    first = uris[1]
+    assert isinstance(first, KafkaURI)
+    return make_producer({**_kafka_conf(settings, first), "transactional.id": tid})
+
+
 def build_runner(
     source: str, sink: str, settings: Settings, dlq: str | None = None, scores: str | None = None,
     predictor: Predictor | None = None, max_idle_s: float | None = None, metrics: Metrics | None = None,
+    exactly_once: bool = False,
 ) -> Runner:  # fmt: skip
-    """Build a runner from URIs. ``scores="none"`` disables the scores output."""
+    """Build a runner from URIs. ``scores="none"`` disables the scores output.
+
+    ``exactly_once`` needs Kafka for the source and every sink (one transactional producer).
+    """
     store = make_store(settings)
     decoder = BatchDecoder(store, max_history_rows=settings.max_history_rows)
     metrics = metrics or Metrics()
@@ -78,11 +94,14 @@ def build_runner(
                         broker_name=settings.broker_name, broker_version=__version__,
                         scores=settings.scores and scores != "none",
                         host_catalog_name=Path(settings.host_catalog or "hosts").name)  # fmt: skip
-    out = make_sink(sink, settings, store, "enriched")
-    dlq_sink = make_sink(dlq or default_side_uri(sink, "dlq"), settings, store, "dlq")
+    producer = None
+    if exactly_once:
+        producer = _transactional_producer(source, sink, dlq, scores, settings)
+    out = make_sink(sink, settings, store, "enriched", producer)
+    dlq_sink = make_sink(dlq or default_side_uri(sink, "dlq"), settings, store, "dlq", producer)
     scores_sink = None
     if enricher.scores:
-        scores_sink = make_sink(scores or default_side_uri(sink, "scores"), settings, store, "scores")
+        scores_sink = make_sink(scores or default_side_uri(sink, "scores"), settings, store, "scores", producer)
     runner_box: list[Runner] = []
     parsed = parse_uri(source)
     src: Source
@@ -91,10 +110,13 @@ def build_runner(
                 "session.timeout.ms": settings.kafka.session_timeout_ms,
                 "partition.assignment.strategy": settings.kafka.partition_assignment_strategy,
                 **_kafka_conf(settings, parsed)}  # fmt: skip
+        if exactly_once:
+            conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
         src = KafkaSource(conf, parsed.topic.split(","), metrics, on_revoke=lambda: runner_box[0].drain())
     else:
         src = FileSource(parsed.path, decoder)
-    runner = Runner(src, enricher, out, dlq_sink, scores_sink, metrics, settings.batch_size,
-                    settings.batch_timeout_s, settings.max_inflight_batches, max_idle_s, __version__)  # fmt: skip
+    args = (src, enricher, out, dlq_sink, scores_sink, metrics, settings.batch_size, settings.batch_timeout_s,
+            settings.max_inflight_batches, max_idle_s, __version__)  # fmt: skip
+    runner = ExactlyOnceRunner(*args, producer=producer) if producer is not None else Runner(*args)
     runner_box.append(runner)
     return runner

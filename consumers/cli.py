@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     runner = build_runner(args.source, args.sink, settings, dlq=args.dlq, scores=args.scores,
-                          max_idle_s=args.max_idle_s)  # fmt: skip
+                          max_idle_s=args.max_idle_s, exactly_once=args.exactly_once or settings.exactly_once)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-idle-s", type=float, help="stop after this many idle seconds")
+    p.add_argument("--exactly-once", action="store_true",
+                   help="Kafka transactions: outputs and offsets commit atomically (read with read_committed)")
     p.add_argument("--host-catalog", help="HATS / HEALPix-partitioned Parquet galaxy catalog for host matching")
     p.set_defaults(func=cmd_run)
 

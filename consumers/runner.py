@@ -136,6 +136,14 @@ class Runner:
         self._complete(wait=True)
 
     def _process(self, msgs: list[InMessage]) -> None:
+        self._produce_batch(msgs)
+        for s in self.sinks:
+            s.poll(0)
+        while len(self.inflight) >= self.max_inflight:
+            self._complete(wait=True, one=True)
+
+    def _produce_batch(self, msgs: list[InMessage]) -> _InFlight:
+        """Enrich ``msgs`` and queue every output, scores and dead-letter record; track them in flight."""
         m = self.metrics
         m.alerts_in.inc(len(msgs))
         m.batch_size.observe(len(msgs))
@@ -163,10 +171,7 @@ class Runner:
             self._dead_letter(msgs[d.index], d, fl)
         self.summary.enriched += len(res.outputs)
         m.alerts_out.inc(len(res.outputs))
-        for s in self.sinks:
-            s.poll(0)
-        while len(self.inflight) >= self.max_inflight:
-            self._complete(wait=True, one=True)
+        return fl
 
     def _enrich_with_retry(self, values: list[bytes | None]) -> EnrichResult:
         """Enrich; a transient failure (schema registry down) is retried with backoff, never dead-lettered."""

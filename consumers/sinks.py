@@ -40,6 +40,14 @@ class Sink(Protocol):
         """Flush and release resources."""
 
 
+def make_producer(conf: dict[str, Any]) -> Any:
+    """An idempotent producer (acks=all); ``transactional.id`` in ``conf`` makes it transactional."""
+    from confluent_kafka import Producer
+
+    return Producer({"linger.ms": 10, "message.max.bytes": 16 * 1024 * 1024, "compression.type": "lz4", **conf,
+                     "enable.idempotence": True, "acks": "all"})  # fmt: skip
+
+
 class KafkaSink:
     """An idempotent Kafka producer writing to one topic.
 
@@ -50,13 +58,10 @@ class KafkaSink:
     topic : str
     """
 
-    def __init__(self, conf: dict[str, Any], topic: str) -> None:
-        from confluent_kafka import Producer
-
-        full = {"linger.ms": 10, "message.max.bytes": 16 * 1024 * 1024, "compression.type": "lz4", **conf,
-                "enable.idempotence": True, "acks": "all"}  # fmt: skip
-        self.producer = Producer(full)
+    def __init__(self, conf: dict[str, Any], topic: str, producer: Any = None) -> None:
+        self.producer = producer if producer is not None else make_producer(conf)
         self.topic = topic
+        self._owned = producer is None
 
     def produce(self, key: bytes | None, value: bytes, headers: Headers | None, on_delivery: Delivery) -> None:
         """Queue a record; waits (serving callbacks) while the local queue is full."""
@@ -80,8 +85,9 @@ class KafkaSink:
         return int(self.producer.flush(timeout))
 
     def close(self) -> None:
-        """Flush (up to 30 s)."""
-        self.producer.flush(30)
+        """Flush (up to 30 s) a producer this sink owns."""
+        if self._owned:
+            self.producer.flush(30)
 
 
 class AvroDirSink:

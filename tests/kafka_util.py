@@ -23,10 +23,11 @@ def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None
 
 
 def read_topic(bootstrap: str, topic: str, idle_s: float = 4.0, expect: int | None = None,
-               max_s: float = 120.0) -> list:  # type: ignore[type-arg]  # fmt: skip
+               max_s: float = 120.0, committed_only: bool = False) -> list:  # type: ignore[type-arg]  # fmt: skip
     """Every message of ``topic`` (fresh group, from the beginning) until idle (or ``expect`` reached)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": "read_committed" if committed_only else "read_uncommitted"})  # fmt: skip
     c.subscribe([topic])
     out = []
     start = last = time.monotonic()
@@ -56,13 +57,14 @@ def worker(bootstrap: str, src: str, dst: str, group: str, *extra: str, env: dic
 class Watcher:
     """Reads a topic in a background thread, collecting the ``diaSourceId`` header of every message."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, committed_only: bool = False) -> None:
         import threading
 
         self.ids: list[int] = []
         self._stop = False
         self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{uuid.uuid4().hex[:8]}",
-                            "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+                            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                            "isolation.level": "read_committed" if committed_only else "read_uncommitted"})
         self._c.subscribe([topic])
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
