@@ -33,7 +33,23 @@ class KafkaSettings(BaseModel):
     ssl_key_location: str | None = None
     session_timeout_ms: int = 45_000
     partition_assignment_strategy: str = "cooperative-sticky"
+    group_protocol: str = Field(default="classic", description="'classic' or 'consumer' (KIP-848)")
+    group_instance_id: str | None = Field(
+        default=None, description="static membership: a restarted worker gets its partitions back at once")
     extra: dict[str, str] = Field(default_factory=dict)
+
+    def consumer_group(self) -> dict[str, Any]:
+        """Consumer-group settings. With KIP-848 (``group_protocol="consumer"``) the broker assigns
+        partitions and owns the session timeout, so those client settings are left out."""
+        conf: dict[str, Any] = {"group.id": self.group_id, "auto.offset.reset": self.auto_offset_reset}
+        if self.group_protocol == "consumer":
+            conf["group.protocol"] = "consumer"
+        else:
+            conf["session.timeout.ms"] = self.session_timeout_ms
+            conf["partition.assignment.strategy"] = self.partition_assignment_strategy
+        if self.group_instance_id:
+            conf["group.instance.id"] = self.group_instance_id
+        return conf
 
     def librdkafka(self) -> dict[str, Any]:
         """Common client config (secrets revealed: pass to the client, never log it)."""

@@ -106,10 +106,7 @@ def build_runner(
     parsed = parse_uri(source)
     src: Source
     if isinstance(parsed, KafkaURI):
-        conf = {"group.id": settings.kafka.group_id, "auto.offset.reset": settings.kafka.auto_offset_reset,
-                "session.timeout.ms": settings.kafka.session_timeout_ms,
-                "partition.assignment.strategy": settings.kafka.partition_assignment_strategy,
-                **_kafka_conf(settings, parsed)}  # fmt: skip
+        conf = {**settings.kafka.consumer_group(), **_kafka_conf(settings, parsed)}
         if exactly_once:
             conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
         src = KafkaSource(conf, parsed.topic.split(","), metrics, on_revoke=lambda: runner_box[0].drain())

@@ -36,8 +36,10 @@ def build_night(directory: Path, objects: int, seed: int) -> str:
     """Simulate a night into ``directory`` with ``alertbroker simulate``; returns a description."""
     from broker.sim import simulate
 
-    summary = simulate(n_objects=objects, seed=seed, out_dir=directory)
-    return f"simulated survey: {summary}"
+    s = simulate(n_objects=objects, seed=seed, out_dir=directory)
+    classes = ", ".join(f"{k} {v}" for k, v in sorted(s.class_counts.items(), key=lambda kv: -kv[1]))
+    return (f"a simulated Rubin night ({s.cadence} cadence, MJD {s.start_mjd:.1f}): {s.n_objects} objects, "
+            f"{s.n_alerts} alerts [{classes}]")
 
 
 def run_demo(out: str, objects: int, seed: int) -> int:
@@ -53,8 +55,10 @@ def run_demo(out: str, objects: int, seed: int) -> int:
     n = write_sample_archive(root / "archive" / "samples", store)
     print(f"built {what}; plus {n} lsst-alert-packet sample alerts (one per schema version) "
           f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
+    hosts = root / "archive" / "night" / "hosts"
+    settings = Settings.load(host_catalog=str(hosts) if hosts.exists() else None)
     runner = build_runner(f"file://{root.resolve() / 'archive'}", f"file://{root.resolve() / 'enriched'}",
-                          Settings.load())  # fmt: skip
+                          settings)  # fmt: skip
     summary = runner.run()
     print(json.dumps(summary.as_dict()))
     print(f"outputs in {root / 'enriched'} (Avro containers; scores/ and dlq/ beside them). First alerts:")

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine and run the whole test suite against a real Apache Kafka.
-#   1. Python dependencies (pip install -e ".[dev]")
+#   1. Python dependencies and packaged data (scripts/setup.sh)
 #   2. Apache Kafka jars from Maven Central (mvn, Java 17), a single KRaft node on 127.0.0.1:9092
 #   3. pytest (the Kafka tests fail, not skip, when CI=true and the broker is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -e ".[dev]"
+bash scripts/setup.sh
 started=0
 if ! alertbroker dev kafka status >/dev/null 2>&1; then
   alertbroker dev kafka start

@@ -27,7 +27,8 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 4.0, expect: int | No
     """Every message of ``topic`` (fresh group, from the beginning) until idle (or ``expect`` reached)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "isolation.level": "read_committed" if committed_only else "read_uncommitted"})  # fmt: skip
+                  "isolation.level": "read_committed" if committed_only else "read_uncommitted",
+                  "log_level": 0})  # fmt: skip
     c.subscribe([topic])
     out = []
     start = last = time.monotonic()
@@ -64,7 +65,8 @@ class Watcher:
         self._stop = False
         self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{uuid.uuid4().hex[:8]}",
                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                            "isolation.level": "read_committed" if committed_only else "read_uncommitted"})
+                            "isolation.level": "read_committed" if committed_only else "read_uncommitted",
+                            "log_level": 0})
         self._c.subscribe([topic])
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()

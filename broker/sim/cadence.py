@@ -142,7 +142,8 @@ def synthetic_cadence(start_mjd: float, days: float, seed: int = 0) -> Cadence:
     """
     rng = np.random.default_rng(seed)
     decs = np.arange(-70.0, 10.1, 2.5)
-    f_ra, f_dec = [], []
+    f_ra: list[np.ndarray] = []
+    f_dec: list[np.ndarray] = []
     for d in decs:
         n = max(1, int(360 * np.cos(np.radians(d)) / 2.5))
         f_ra.append((np.arange(n) + 0.5 * (len(f_ra) % 2)) * 360.0 / n)
@@ -196,17 +197,16 @@ def visits_covering(cad: Cadence, idx: np.ndarray, ra: np.ndarray, dec: np.ndarr
     """
     by_dec = idx[np.argsort(cad.dec[idx], kind="stable")]
     vdec = cad.dec[by_dec]
-    vra_r, vdec_r = np.radians(cad.ra[by_dec]), np.radians(vdec)
+    vx, vy, vz = _unit(cad.ra[by_dec], vdec)
+    ox, oy, oz = _unit(ra, dec)
     cos_r = np.cos(np.radians(radius_deg))
     lo = np.searchsorted(vdec, dec - radius_deg)
     hi = np.searchsorted(vdec, dec + radius_deg)
-    ra_r, dec_r = np.radians(ra), np.radians(dec)
     chunks: list[np.ndarray] = []
     counts = np.zeros(ra.size, dtype=np.int64)
     for i in range(ra.size):
         a, b = lo[i], hi[i]
-        cosd = (np.sin(dec_r[i]) * np.sin(vdec_r[a:b])
-                + np.cos(dec_r[i]) * np.cos(vdec_r[a:b]) * np.cos(vra_r[a:b] - ra_r[i]))
+        cosd = vx[a:b] * ox[i] + vy[a:b] * oy[i] + vz[a:b] * oz[i]
         hit = np.sort(by_dec[a:b][cosd >= cos_r])
         chunks.append(hit)
         counts[i] = hit.size
@@ -214,3 +214,8 @@ def visits_covering(cad: Cadence, idx: np.ndarray, ra: np.ndarray, dec: np.ndarr
     np.cumsum(counts, out=offsets[1:])
     visits = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
     return offsets, visits
+
+
+def _unit(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r, d = np.radians(ra), np.radians(dec)
+    return np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)

@@ -1,0 +1,297 @@
+"""Rubin alerts (schema 11.1) from simulated photometry, written as nightly Avro files.
+
+One alert per detection inside the alert window.  Every diaSource (detection) and
+diaForcedSource (every covering visit) is encoded once, column-wise
+(:mod:`broker.sim.avro_columns`); an alert body is then a handful of byte slices:
+``diaSourceId``, the triggering diaSource, ``prvDiaSources`` (earlier detections within
+365 days), ``prvDiaForcedSources`` (forced photometry of earlier visits within 365 days),
+the diaObject with per-band summaries as of this detection, and null or FITS cutouts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .avro_columns import ContainerWriter, encode_records, varint
+
+HISTORY_DAYS = 365.0
+BAND_BYTES = np.array([b"u", b"g", b"r", b"i", b"z", b"y"])
+
+
+@dataclass
+class Photometry:
+    """All simulated points, CSR by object (points of object ``i`` in ``off[i]:off[i+1]``,
+    sorted by time).  Per-point arrays have the length ``off[-1]``."""
+
+    off: np.ndarray
+    visit: np.ndarray
+    mjd: np.ndarray
+    band: np.ndarray
+    flux: np.ndarray
+    flux_err: np.ndarray
+    sci_flux: np.ndarray
+    sci_err: np.ndarray
+    template_flux: np.ndarray
+    detected: np.ndarray
+    object_id: np.ndarray  # per object
+    ra: np.ndarray  # per object
+    dec: np.ndarray  # per object
+    extended: np.ndarray  # per object: on a galaxy
+
+
+def record_fields(schema: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """Fields of the record type ``name`` (diaSource, diaForcedSource, diaObject)."""
+    for f in schema["fields"]:
+        t = f["type"]
+        for cand in (t if isinstance(t, list) else [t]):
+            if isinstance(cand, dict):
+                rec = cand["items"] if cand.get("type") == "array" else cand
+                if isinstance(rec, dict) and rec.get("name", "").endswith(name):
+                    return rec["fields"]
+    raise KeyError(name)
+
+
+def day_obs(mjd: np.ndarray) -> np.ndarray:
+    """Rubin observing night (dayObs, as integer MJD of the local-noon rollover, UTC-12h)."""
+    return np.floor(np.asarray(mjd) - 0.5).astype(np.int64)
+
+
+def day_obs_str(night: int) -> str:
+    """``YYYYMMDD`` of a dayObs integer."""
+    return (dt.date(1858, 11, 17) + dt.timedelta(days=int(night))).strftime("%Y%m%d")
+
+
+def _ids(ph: Photometry) -> tuple[np.ndarray, np.ndarray]:
+    obj = np.repeat(np.arange(ph.off.size - 1), np.diff(ph.off))
+    # unique per (visit, object) while fewer than 2**24 consecutive object ids
+    src_id = ph.visit * (1 << 24) + ph.object_id[obj] % (1 << 24)
+    return obj, src_id
+
+
+def encode_sources(schema: dict[str, Any], ph: Photometry,
+                   rng: np.random.Generator) -> tuple[bytes, np.ndarray, np.ndarray, bytes,
+                                                      np.ndarray]:
+    """Encode every detection as a diaSource and every point as a diaForcedSource.
+
+    Returns ``(src_bytes, src_off, det_idx, forced_bytes, forced_off)``.
+    """
+    obj, src_id = _ids(ph)
+    det = np.flatnonzero(ph.detected)
+    o = obj[det]
+    n = det.size
+    snr = ph.flux[det] / ph.flux_err[det]
+    pos_err = np.clip(0.7 / np.maximum(np.abs(snr), 1.0), 0.01, 0.3) / 3600.0
+    ra = ph.ra[o] + rng.normal(0, 1, n) * pos_err / np.cos(np.radians(ph.dec[o]))
+    dec = ph.dec[o] + rng.normal(0, 1, n) * pos_err
+    mjd = ph.mjd[det]
+    band_s = BAND_BYTES[ph.band[det]]
+    fs = record_fields(schema, "diaSource")
+    src, src_off = encode_records(fs, n, {
+        "diaSourceId": src_id[det], "visit": ph.visit[det],
+        "detector": rng.integers(0, 189, n), "diaObjectId": ph.object_id[o],
+        "midpointMjdTai": mjd, "exposureTime": np.full(n, 30.0), "ra": ra,
+        "raErr": pos_err * 3600, "dec": dec, "decErr": pos_err * 3600,
+        "x": rng.uniform(0, 4072, n), "y": rng.uniform(0, 4000, n),
+        "isNegative": snr < 0, "snr": snr, "psfFlux": ph.flux[det],
+        "psfFluxErr": ph.flux_err[det], "psfNdata": np.full(n, 441),
+        "apFlux": ph.flux[det] * rng.normal(1.0, 0.03, n), "apFluxErr": ph.flux_err[det] * 1.2,
+        "scienceFlux": ph.sci_flux[det], "scienceFluxErr": ph.sci_err[det],
+        "templateFlux": ph.template_flux[det], "templateFluxErr": ph.flux_err[det] * 0.3,
+        "extendedness": np.where(ph.extended[o], rng.uniform(0.0, 0.3, n), 0.0),
+        "reliability": rng.beta(20, 1, n), "band": band_s, "isDipole": np.zeros(n, bool),
+        "timeProcessedMjdTai": mjd + 60.0 / 86400.0, "bboxSize": np.full(n, 25),
+        "pixelFlags": np.zeros(n, bool), "pixelFlags_saturated": np.zeros(n, bool),
+    })
+    m = ph.mjd.size
+    ff = record_fields(schema, "diaForcedSource")
+    forced, forced_off = encode_records(ff, m, {
+        "diaForcedSourceId": src_id + (1 << 60), "diaObjectId": ph.object_id[obj],
+        "ra": ph.ra[obj], "dec": ph.dec[obj], "visit": ph.visit,
+        "detector": rng.integers(0, 189, m), "psfFlux": ph.flux, "psfFluxErr": ph.flux_err,
+        "midpointMjdTai": ph.mjd, "scienceFlux": ph.sci_flux, "scienceFluxErr": ph.sci_err,
+        "band": BAND_BYTES[ph.band], "timeProcessedMjdTai": ph.mjd + 60.0 / 86400.0,
+    })
+    return src.tobytes(), src_off, det, forced.tobytes(), forced_off
+
+
+class _Running:
+    """Per-object running reductions over CSR points, in flat (vectorised) form."""
+
+    def __init__(self, off: np.ndarray) -> None:
+        counts = np.diff(off)
+        self.row = np.repeat(np.arange(counts.size), counts)
+        self.first = np.repeat(off[:-1], counts)
+
+    def sum(self, x: np.ndarray) -> np.ndarray:
+        """Running sum within each object (global cumsum minus the object's start)."""
+        c = np.cumsum(x)
+        return c - (c[self.first] - x[self.first])
+
+    def extreme(self, x: np.ndarray, mask: np.ndarray, largest: bool) -> np.ndarray:
+        """Running max (or min) of ``x`` over masked points; NaN before the first one.
+
+        Exact: values are replaced by their ranks and offset per object so a single
+        ``maximum.accumulate`` never crosses an object boundary.
+        """
+        order = np.argsort(x if largest else -x, kind="stable")
+        rank = np.empty(x.size, dtype=np.int64)
+        rank[order] = np.arange(x.size)
+        m = x.size + 1
+        key = self.row * m + np.where(mask, rank + 1, 0)
+        r = np.maximum.accumulate(key) - self.row * m
+        return np.where(r > 0, x[order[np.maximum(r - 1, 0)]], np.nan)
+
+
+def dia_object_columns(ph: Photometry, at: np.ndarray) -> dict[str, Any]:
+    """diaObject field values as of points ``at`` (one alert per entry)."""
+    run = _Running(ph.off)
+    det = ph.detected
+    o = run.row[at]
+    vals: dict[str, Any] = {
+        "diaObjectId": ph.object_id[o], "validityStartMjdTai": ph.mjd[at],
+        "ra": ph.ra[o], "dec": ph.dec[o],
+    }
+    w_all = ph.flux_err**-2.0
+    for b, name in enumerate("ugrizy"):
+        dm = det & (ph.band == b)
+        fm = ph.band == b
+        n_d = run.sum(dm.astype(np.float64))[at]
+        s1 = run.sum(np.where(dm, ph.flux, 0.0))[at]
+        s2 = run.sum(np.where(dm, ph.flux**2, 0.0))[at]
+        se = run.sum(np.where(dm, ph.flux_err, 0.0))[at]
+        w = np.where(fm, w_all, 0.0)
+        sw = run.sum(w)[at]
+        swf = run.sum(w * ph.flux)[at]
+        n_f = np.round(run.sum(fm.astype(np.float64))[at])
+        ssci = run.sum(np.where(fm, ph.sci_flux, 0.0))[at]
+        ssci_e = run.sum(np.where(fm, ph.sci_err**2, 0.0))[at]
+        fmin = run.extreme(ph.flux, dm, largest=False)[at]
+        fmax = run.extreme(ph.flux, dm, largest=True)[at]
+        n_d = np.round(n_d)
+        none, nf = n_d == 0, n_f == 0
+        nd1 = np.maximum(n_d, 1)
+        mean = s1 / nd1
+        sig = np.sqrt(np.maximum(s2 / nd1 - mean**2, 0.0) * nd1 / np.maximum(n_d - 1, 1))
+        vals |= {
+            f"{name}_psfFluxMean": (mean, none), f"{name}_psfFluxMeanErr": (
+                se / nd1 / np.sqrt(nd1), none),
+            f"{name}_psfFluxSigma": (sig, n_d < 2), f"{name}_psfFluxNdata": n_d.astype(np.int64),
+            f"{name}_fpFluxMean": (swf / np.maximum(sw, 1e-300), nf),
+            f"{name}_fpFluxMeanErr": (1 / np.sqrt(np.maximum(sw, 1e-30)), nf),
+            f"{name}_scienceFluxMean": (ssci / np.maximum(n_f, 1), nf),
+            f"{name}_scienceFluxMeanErr": (np.sqrt(np.maximum(ssci_e, 0)) / np.maximum(n_f, 1),
+                                           nf),
+            f"{name}_psfFluxMin": (np.nan_to_num(fmin), none),
+            f"{name}_psfFluxMax": (np.nan_to_num(fmax), none),
+            f"{name}_psfFluxErrMean": (se / nd1, none),
+        }
+    n_all = np.round(run.sum(det.astype(np.float64))[at])
+    first_mjd = run.extreme(ph.mjd, det, largest=False)[at]
+    vals |= {"firstDiaSourceMjdTai": (np.nan_to_num(first_mjd), n_all == 0),
+             "lastDiaSourceMjdTai": (ph.mjd[at], n_all == 0),
+             "nDiaSources": n_all.astype(np.int64)}
+    return vals
+
+
+def subset(ph: Photometry, objs: np.ndarray) -> Photometry:
+    """The photometry of objects ``objs`` only (same layout)."""
+    counts = np.diff(ph.off)[objs]
+    off = np.zeros(objs.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=off[1:])
+    pts = np.repeat(ph.off[:-1][objs] - off[:-1], counts) + np.arange(int(off[-1]))
+    kw = {k: getattr(ph, k)[pts] for k in ("visit", "mjd", "band", "flux", "flux_err",
+                                          "sci_flux", "sci_err", "template_flux", "detected")}
+    return Photometry(off=off, object_id=ph.object_id[objs], ra=ph.ra[objs], dec=ph.dec[objs],
+                      extended=ph.extended[objs], **kw)
+
+
+def write_alerts(schema: dict[str, Any], ph: Photometry, window: tuple[float, float],
+                 out_dir: Path, rng: np.random.Generator, tar: bool = False,
+                 cutouts: bool = False, log: Any = None) -> tuple[list[Path], np.ndarray]:
+    """Write one Avro container per night of alerts in ``window``.
+
+    Returns the written paths and, per object, the number of alerts issued.
+    """
+    from .cutouts import make_cutouts
+
+    obj_full, _ = _ids(ph)
+    in_w = ph.detected & (ph.mjd >= window[0]) & (ph.mjd < window[1])
+    n_alerts = np.bincount(obj_full[in_w], minlength=ph.off.size - 1)
+    if not n_alerts.any():
+        return [], n_alerts
+    ph = subset(ph, np.flatnonzero(n_alerts > 0))
+    src, src_off, det, forced, forced_off = encode_sources(schema, ph, rng)
+    obj, src_id = _ids(ph)
+    in_win = (ph.mjd[det] >= window[0]) & (ph.mjd[det] < window[1])
+    alert_j = np.flatnonzero(in_win)  # index into det
+    at = det[alert_j]  # point index
+    if log:
+        log(f"encoded {det.size} diaSources, {ph.mjd.size} forced sources; "
+            f"building {at.size} alerts")
+    dobj, dobj_off = encode_records(record_fields(schema, "diaObject"), at.size,
+                                    dia_object_columns(ph, at))
+    dobj_b = memoryview(dobj.tobytes())
+    src_mv, forced_mv = memoryview(src), memoryview(forced)
+    # earliest detection / point within HISTORY_DAYS, per alert (same object)
+    t0 = float(ph.mjd.min()) if ph.mjd.size else 0.0
+    key_pt = obj * 1e5 + (ph.mjd - t0)
+    key_det = key_pt[det]
+    lo_det = np.searchsorted(key_det, key_det[alert_j] - HISTORY_DAYS)
+    lo_pt = np.searchsorted(key_pt, key_pt[at] - HISTORY_DAYS)
+    nights = day_obs(ph.mjd[at])
+    order = np.lexsort((src_id[at], ph.mjd[at]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    sync = rng.bytes(16)
+    no_cut = b"\x00\x00\x00"
+    for night in np.unique(nights):
+        path = out_dir / f"alerts_{day_obs_str(night)}.avro"
+        with open(path, "wb") as fh:
+            w = ContainerWriter(fh, schema, sync)
+            for a in order[nights[order] == night]:
+                j, p = alert_j[a], at[a]
+                nprv, nfs = j - lo_det[a], p - lo_pt[a]
+                parts: list[bytes | memoryview] = [varint(int(src_id[p])) + b"\x00\x00",
+                                                   src_mv[src_off[j]:src_off[j + 1]]]
+                if nprv:
+                    parts += [b"\x02" + varint(int(nprv)), src_mv[src_off[lo_det[a]]:src_off[j]],
+                              b"\x00"]
+                else:
+                    parts.append(b"\x02\x00")
+                if nfs:
+                    parts += [b"\x02" + varint(int(nfs)),
+                              forced_mv[forced_off[lo_pt[a]]:forced_off[p]], b"\x00"]
+                else:
+                    parts.append(b"\x02\x00")
+                cut = make_cutouts(ph, p, rng) if cutouts else no_cut
+                parts += [b"\x02", dobj_b[dobj_off[a]:dobj_off[a + 1]], b"\x00\x00" + cut]
+                w.write(parts)
+            w.flush()
+        if tar:
+            tpath = path.with_suffix(".tar.gz")
+            with tarfile.open(tpath, "w:gz", compresslevel=1) as tf:
+                tf.add(path, arcname=path.name)
+            path.unlink()
+            path = tpath
+        paths.append(path)
+        if log:
+            log(f"wrote {path.name}: {(nights == night).sum()} alerts")
+    return paths, n_alerts
+
+
+def open_night(path: Path) -> Any:
+    """Open a nightly archive (``.avro`` or ``.tar.gz``) as a binary file object."""
+    if str(path).endswith(".tar.gz"):
+        tf = tarfile.open(path, "r:gz")
+        member = tf.getmembers()[0]
+        return tf.extractfile(member)
+    if str(path).endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")

@@ -1,0 +1,287 @@
+"""``simulate()``: a labelled Rubin alert stream with hosts and truth.
+
+Output directory layout::
+
+    OUT/
+      alerts/alerts_YYYYMMDD.avro   one Avro container per night (dayObs), schema 11.1
+                                    in the header; .tar.gz instead with ``tar=True``
+      truth.parquet                 one row per object: ids, class, redshift, host, params
+      training/{train,validation,test}.parquet   light curves + labels (training.py)
+      hosts/                        HATS catalog of hosts and decoy galaxies
+      summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from . import models_transient as mt
+from . import models_variable as mv
+from . import taxonomy as tx
+from .alerts import Photometry, day_obs, write_alerts
+from .cadence import FOV_RADIUS_DEG, Cadence, load_opsim, synthetic_cadence, visits_covering
+from .hosts import build_catalog, draw_hosts, galaxy_pool, galaxy_shapes, offset_positions, write_hats
+from .photometry import comoving_volume_pdf, flux_error, mag_to_njy
+from .training import assign_splits, light_curve_frame, write_training
+
+HISTORY_DAYS = 365.0
+DEFAULT_START_OFFSET = 400.0  # days after the OpSim start, so a year of history exists
+
+
+@dataclass
+class SimulationSummary:
+    """What a simulation produced."""
+
+    out_dir: str
+    seed: int
+    cadence: str
+    start_mjd: float
+    nights: int
+    n_objects: int
+    n_points: int
+    n_detections: int
+    n_alerts: int
+    alert_files: list[str] = field(default_factory=list)
+    class_counts: dict[str, int] = field(default_factory=dict)
+    split_counts: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    alerts_per_s: float = 0.0
+
+
+def galactic_latitude(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Galactic latitude (deg) of ICRS positions (deg)."""
+    ra_ngp, dec_ngp = np.radians(192.85948), np.radians(27.12825)
+    r, d = np.radians(ra), np.radians(dec)
+    sinb = np.sin(d) * np.sin(dec_ngp) + np.cos(d) * np.cos(dec_ngp) * np.cos(r - ra_ngp)
+    return np.degrees(np.arcsin(np.clip(sinb, -1.0, 1.0)))
+
+
+def _busiest_night(cad: Cadence, t_lo: float) -> float:
+    nights = day_obs(cad.mjd)
+    sel = (cad.mjd >= t_lo) & (cad.mjd < t_lo + 30)
+    u, c = np.unique(nights[sel], return_counts=True)
+    return float(u[np.argmax(c)] + 0.5) if u.size else t_lo
+
+
+def _sample_redshift(rng: np.random.Generator, code: int, n: int) -> np.ndarray:
+    zmax = mt.SPEC[code][8] if code in mt.SPEC else 3.0
+    grid = np.linspace(0.01, zmax, 2000)
+    cdf = np.cumsum(comoving_volume_pdf(grid))
+    return np.interp(rng.uniform(0, 1, n) * cdf[-1], cdf, grid)
+
+
+def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | None = None,
+             nights: int = 1, cadence: str = "auto", tar: bool = False, cutouts: bool = False,
+             progress: bool = True, log: Callable[[str], None] | None = None
+             ) -> SimulationSummary:
+    """Simulate ``n_objects`` objects and write alerts, truth, training tables and hosts.
+
+    Parameters
+    ----------
+    n_objects : int
+        Number of simulated objects (each yields zero or more alerts).
+    seed : int
+        Random seed; outputs are identical for equal arguments.
+    out_dir : str or Path
+        Output directory (created).
+    start_mjd : float, optional
+        Start of the alert window; default: the busiest night ~400 days into OpSim.
+    nights : int
+        Length of the alert window in nights.
+    cadence : {"auto", "opsim", "synthetic"}
+        Visit table; ``auto`` uses OpSim when available, else the synthetic cadence.
+    tar, cutouts : bool
+        Bundle each night as ``.tar.gz``; attach FITS cutouts.
+    progress : bool
+        Print stage timings to stderr.
+    """
+    if n_objects < 1:
+        raise ValueError("n_objects must be at least 1")
+    t_start = time.perf_counter()
+    if log is None:
+        def log(msg: str) -> None:
+            if progress:
+                print(f"[simulate {time.perf_counter() - t_start:7.2f}s] {msg}", file=sys.stderr)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    cad = _get_cadence(cadence, start_mjd, nights, seed)
+    if start_mjd is None:
+        start_mjd = _busiest_night(cad, float(cad.mjd[0]) + DEFAULT_START_OFFSET) \
+            if cad.source == "opsim" else float(np.floor(cad.mjd[-1]) - nights + 0.5)
+    w_lo, w_hi = float(start_mjd), float(start_mjd) + nights
+    win = cad.window(w_lo, w_hi)
+    if win.size == 0:
+        raise ValueError(f"no visits between MJD {w_lo} and {w_hi}")
+    log(f"cadence {cad.source}: {len(cad)} visits, {win.size} in the alert window")
+
+    codes = np.array(tx.codes())[rng.choice(len(tx.CLASSES), n_objects, p=tx.frequencies())]
+    order = np.argsort(codes, kind="stable")  # group by class
+    codes = codes[order]
+    # positions: where the survey looks during the window
+    # one entry per distinct pointing (so deep-drilling sequences are not over-weighted)
+    _, first = np.unique(np.round(cad.ra[win], 1) * 1000 + np.round(cad.dec[win], 1),
+                         return_index=True)
+    fields = win[np.sort(first)]
+    # stars crowd towards the Galactic plane; dust hides galaxies behind it
+    b_abs = np.abs(galactic_latitude(cad.ra[fields], cad.dec[fields]))
+    w_star = 0.1 + np.exp(-b_abs / 10.0)
+    w_gal = 1.0 - 0.8 * np.exp(-b_abs / 8.0)
+    xgal = np.array([tx.BY_CODE[c].extragalactic for c in codes])
+    v = np.where(xgal, rng.choice(fields, n_objects, p=w_gal / w_gal.sum()),
+                 rng.choice(fields, n_objects, p=w_star / w_star.sum()))
+    r = FOV_RADIUS_DEG * np.sqrt(rng.uniform(0, 1, n_objects))
+    phi = rng.uniform(0, 2 * np.pi, n_objects)
+    dec = np.clip(cad.dec[v] + r * np.sin(phi), -89.9, 89.9)
+    ra = (cad.ra[v] + r * np.cos(phi) / np.cos(np.radians(dec))) % 360.0
+    obj_id = (np.int64(seed % 100000) * 10**9 + np.arange(1, n_objects + 1)).astype(np.int64)
+
+    # hosts for extragalactic classes (transient z = host z)
+    ix = np.flatnonzero(xgal)
+    z = np.full(n_objects, np.nan)
+    host_row = np.full(n_objects, -1)
+    for c in np.unique(codes[ix]):
+        sel = ix[codes[ix] == c]
+        host_row[sel] = draw_hosts(rng, _sample_redshift(rng, int(c), sel.size))
+    pool = galaxy_pool()
+    z[ix] = pool["z_true"].to_numpy()[host_row[ix]]
+    a, b, pa = galaxy_shapes(rng, pool["mag_r"].to_numpy()[host_row[ix]], z[ix])
+    nuclear = np.isin(codes[ix], [2243, 2332])
+    t_ra, t_dec = offset_positions(rng, ra[ix], dec[ix], a, b, pa, nuclear)
+    host_ra, host_dec = ra[ix].copy(), dec[ix].copy()
+    ra[ix], dec[ix] = t_ra % 360.0, t_dec
+    sep = np.full(n_objects, np.nan)
+    sep[ix] = np.hypot((t_ra - host_ra) * np.cos(np.radians(host_dec)), t_dec - host_dec) * 3600
+    log(f"placed {n_objects} objects, {ix.size} with hosts")
+
+    hist = cad.window(w_lo - HISTORY_DAYS, w_hi)
+    off, vis = visits_covering(cad, hist, ra, dec)
+    log(f"matched {vis.size} visits ({vis.size / max(n_objects, 1):.0f} per object)")
+
+    ph, params = _photometry(rng, cad, codes, off, vis, z, host_row, xgal, pool, a, w_lo, w_hi)
+    ph.object_id, ph.ra, ph.dec = obj_id, ra, dec
+    log(f"photometry: {ph.detected.sum()} detections")
+
+    schema = _schema()
+    paths, n_alerts = write_alerts(schema, ph, (w_lo, w_hi), out / "alerts", rng, tar=tar,
+                                   cutouts=cutouts, log=log)
+    t_alerts = time.perf_counter()
+
+    cat = build_catalog(rng, host_row[ix], host_ra, host_dec, (a, b, pa), ra, dec)
+    write_hats(cat, out / "hosts")
+    split = assign_splits(rng, codes)
+    gid = pool["galaxy_id"].to_numpy()
+    host_id = np.where(host_row >= 0, gid[np.maximum(host_row, 0)], -1)
+    meta = pl.DataFrame({
+        "diaObjectId": obj_id, "class_code": codes.astype(np.int32),
+        "class_name": [tx.name_of(int(c)) for c in codes], "split": split, "ra": ra,
+        "dec": dec, "redshift": z, "host_galaxy_id": host_id,
+        "host_sep_arcsec": sep.astype(np.float32),
+    }).with_columns(pl.col("redshift").fill_nan(None),
+                    pl.when(pl.col("host_galaxy_id") >= 0).then(pl.col("host_galaxy_id"))
+                    .alias("host_galaxy_id"), pl.col("host_sep_arcsec").fill_nan(None))
+    hostmag = {}
+    for bnd in "ugrizy":
+        for pre, col in (("host_mag_", "mag_"), ("host_magerr_", "magerr_")):
+            arr = np.full(n_objects, np.nan, dtype=np.float32)
+            arr[ix] = pool[col + bnd].to_numpy()[host_row[ix]]
+            hostmag[pre + bnd] = arr
+    meta = meta.with_columns(pl.DataFrame(hostmag).with_columns(pl.all().fill_nan(None)))
+    meta = meta.with_columns(pl.Series("n_alerts", n_alerts.astype(np.int32)))
+    pl.concat([meta.select("diaObjectId", "class_code", "class_name", "split", "redshift",
+                           "host_galaxy_id", "ra", "dec", "n_alerts"),
+               pl.DataFrame({"n_detections": np.bincount(
+                   np.repeat(np.arange(n_objects), np.diff(off)), weights=ph.detected,
+                   minlength=n_objects).astype(np.int32), "params_json": params})],
+              how="horizontal").write_parquet(out / "truth.parquet")
+    curves = light_curve_frame(off, ph.mjd, ph.band, ph.flux, ph.flux_err, ph.detected)
+    split_counts = write_training(out / "training", meta, curves)
+    log("wrote truth, training tables and HATS hosts")
+
+    elapsed = time.perf_counter() - t_start
+    summ = SimulationSummary(
+        out_dir=str(out), seed=seed, cadence=cad.source, start_mjd=w_lo, nights=nights,
+        n_objects=n_objects, n_points=int(vis.size), n_detections=int(ph.detected.sum()),
+        n_alerts=int(n_alerts.sum()), alert_files=[p.name for p in paths],
+        class_counts={tx.name_of(int(c)): int((codes == c).sum()) for c in np.unique(codes)},
+        split_counts=split_counts, elapsed_s=round(elapsed, 3),
+        alerts_per_s=round(float(n_alerts.sum()) / max(t_alerts - t_start, 1e-9), 1))
+    (out / "summary.json").write_text(json.dumps(asdict(summ), indent=2))
+    log(f"done: {summ.n_alerts} alerts in {elapsed:.1f}s")
+    return summ
+
+
+def _get_cadence(kind: str, start_mjd: float | None, nights: int, seed: int) -> Cadence:
+    if kind in ("auto", "opsim"):
+        try:
+            return load_opsim()
+        except FileNotFoundError:
+            if kind == "opsim":
+                raise
+            print("OpSim table not found; using the synthetic cadence", file=sys.stderr)
+    t0 = 61000.5 if start_mjd is None else start_mjd
+    return synthetic_cadence(t0 - HISTORY_DAYS, HISTORY_DAYS + nights, seed)
+
+
+def _schema() -> dict:
+    import copy
+
+    import lsst.alert.packet as lap
+
+    return copy.deepcopy(lap.Schema.from_file(lap.get_path_to_latest_schema()).definition)
+
+
+def _photometry(rng: np.random.Generator, cad: Cadence, codes: np.ndarray, off: np.ndarray,
+                vis: np.ndarray, z: np.ndarray, host_row: np.ndarray, xgal: np.ndarray,
+                pool: pl.DataFrame, host_a: np.ndarray, w_lo: float, w_hi: float
+                ) -> tuple[Photometry, list[str]]:
+    """Noiseless model fluxes, then noise from each visit's five-sigma depth."""
+    mjd, band, m5 = cad.mjd[vis], cad.band[vis].astype(np.int64), cad.m5[vis].astype(np.float64)
+    diff = np.zeros(vis.size)
+    static = np.zeros(vis.size)
+    params_json: list[str] = [""] * codes.size
+    a_full = np.full(codes.size, 1.0)
+    a_full[xgal] = host_a
+    for c in np.unique(codes):
+        rows = np.flatnonzero(codes == c)  # contiguous: codes are grouped
+        sl = slice(off[rows[0]], off[rows[-1] + 1])
+        sub_off = off[rows[0]: rows[-1] + 2] - off[rows[0]]
+        obj = np.repeat(np.arange(rows.size), np.diff(sub_off))
+        if int(c) in mt.SPEC:
+            p = mt.sample_params(int(c), rng, z[rows], w_lo, w_hi)
+            diff[sl] = mt.flux(int(c), p, obj, mjd[sl], band[sl])
+        else:
+            p = mv.sample_params(int(c), rng, rows.size, w_lo, w_hi)
+            if int(c) == 2332:
+                p["z"] = z[rows]
+            diff[sl], static[sl] = mv.flux(int(c), p, sub_off, mjd[sl], band[sl], rng)
+        enc = pl.DataFrame({k: np.round(np.asarray(p[k], dtype=np.float64), 6)
+                            for k in sorted(p)}).select(pl.struct(pl.all()).struct.json_encode())
+        for r, js in zip(rows, enc.to_series().to_list(), strict=True):
+            params_json[r] = js
+    # galaxy light under the PSF for hosted objects
+    obj_all = np.repeat(np.arange(codes.size), np.diff(off))
+    hr = host_row[obj_all]
+    hm = np.stack([pool[f"mag_{b}"].to_numpy() for b in "ugrizy"], axis=1)
+    host_mag = np.where(hr >= 0, hm[np.maximum(hr, 0), band], 99.0)
+    psf_frac = np.minimum(1.0, (0.35 / a_full[obj_all]) ** 2)
+    template = static + np.where(host_mag < 40, mag_to_njy(host_mag) * psf_frac, 0.0)
+    science = template + diff
+    err = flux_error(science, m5)
+    flux = diff + rng.normal(0, 1, vis.size) * err
+    sci_err = flux_error(science, m5)
+    sci = science + rng.normal(0, 1, vis.size) * sci_err
+    detected = np.abs(flux / err) >= 5.0
+    ph = Photometry(off=off, visit=cad.visit[vis], mjd=mjd, band=band.astype(np.int8),
+                    flux=flux, flux_err=err, sci_flux=sci, sci_err=sci_err,
+                    template_flux=template, detected=detected, object_id=np.zeros(0, np.int64),
+                    ra=np.zeros(0), dec=np.zeros(0), extended=xgal)
+    return ph, params_json

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Everything alertbroker needs on a fresh machine (Python >= 3.11; Java 17 + Maven only for Kafka).
+#   - the package and its Python dependencies (torch from PyPI; it runs on CPU too)
+#   - data that ships inside PyPI packages, used by the simulator, host catalogs and photo-z:
+#       pz-rail-base: DC2 galaxies and LSST filter curves (its data files only, hence --no-deps)
+#       redback:      the Rubin OpSim baseline cadence table, read from the wheel, never imported
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q -e ".[dev]"
+python3 -m pip install -q --no-deps pz-rail-base
+cache="${ALERTBROKER_CACHE:-$HOME/.cache/alertbroker}"
+mkdir -p "$cache"
+if ! ls "$cache"/redback-*.whl >/dev/null 2>&1; then
+  python3 -m pip download -q --no-deps redback -d "$cache"
+fi

@@ -1,0 +1,152 @@
+"""Physics that can be checked: SN Ia peaks and widths, cadence gaps, SNR vs depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from broker.sim import models_transient as mt
+from broker.sim import models_variable as mv
+from broker.sim.cadence import load_opsim, synthetic_cadence, visits_covering
+from broker.sim.photometry import distance_modulus, flux_error, mag_to_njy, njy_to_mag
+
+
+def _sn_ia_grid(n: int, z: float) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(5)
+    p = mt.sample_params(2222, rng, np.full(n, z), 0.0, 0.0)
+    p["t_peak"][:] = 0.0
+    t = np.arange(-40.0, 120.0, 0.25) * (1 + z)
+    return t, p["stretch"], p
+
+
+@pytest.mark.parametrize("band", [1, 2])  # g, r
+def test_sn_ia_peak_absolute_magnitude(band: int) -> None:
+    z = 0.05
+    t, _, p = _sn_ia_grid(400, z)
+    obj = np.repeat(np.arange(400), t.size)
+    f = mt.flux(2222, p, obj, np.tile(t, 400), np.full(obj.size, band)).reshape(400, -1)
+    # absolute magnitude: remove distance modulus and the (1+z) bandwidth term
+    m_abs = njy_to_mag(f.max(axis=1)) - distance_modulus(z) + 2.5 * np.log10(1 + z)
+    assert -19.9 < np.median(m_abs) < -18.9  # SN Ia peak M_B,g,r ~ -19.3
+    assert np.std(m_abs) < 0.4
+    assert np.all((m_abs > -20.5) & (m_abs < -18.0))
+
+
+def test_sn_ia_rise_and_width_in_known_ranges() -> None:
+    z = 0.05
+    t, s, p = _sn_ia_grid(200, z)
+    obj = np.repeat(np.arange(200), t.size)
+    f = mt.flux(2222, p, obj, np.tile(t, 200), np.full(obj.size, 1)).reshape(200, -1)
+    trest = t / (1 + z)
+    above = f >= 0.5 * f.max(axis=1, keepdims=True)
+    first = trest[np.argmax(above, axis=1)]
+    last = trest[above.shape[1] - 1 - np.argmax(above[:, ::-1], axis=1)]
+    fwhm = last - first
+    # B/g-band SN Ia (e.g. the Hsiao template): ~7-8 d from half maximum to peak,
+    # FWHM ~18-22 d, Delta m15(B) ~1.1 (rest frame)
+    assert 5 < np.median(-first) < 10
+    assert 15 < np.median(fwhm) < 30
+    # wider light curves are brighter (Phillips relation)
+    peak = f.max(axis=1)
+    assert np.corrcoef(s, np.log(peak))[0, 1] > 0.3
+    # fading by 15 d after peak: Delta m15(g) in 0.7-1.6
+    i15 = np.searchsorted(trest, 15.0)
+    dm15 = njy_to_mag(f[:, i15]) - njy_to_mag(peak)
+    assert 0.7 < np.median(dm15) < 1.6
+
+
+def test_time_dilation() -> None:
+    rng = np.random.default_rng(0)
+    p = mt.sample_params(2222, rng, np.array([0.05, 0.8]), 0.0, 0.0)
+    for k in ("stretch", "tau_rise", "tau_fall", "tau_T", "M_peak"):
+        p[k][1] = p[k][0]
+    p["t_peak"][:] = 0.0
+    t = np.arange(-60.0, 200.0, 0.1)
+    f = mt.flux(2222, p, np.repeat([0, 1], t.size), np.tile(t, 2), np.full(2 * t.size, 2))
+    f = f.reshape(2, -1)
+    widths = [np.ptp(t[f[i] >= 0.5 * f[i].max()]) for i in range(2)]
+    assert widths[1] / widths[0] == pytest.approx(1.8 / 1.05, rel=0.15)
+
+
+def test_detection_snr_follows_five_sigma_depth() -> None:
+    rng = np.random.default_rng(1)
+    m5 = rng.uniform(22.5, 25.0, 200000)
+    f5 = mag_to_njy(m5)
+    err = flux_error(f5, m5)
+    assert np.allclose(f5 / err, 5.0, rtol=0.01)  # a source at m5 has SNR ~ 5
+    obs = f5 + rng.normal(0, 1, m5.size) * err
+    assert np.mean(obs / err >= 5.0) == pytest.approx(0.5, abs=0.02)
+    # one magnitude brighter than m5: SNR ~ 5 * 10^0.4
+    f_b = mag_to_njy(m5 - 1.0)
+    assert np.median(f_b / flux_error(f_b, m5)) == pytest.approx(12.5, rel=0.03)
+
+
+def _gaps(mjd: np.ndarray) -> np.ndarray:
+    return np.diff(np.sort(mjd))
+
+
+def test_opsim_cadence_gaps() -> None:
+    try:
+        cad = load_opsim()
+    except FileNotFoundError:
+        pytest.skip("OpSim table not available (pip download redback --no-deps)")
+    assert len(cad) > 2_000_000 and set(np.unique(cad.band)) == set(range(6))
+    # WFD positions over two years
+    idx = cad.window(60218 + 730, 60218 + 1460)
+    off, vis = visits_covering(cad, idx, np.array([40.0, 150.0, 300.0]),
+                               np.array([-30.0, -20.0, -40.0]))
+    for i in range(3):
+        t = cad.mjd[vis[off[i]:off[i + 1]]]
+        g = _gaps(t)
+        assert 80 < t.size < 800  # ~80 visits a year per field, some overlap
+        assert np.mean(g < 0.1) > 0.25  # same-night pairs (~33 min)
+        inter = g[g > 0.5]
+        assert 1.0 < np.median(inter) < 10.0  # revisit every few nights
+        assert g.max() > 60.0  # the seasonal gap
+    assert np.all((cad.m5 > 18.0) & (cad.m5 < 27.0))
+    assert 22.0 < np.median(cad.m5[cad.band == 2]) < 25.0
+
+
+def test_synthetic_cadence_gaps_and_coverage() -> None:
+    cad = synthetic_cadence(61000.0, 60.0, seed=2)
+    ra, dec = np.array([100.0, 33.3]), np.array([-30.0, -5.0])
+    off, vis = visits_covering(cad, np.arange(len(cad)), ra, dec)
+    for i in range(2):
+        v = vis[off[i]:off[i + 1]]
+        assert v.size > 5 and np.all(np.diff(cad.mjd[v]) >= 0)
+        g = _gaps(cad.mjd[v])
+        assert np.any(g < 0.05) and np.median(g[g > 0.5]) < 8.0
+    # brute force check of the field-of-view match
+    d = np.radians
+    cosd = (np.sin(d(dec[0])) * np.sin(d(cad.dec)) + np.cos(d(dec[0])) * np.cos(d(cad.dec))
+            * np.cos(d(cad.ra - ra[0])))
+    assert set(np.flatnonzero(cosd >= np.cos(d(1.75)))) == set(vis[off[0]:off[1]].tolist())
+
+
+def test_periodic_variables_have_their_period() -> None:
+    rng = np.random.default_rng(4)
+    p = mv.sample_params(2323, rng, 1, 0.0, 1.0)
+    t = np.sort(rng.uniform(0, 200, 600))
+    diff, base = mv.flux(2323, p, np.array([0, t.size]), t, np.full(t.size, 1), rng)
+    per = p["period"][0]
+    freqs = np.linspace(1.2, 2.4, 6000)
+    power = np.abs(np.exp(-2j * np.pi * freqs[:, None] * t[None, :]) @ (diff - diff.mean()))
+    assert abs(1 / freqs[np.argmax(power)] - per) / per < 0.01
+    amp = njy_to_mag((base + diff).min()) - njy_to_mag((base + diff).max())
+    assert 0.3 < amp < 1.6  # RR Lyrae g amplitudes
+
+
+@pytest.mark.parametrize("code", [2332, 2233, 2234, 2235, 2322, 2323, 2325])
+def test_every_variable_class_is_detectable(code: int) -> None:
+    """Over a year of nightly visits at depth 24.5 most objects vary above 5 sigma."""
+    rng = np.random.default_rng(code)
+    n, k = 200, 400
+    t0 = 61000.0
+    p = mv.sample_params(code, rng, n, t0 + 200, t0 + 201)
+    t = np.tile(t0 + np.sort(rng.uniform(0, 365, k)), n)
+    band = rng.integers(0, 6, n * k)
+    diff, base = mv.flux(code, p, np.arange(n + 1) * k, t, band, rng)
+    snr = np.abs(diff) / flux_error(base + diff, np.full(t.size, 24.5))
+    frac = np.mean((snr >= 5).reshape(n, k).any(axis=1))
+    assert frac > 0.3, frac
+    assert np.all(base > 0)
