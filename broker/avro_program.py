@@ -27,6 +27,7 @@ END, SKIP_FIXED, SKIP_VARINT, SKIP_BYTES = 0, 1, 2, 3
 OPT_SKIP_FIXED, OPT_SKIP_VARINT, OPT_SKIP_BYTES = 4, 5, 6
 UNION, JUMP, ARRAY_START, ARRAY_END, ROW_BEGIN = 7, 8, 9, 10, 11
 READ_LONG, READ_DOUBLE, READ_FLOAT, READ_BAND = 12, 13, 14, 15
+MARK = 16  # remember where the top-level ``annotations`` field starts (enriched alerts)
 
 #: Row (light-curve) float columns written by READ ops.
 ROW_MJD, ROW_FLUX, ROW_FLUX_ERR = 0, 1, 2
@@ -159,6 +160,8 @@ class _Compiler:
             if ctx == "source":  # the triggering diaSource is a light-curve row too
                 self.emit(ROW_BEGIN, 1)
             for f in t["fields"]:
+                if ctx == "alert" and f["name"] == "annotations":
+                    self.emit(MARK)
                 self.type(f["type"], ns, _child_ctx(ctx, f["name"]), _target(ctx, f["name"]))
             return None
         if kind == "array" or kind == "map":

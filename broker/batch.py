@@ -73,6 +73,11 @@ class LightCurves:
         """Rows per alert, shape (n_alerts,)."""
         return np.diff(self.offsets)
 
+    def count_per_alert(self, mask: B) -> I64:
+        """Number of rows where ``mask`` is True, per alert, shape (n_alerts,)."""
+        owner = np.repeat(np.arange(self.n_alerts), self.lengths())
+        return np.bincount(owner, weights=mask, minlength=self.n_alerts).astype(np.int64)
+
     def take(self, idx: I64) -> LightCurves:
         """Return the light curves of the alerts ``idx`` as a new CSR batch."""
         starts = self.offsets[idx]

@@ -38,12 +38,15 @@ class DecodeResult:
         Schema id of each decoded alert.
     errors : list of (int, AlertError)
         Input position and error of every message that did not decode.
+    annotations_at : ndarray of int64
+        Byte offset of the ``annotations`` field in each enriched message, -1 for plain alerts.
     """
 
     batch: AlertBatch
     index: npt.NDArray[np.int64]
     schema_ids: npt.NDArray[np.int32]
     errors: list[tuple[int, AlertError]]
+    annotations_at: npt.NDArray[np.int64]
 
 
 class BatchDecoder:
@@ -110,11 +113,12 @@ class BatchDecoder:
         rows_band = np.empty(cap, dtype=np.int8)
         rows_det = np.empty(cap, dtype=np.bool_)
         stops = np.zeros(n, dtype=np.int64)
+        marks = np.full(n, -1, dtype=np.int64)
         first = 0
         while True:
             first = decode_messages(buf, starts, ends, pbase, jbase, code, jt, first, self.max_rows, True,
                                     out_f, out_i, status, row_off, rows_f, rows_band, rows_det, stops,
-                                    False)  # fmt: skip
+                                    False, marks)  # fmt: skip
             if first >= n:
                 break
             cap *= 2  # rows full: grow and resume from the message that did not fit
@@ -140,12 +144,14 @@ class BatchDecoder:
             errors.append((keep[j], err))
         index = np.asarray(keep, dtype=np.int64)
         batch = AlertBatch(AlertTable(cols), lc)
+        # annotations offsets, relative to each message's first byte
+        ann = np.where(marks >= 0, marks - (starts - skip), -1)
         if len(bad):
             good = np.flatnonzero(status == OK)
             batch = AlertBatch(AlertTable({k: v[good] for k, v in cols.items()}), lc.take(good))
-            index, sids = index[good], sids[good]
+            index, sids, ann = index[good], sids[good], ann[good]
         errors.sort(key=lambda e: e[0])
-        return DecodeResult(batch=batch, index=index, schema_ids=sids, errors=errors)
+        return DecodeResult(batch=batch, index=index, schema_ids=sids, errors=errors, annotations_at=ann)
 
     def split_block(self, block: bytes, count: int, schema_id: int) -> list[tuple[int, int]] | None:
         """Record boundaries ``[(start, stop), ...]`` of an Avro container block of ``count`` records.
@@ -169,7 +175,7 @@ class BatchDecoder:
             was = first
             first = decode_messages(buf, starts, ends, pbase, jbase, code, jt, first, 1 << 40, False,
                                     out_f, out_i, status, row_off, rows_f, rows_band, rows_det, stops,
-                                    True)  # fmt: skip
+                                    True, np.zeros(count, np.int64))  # fmt: skip
             if first < count:  # rows are not kept: restart them, growing if one record did not fit
                 row_off[first] = 0
                 if first == was:

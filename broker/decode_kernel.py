@@ -79,6 +79,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
     code: np.ndarray, jt: np.ndarray, first: int, max_rows: int, strict: bool,
     out_f: np.ndarray, out_i: np.ndarray, status: np.ndarray, row_off: np.ndarray,
     rows_f: np.ndarray, rows_band: np.ndarray, rows_det: np.ndarray, stops: np.ndarray, chain: bool,
+    marks: np.ndarray,
 ) -> int:
     """Decode messages ``first..`` into the output arrays.
 
@@ -87,6 +88,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
     ``len(starts)`` when all are done. ``row_off[i]`` is the first row of message i,
     ``stops[i]`` the position after its last field. With ``chain``, message i
     starts at ``stops[i - 1]``: this splits an Avro container block into records.
+    ``marks[i]`` is where a top-level ``annotations`` field starts (left as is when absent).
     """
     bandmap = _BANDMAP
     cap = rows_band.shape[0]
@@ -143,6 +145,8 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     st = TRUNCATED
                 if st != OK:
                     break
+            elif op == P.MARK:
+                marks[i] = p
             elif op >= P.READ_LONG:
                 if ins[4] >= 0:  # nullable: branch byte first
                     has, p = _branch(buf, p, end, ins[4])

@@ -117,8 +117,8 @@ class Enricher:
         src_ids, obj_ids = t["diaSourceId"].tolist(), t["diaObjectId"].tolist()
         ras, decs, mjds = t["ra"].tolist(), t["dec"].tolist(), t["mjd"].tolist()
         lc = batch.lightcurves
-        det = np.add.reduceat(lc.is_detection.astype(np.int64), lc.offsets[:-1]) if lc.n_rows else None
-        lens = lc.lengths()
+        det = lc.count_per_alert(lc.is_detection).tolist()
+        lens = lc.lengths().tolist()
         processed = _now_ms()
         enc, senc = self.annotations.encode, self.scores_encoder.encode
         for k in np.flatnonzero(ok).tolist():
@@ -127,8 +127,7 @@ class Enricher:
             pz = _row(preds.photoz, k)
             an = None if preds.anomaly is None or math.isnan(preds.anomaly[k]) else float(preds.anomaly[k])
             host = preds.hosts[k] if preds.hosts is not None else None
-            n_det = int(det[k]) if det is not None and lens[k] > 0 else 0
-            ann = enc(probs, pz, an, host, n_det, int(lens[k]) - n_det, ingest_ms, processed)
+            ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed)
             raw = values[i]
             assert raw is not None
             value = b"".join((frame(enriched_schema_id(int(sids[k])), b""), memoryview(raw)[HEADER_SIZE:], ann))

@@ -145,6 +145,8 @@ def stream(n: int, n_history: int = 3, seed: int = 0, schema: AlertSchema | None
         for f in ("diaObjectId",):
             if f in src:
                 src[f] = 10_000_000 + k % max(1, n // 3)
+        if rec.get("diaObject"):
+            rec["diaObject"] = dict(rec["diaObject"], diaObjectId=10_000_000 + k % max(1, n // 3))
         mjd_key = next(f for f in src if canonical_field(f) == "midpointMjdTai")
         src[mjd_key] = 61000.0 + k * 1e-4
         rec["diaSource"] = src

@@ -87,6 +87,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, args.objects, args.seed)
 
 
+def cmd_catalog_build(args: argparse.Namespace) -> int:
+    """Build a host catalog."""
+    from broker.features import build_catalog_from_file
+
+    print(build_catalog_from_file(args.table, args.out, order=args.order, layout=args.layout))
+    return 0
+
+
 def _delegate(module: str, func: str = "main") -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -154,6 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
         b = bsub.add_parser(name, add_help=False)
         b.add_argument("rest", nargs=argparse.REMAINDER)
         b.set_defaults(func=_delegate(mod))
+
+    p = sub.add_parser("catalog", help="host-galaxy catalogs (HATS / HEALPix-partitioned Parquet)")
+    csub = p.add_subparsers(dest="what", required=True)
+    c = csub.add_parser("build", help="build a HATS catalog from a table (ra, dec, mag_u..y, magerr_u..y, a, b, pa)")
+    c.add_argument("table", help="Parquet or CSV file")
+    c.add_argument("out", help="catalog directory to write")
+    c.add_argument("--order", type=int, default=5, help="HEALPix order of the partitions")
+    c.add_argument("--layout", choices=["hats", "hive"], default="hats")
+    c.set_defaults(func=cmd_catalog_build)
+
+    p = sub.add_parser("subscribe", help="filtered enriched alerts: terminal, JSON lines, Parquet, topic",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("consumers.subscribe"))
+
+    p = sub.add_parser("plot", help="png of an alert's light curve, class probabilities and photo-z", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("consumers.plot"))
 
     p = sub.add_parser("simulate", help="simulate a Rubin survey: alerts, hosts, truth", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -21,18 +21,34 @@ def _batch(curves: list[dict[str, np.ndarray]], ra: float = 10.0, dec: float = 0
     def cat(k: str, dtype: type, default: float) -> np.ndarray:
         return np.concatenate([np.asarray(c.get(k, np.full(len(c["t"]), default)), dtype) for c in curves])
 
-    lc = LightCurves(off, cat("t", np.float64, 0), cat("band", np.int8, 1), cat("f", np.float64, 0),
-                     cat("e", np.float64, 1.0), cat("det", np.bool_, 1))
+    lc = LightCurves(
+        off,
+        cat("t", np.float64, 0),
+        cat("band", np.int8, 1),
+        cat("f", np.float64, 0),
+        cat("e", np.float64, 1.0),
+        cat("det", np.bool_, 1),
+    )
     n = len(curves)
-    cols = {"diaSourceId": np.arange(n, dtype=np.int64), "diaObjectId": np.arange(n, dtype=np.int64),
-            "ra": np.full(n, ra), "dec": np.full(n, dec), "mjd": np.full(n, ref), "band": np.ones(n, np.int8)}
+    cols = {
+        "diaSourceId": np.arange(n, dtype=np.int64),
+        "diaObjectId": np.arange(n, dtype=np.int64),
+        "ra": np.full(n, ra),
+        "dec": np.full(n, dec),
+        "mjd": np.full(n, ref),
+        "band": np.ones(n, np.int8),
+    }
     return AlertBatch(AlertTable(cols), lc)
 
 
 def _good(n: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"t": 60000 + np.arange(n, dtype=float) * 3, "f": rng.normal(100, 10, n), "e": np.full(n, 5.0),
-            "band": np.arange(n) % 6}
+    return {
+        "t": 60000 + np.arange(n, dtype=float) * 3,
+        "f": rng.normal(100, 10, n),
+        "e": np.full(n, 5.0),
+        "band": np.arange(n) % 6,
+    }
 
 
 def _ok(out: object, n: int) -> None:
@@ -110,8 +126,12 @@ def test_empty_curve_and_unknown_band_and_nan_reference() -> None:
 def test_ten_thousand_points() -> None:
     rng = np.random.default_rng(2)
     n = 10_000
-    c = {"t": 60000 + rng.uniform(0, 3000, n), "f": rng.normal(0, 50, n), "e": rng.uniform(5, 10, n),
-         "band": rng.integers(0, 6, n)}
+    c = {
+        "t": 60000 + rng.uniform(0, 3000, n),
+        "f": rng.normal(0, 50, n),
+        "e": rng.uniform(5, 10, n),
+        "band": rng.integers(0, 6, n),
+    }
     out = featurize(_batch([c]), FeatureConfig(max_tokens=64))
     _ok(out, 1)
     assert out.lc_mask[0].all() and out.flags[0] & fl.TRUNCATED

@@ -13,8 +13,13 @@ def _clean_curves(n: int, npt: int, noise: float, seed: int) -> tuple[np.ndarray
     rng = np.random.default_rng(seed)
     t = np.sort(rng.uniform(0, 150, (n, npt)), axis=1) + 60000.0
     truth = np.column_stack(
-        [rng.uniform(500, 5000, n), rng.uniform(-50, 50, n), 60000 + rng.uniform(40, 80, n),
-         rng.uniform(2, 8, n), rng.uniform(15, 50, n)]
+        [
+            rng.uniform(500, 5000, n),
+            rng.uniform(-50, 50, n),
+            60000 + rng.uniform(40, 80, n),
+            rng.uniform(2, 8, n),
+            rng.uniform(15, 50, n),
+        ]
     )
     f = bazin_flux(t, truth[:, :1], truth[:, 1:2], truth[:, 2:3], truth[:, 3:4], truth[:, 4:5])
     e = np.broadcast_to(noise * truth[:, :1], (n, npt)).copy()

@@ -16,6 +16,7 @@ def test_bench_features_tiny(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_hosts_tiny(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_hosts.main(["--rows", "3000", "--alerts", "2000", "--batch", "500", "--order", "1", "--fields", "3"]) == 0
+    argv = ["--rows", "3000", "--alerts", "2000", "--batch", "500", "--order", "1", "--fields", "3"]
+    assert bench_hosts.main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("hosts_alerts_per_s=") and float(last.split("=")[1]) > 0

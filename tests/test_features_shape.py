@@ -38,8 +38,15 @@ def test_colors_and_rates() -> None:
     ff = np.concatenate([f_g, f_r])
     srt = np.argsort(tt, kind="stable")
     band_off = np.array([0, 0, 3, 6, 6, 6, 6], np.int64)
-    out = shape_csr(np.array([0, 6], np.int64), tt[srt], ff[srt], band_off,
-                    np.concatenate([t, t + 0.5]), np.concatenate([f_g, f_r]), 6.0)[0]
+    out = shape_csr(
+        np.array([0, 6], np.int64),
+        tt[srt],
+        ff[srt],
+        band_off,
+        np.concatenate([t, t + 0.5]),
+        np.concatenate([f_g, f_r]),
+        6.0,
+    )[0]
     # peak is r at t=10.5; g interpolated there: 100 + 0.5 * (10 - 100) / 10 = 95.5
     np.testing.assert_allclose(out[1], -2.5 * np.log10(95.5 / 250.0))
     assert out[5] == 2  # peak band r
@@ -57,3 +64,29 @@ def test_registry_is_complete() -> None:
     # a well-sampled multi-band transient has every statistic, a Bazin fit per band and colors
     assert np.isfinite(out.summary[:, FEATURE_NAMES.index("all_kurtosis")]).all()
     assert np.isfinite(out.summary[:, FEATURE_NAMES.index("periodogram_period")]).all()
+
+
+def test_periodogram_period_agrees_with_light_curve() -> None:
+    """Periods agree to the grid resolution, not 1e-6: the grids differ (light-curve's
+    is set by a Nyquist rule, ours is uniform to ``max_freq``), and light-curve reports
+    the peak's signal-to-noise where we report the normalised Lomb-Scargle power."""
+    import light_curve as lc
+
+    rng = np.random.default_rng(5)
+    p_lc = lc.Periodogram(peaks=1, nyquist="average", max_freq_factor=20.0)
+    for period in (0.37, 0.61, 2.9, 11.0):
+        n = 150
+        t = np.sort(rng.uniform(0, 300, n)) + 60000
+        f = 100 * np.sin(2 * np.pi * t / period) + rng.normal(0, 5, n)
+        e = np.full(n, 5.0)
+        ours = periodogram_csr(np.array([0, n], np.int64), t, f, e, np.zeros(n, np.int8), 5.0, 5.0, 20000)[0, 0]
+        ref = p_lc(t, f, e)[0]
+        span = t[-1] - t[0]
+        # same peak: frequencies within half a peak width (1 / span) of each other and the truth
+        assert abs(1 / ours - 1 / ref) < 0.5 / span and abs(1 / ours - 1 / period) < 0.5 / span
+
+
+def test_warmup_runs() -> None:
+    from broker.features import warmup
+
+    assert warmup() >= 0.0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_features import LC_STATS, make_curves
-from broker.features.fastsort import sort_inplace
+from broker.features.fastsort import sort_inplace, sort_into
 from broker.features.registry import STAT_SPECS
 from broker.features.stats import stats_csr
 
@@ -84,3 +84,41 @@ def test_fast_sort(n: int) -> None:
         y = x.copy()
         sort_inplace(y)
         np.testing.assert_array_equal(y, np.sort(x))
+
+
+@pytest.mark.parametrize("n", [33, 100, 300, 5000])
+def test_bucket_sort(n: int) -> None:
+    rng = np.random.default_rng(n)
+    cases = (
+        rng.normal(size=n),
+        np.ones(n),
+        rng.integers(0, 3, n).astype(float),
+        np.exp(rng.normal(size=n) * 5),
+        np.concatenate([np.zeros(n - 1), [1e12]]),
+    )
+    for x in cases:
+        y = np.empty_like(x)
+        sort_into(x, y, float(x.min()), float(x.max()))
+        np.testing.assert_array_equal(y, np.sort(x))
+
+
+def test_featurize_columns_match_light_curve_per_band() -> None:
+    """End to end: unsorted multi-band alerts with forced rows -> per-band and all-band columns."""
+    from broker.batch import BANDS
+    from broker.features import FEATURE_NAMES, FeatureConfig, featurize
+    from broker.features.synth import make_batch
+
+    b = make_batch(30, 120, seed=7)
+    out = featurize(b, FeatureConfig(max_tokens=8, bazin=False, periodogram=False))
+    lcv = b.lightcurves
+    ext = lc.Extractor(*LC_STATS)
+    for i in range(30):
+        a, z = lcv.offsets[i], lcv.offsets[i + 1]
+        for prefix, sel in [("all", np.ones(z - a, bool))] + [(bn, lcv.band[a:z] == k) for k, bn in enumerate(BANDS)]:
+            t, f, e = lcv.mjd[a:z][sel], lcv.flux[a:z][sel], lcv.flux_err[a:z][sel]
+            if len(t) < 4:
+                continue
+            o = np.argsort(t, kind="stable")
+            ref = ext(t[o], f[o], e[o])
+            cols = [FEATURE_NAMES.index(f"{prefix}_{n}") for n in NAMES[: len(ref)]]
+            _check(out.summary[i : i + 1, cols], ref[None, :])

@@ -12,12 +12,20 @@ from broker.tokens import HOST_FIELDS, HOST_MAX_TOKENS, LC_FIELDS
 
 def _one(t: np.ndarray, f: np.ndarray, e: np.ndarray, band: np.ndarray, det: np.ndarray, ref: float) -> AlertBatch:
     lc = LightCurves(
-        offsets=np.array([0, len(t)], np.int64), mjd=t.astype(float), band=band.astype(np.int8),
-        flux=f.astype(float), flux_err=e.astype(float), is_detection=det.astype(bool),
+        offsets=np.array([0, len(t)], np.int64),
+        mjd=t.astype(float),
+        band=band.astype(np.int8),
+        flux=f.astype(float),
+        flux_err=e.astype(float),
+        is_detection=det.astype(bool),
     )
     cols = {
-        "diaSourceId": np.array([1], np.int64), "diaObjectId": np.array([1], np.int64),
-        "ra": np.array([10.0]), "dec": np.array([-5.0]), "mjd": np.array([ref]), "band": np.array([1], np.int8),
+        "diaSourceId": np.array([1], np.int64),
+        "diaObjectId": np.array([1], np.int64),
+        "ra": np.array([10.0]),
+        "dec": np.array([-5.0]),
+        "mjd": np.array([ref]),
+        "band": np.array([1], np.int8),
     }
     return AlertBatch(AlertTable(cols), lc)
 

@@ -121,3 +121,25 @@ def test_featurize_with_hosts(dc2: tuple[dict[str, np.ndarray], Path, Path]) -> 
     assert out.host_mask[:3, 6].all()  # separation token
     np.testing.assert_array_equal(out.host_mask[:3, 7], np.isfinite(cols["a"][:3]))  # DLR token iff shape
     assert out.flags[3] & 256
+
+
+def test_build_from_parquet_file_and_plain_dir(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from broker.features import build_catalog_from_file
+
+    cols = {
+        "id": np.arange(3),
+        "ra": np.array([10.0, 10.001, 200.0]),
+        "dec": np.array([5.0, 5.0, -30.0]),
+        "mag_r": np.array([20.0, 21.0, 22.0]),
+        "magerr_r": np.array([0.1, 0.1, 0.1]),
+    }
+    pq.write_table(pa.table(cols), tmp_path / "gal.parquet")
+    root = build_catalog_from_file(tmp_path / "gal.parquet", tmp_path / "cat", order=3)
+    m = HostMatcher(GalaxyCatalog(root)).match(np.array([10.0003, 200.0]), np.array([5.0, -30.0]))
+    assert m.host_id.tolist() == [0, 2]
+    assert np.isnan(m.mag[0, 0]) and m.mag[0, 2] == 20.0
+    # a plain, unpartitioned Parquet directory is read as one whole-sky partition
+    plain = GalaxyCatalog(tmp_path / "gal.parquet")
+    assert HostMatcher(plain).match(np.array([10.0003]), np.array([5.0])).host_id.tolist() == [0]

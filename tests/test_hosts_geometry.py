@@ -61,3 +61,34 @@ def test_ra_wrap_and_poles(edge_catalog: Path) -> None:
     assert out.host_id[4] == 102
     assert (out.host_id[5:] == -1).all()
     assert np.all(out.sep_arcsec[:5] < 5)
+
+
+def test_mixed_order_hats_partitions(tmp_path: Path) -> None:
+    """Adaptive HATS tiling: partitions of different orders in one catalog."""
+    import pyarrow as pa
+
+    from broker.features.catalog import write_partition
+
+    ra = np.array([10.0, 200.0])
+    dec = np.array([20.0, -40.0])
+    for k, order in enumerate((2, 6)):
+        pix = int(ang2pix_py(order, ra[k : k + 1], dec[k : k + 1])[0])
+        cols = {"id": np.array([k]), "ra": ra[k : k + 1], "dec": dec[k : k + 1], "mag_g": np.array([20.0 + k])}
+        write_partition(tmp_path, order, pix, pa.table(cols))
+    cat = GalaxyCatalog(tmp_path, max_partitions=1)
+    assert cat.orders == [2, 6]
+    m = HostMatcher(cat).match(ra + 0.0002, dec)
+    assert m.host_id.tolist() == [0, 1]
+    assert m.mag[:, 1].tolist() == [20.0, 21.0]
+    assert cat.cached == 1 and cat.loads == 2
+
+
+def test_empty_batch_with_hosts(edge_catalog: Path) -> None:
+    from broker.batch import AlertBatch, AlertTable, LightCurves
+    from broker.features import featurize
+
+    z = np.zeros(0)
+    lc = LightCurves(np.zeros(1, np.int64), z, np.zeros(0, np.int8), z, z, np.zeros(0, bool))
+    cols = {"diaSourceId": np.zeros(0, np.int64), "diaObjectId": np.zeros(0, np.int64), "ra": z, "dec": z, "mjd": z}
+    out = featurize(AlertBatch(AlertTable(cols), lc), hosts=HostMatcher(GalaxyCatalog(edge_catalog)))
+    assert out.summary.shape[0] == 0 and out.host.shape == (0, 8, 4) and out.host_match.host_id.shape == (0,)

@@ -23,6 +23,8 @@ from broker.features.registry import N_BAZIN
 
 NP = 5
 MIN_POINTS = 6
+#: Reduced chi-squared above which a second starting point is tried.
+RETRY_CHI2 = 3.0
 
 
 @nb.njit(cache=True, inline="always")
@@ -33,9 +35,7 @@ def _softplus(v: float) -> float:
 
 
 @nb.njit(cache=True)
-def _chi2_jac(
-    p: F64, x: F64, y: F64, w: F64, jtj: F64, jtr: F64, jac: F64, want_jac: bool
-) -> float:
+def _chi2_jac(p: F64, x: F64, y: F64, w: F64, jtj: F64, jtr: F64, jac: F64, want_jac: bool) -> float:
     """Chi-squared at ``p``; fills ``jtj``/``jtr`` (normal equations) if ``want_jac``."""
     a = abs(p[0])
     sa = 1.0 if p[0] >= 0.0 else -1.0
@@ -111,6 +111,47 @@ def _solve(a: F64, b: F64, out: F64) -> bool:
 
 
 @nb.njit(cache=True)
+def _lm(p: F64, x: F64, y: F64, w: F64, max_iter: int, tol: float) -> float:
+    """Levenberg-Marquardt from ``p`` (updated in place); returns the final chi-squared."""
+    trial = np.empty(NP)
+    step = np.empty(NP)
+    jtj = np.empty((NP, NP))
+    jtr = np.empty(NP)
+    jtj_t = np.empty((NP, NP))
+    jtr_t = np.empty(NP)
+    jac = np.empty(NP)
+    damped = np.empty((NP, NP))
+    lam = 1e-3
+    chi2 = _chi2_jac(p, x, y, w, jtj, jtr, jac, True)
+    for _ in range(max_iter):
+        improved = False
+        c2 = chi2
+        while lam < 1e12:
+            damped[:, :] = jtj
+            for k in range(NP):
+                damped[k, k] += lam * max(jtj[k, k], 1e-12)
+            if _solve(damped, jtr, step):
+                for k in range(NP):
+                    trial[k] = p[k] + step[k]
+                c2 = _chi2_jac(trial, x, y, w, jtj_t, jtr_t, jac, True)
+                if c2 < chi2:
+                    improved = True
+                    break
+            lam *= 10.0
+        if not improved:
+            break
+        rel = (chi2 - c2) / max(chi2, 1e-300)
+        p[:] = trial
+        chi2 = c2
+        jtj[:, :] = jtj_t
+        jtr[:] = jtr_t
+        lam = max(lam * 0.1, 1e-12)
+        if rel < tol:
+            break
+    return chi2
+
+
+@nb.njit(cache=True)
 def bazin_one(t: F64, m: F64, e: F64, max_iter: int, tol: float, out: F64) -> None:
     """Fit one time-sorted group; writes :data:`N_BAZIN` values (NaN on failure)."""
     out[:] = np.nan
@@ -138,36 +179,14 @@ def bazin_one(t: F64, m: F64, e: F64, max_iter: int, tol: float, out: F64) -> No
         ee = e[i] / amp
         w[i] = 1.0 / (ee * ee)
     p = np.array([0.5, 0.0, x[ipk], 0.5, 0.5])
-    trial = np.empty(NP)
-    step = np.empty(NP)
-    jtj = np.empty((NP, NP))
-    jtr = np.empty(NP)
-    jac = np.empty(NP)
-    damped = np.empty((NP, NP))
-    lam = 1e-3
-    chi2 = _chi2_jac(p, x, y, w, jtj, jtr, jac, True)
-    for _ in range(max_iter):
-        improved = False
-        while lam < 1e12:
-            damped[:, :] = jtj
-            for k in range(NP):
-                damped[k, k] += lam * max(jtj[k, k], 1e-12)
-            if _solve(damped, jtr, step):
-                for k in range(NP):
-                    trial[k] = p[k] + step[k]
-                c2 = _chi2_jac(trial, x, y, w, jtj, jtr, jac, False)
-                if c2 < chi2:
-                    improved = True
-                    break
-            lam *= 10.0
-        if not improved:
-            break
-        rel = (chi2 - c2) / max(chi2, 1e-300)
-        p[:] = trial
-        chi2 = _chi2_jac(p, x, y, w, jtj, jtr, jac, True)
-        lam = max(lam * 0.1, 1e-12)
-        if rel < tol:
-            break
+    chi2 = _lm(p, x, y, w, max_iter, tol)
+    if not (chi2 / (n - NP) < RETRY_CHI2 and abs(p[3]) < 10.0 and abs(p[4]) < 10.0):
+        # poor or runaway fit: retry from a short-rise, faster-fall start, keep the better
+        p2 = np.array([1.0, 0.0, x[ipk] - 0.05, 0.05, 0.2])
+        chi2b = _lm(p2, x, y, w, max_iter, tol)
+        if chi2b < chi2 or not np.isfinite(chi2):
+            p[:] = p2
+            chi2 = chi2b
     if not (np.isfinite(chi2) and abs(p[3]) > 0.0 and abs(p[4]) > 0.0):
         return
     out[0] = abs(p[0]) * amp
@@ -183,9 +202,7 @@ def bazin_one(t: F64, m: F64, e: F64, max_iter: int, tol: float, out: F64) -> No
 
 
 @nb.njit(parallel=True, cache=True)
-def bazin_csr(
-    offsets: I64, t: F64, m: F64, e: F64, max_iter: int = 50, tol: float = 1e-9
-) -> F64:
+def bazin_csr(offsets: I64, t: F64, m: F64, e: F64, max_iter: int = 50, tol: float = 1e-9) -> F64:
     """Bazin fit of every group of a CSR batch, in parallel over groups.
 
     Parameters

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from broker.batch import B, F64, I8, I64, LightCurves
+from broker.batch import F64, I8, I64, B, LightCurves
 from broker.features import flags as fl
 
 N_BANDS = 6
@@ -22,9 +22,7 @@ DUPLICATE_DT = 1e-7
 
 
 @nb.njit(parallel=True, cache=True)
-def _clean_kernel(
-    offsets: I64, mjd: F64, band: I8, flux: F64, err: F64, det: B
-) -> tuple[I64, I64, I64, I64, I64]:
+def _clean_kernel(offsets: I64, mjd: F64, band: I8, flux: F64, err: F64, det: B) -> tuple[I64, I64, I64, I64, I64]:
     n = offsets.shape[0] - 1
     order_all = np.empty(offsets[n], np.int64)
     order_band = np.empty(offsets[n], np.int64)
@@ -160,9 +158,7 @@ def clean(lc: LightCurves) -> CleanCurves:
     flux = np.ascontiguousarray(lc.flux, dtype=np.float64)
     err = np.ascontiguousarray(lc.flux_err, dtype=np.float64)
     det = np.ascontiguousarray(lc.is_detection, dtype=np.bool_)
-    order_all, order_band, kept, band_counts, flags = _clean_kernel(
-        offsets, mjd, band, flux, err, det
-    )
+    order_all, order_band, kept, band_counts, flags = _clean_kernel(offsets, mjd, band, flux, err, det)
     lens = np.diff(offsets)
     pos = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], lens)
     mask = pos < np.repeat(kept, lens)

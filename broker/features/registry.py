@@ -86,6 +86,19 @@ BAZIN_SPECS: tuple[tuple[str, str, str], ...] = (
 )
 N_BAZIN = len(BAZIN_SPECS)
 
+#: Villar fit outputs per band, in kernel order: (suffix, unit, token transform).
+VILLAR_SPECS: tuple[tuple[str, str, str], ...] = (
+    ("villar_amplitude", "nJy", "asinh"),
+    ("villar_baseline", "nJy", "asinh"),
+    ("villar_reference_time", "day (relative to alert mjd)", "slog1p"),
+    ("villar_rise_time", "day", "slog1p"),
+    ("villar_fall_time", "day", "slog1p"),
+    ("villar_plateau_rel_amplitude", "", "identity"),
+    ("villar_plateau_duration", "day", "slog1p"),
+    ("villar_reduced_chi2", "", "slog1p"),
+)
+N_VILLAR = len(VILLAR_SPECS)
+
 #: Colors at peak between adjacent bands (first minus second, AB mag).
 COLOR_PAIRS: tuple[tuple[int, int], ...] = ((0, 1), (1, 2), (2, 3), (3, 4), (4, 5))
 
@@ -99,11 +112,7 @@ def _build() -> tuple[FeatureSpec, ...]:
     specs: list[FeatureSpec] = []
     for prefix in ("all",) + BANDS:
         for suffix, unit, kmin, tr in STAT_SPECS:
-            rule = (
-                "never NaN (0 when no usable point)"
-                if kmin == 0
-                else _STAT_NAN.format(k=kmin)
-            )
+            rule = "never NaN (0 when no usable point)" if kmin == 0 else _STAT_NAN.format(k=kmin)
             specs.append(FeatureSpec(f"{prefix}_{suffix}", unit, rule, tr))
     for band in BANDS:
         for suffix, unit, tr in BAZIN_SPECS:
@@ -111,8 +120,21 @@ def _build() -> tuple[FeatureSpec, ...]:
                 FeatureSpec(
                     f"{band}_{suffix}",
                     unit,
-                    "NaN when the band has fewer than 6 usable points, the time span "
-                    "is zero, or the fit does not converge to finite parameters",
+                    "NaN when the Bazin fit is disabled (FeatureConfig.bazin), the band has "
+                    "fewer than 6 usable points, the time span is zero, or the fit does not "
+                    "converge to finite parameters",
+                    tr,
+                )
+            )
+    for band in BANDS:
+        for suffix, unit, tr in VILLAR_SPECS:
+            specs.append(
+                FeatureSpec(
+                    f"{band}_{suffix}",
+                    unit,
+                    "NaN when the Villar fit is disabled (FeatureConfig.villar, off by default), "
+                    "the band has fewer than 8 usable points, the time span is zero, or the fit "
+                    "does not converge to finite parameters",
                     tr,
                 )
             )
@@ -127,9 +149,7 @@ def _build() -> tuple[FeatureSpec, ...]:
             )
         )
     specs += [
-        FeatureSpec(
-            "peak_band", "", "NaN when no usable point; else band index of the peak", "identity"
-        ),
+        FeatureSpec("peak_band", "", "NaN when no usable point; else band index of the peak", "identity"),
         FeatureSpec(
             "rise_rate",
             "mag/day",
@@ -177,5 +197,6 @@ REGISTRY: tuple[tuple[str, str, str], ...] = tuple((f.name, f.unit, f.nan_rule) 
 #: Column offsets of each block in the summary array.
 STATS_OFFSET = 0
 BAZIN_OFFSET = N_STATS * (1 + len(BANDS))
-EXTRA_OFFSET = BAZIN_OFFSET + N_BAZIN * len(BANDS)
+VILLAR_OFFSET = BAZIN_OFFSET + N_BAZIN * len(BANDS)
+EXTRA_OFFSET = VILLAR_OFFSET + N_VILLAR * len(BANDS)
 N_FEATURES = len(FEATURES)

@@ -6,9 +6,10 @@ of a group must be sorted by time, with finite values and errors > 0 (see
 :mod:`broker.features.prepare`). Definitions follow light-curve 0.13: standard
 deviations use ``ddof=1``, quantiles use the Hazen rule (``h = n q - 1/2``).
 
-Each group is sorted once, in place, in a scratch copy of its fluxes; the
-median, all quantiles and the median absolute deviation (by a linear merge of
-the two sides of the median) come from that one sorted copy.
+Each group's fluxes are sorted once into a scratch array (a bucket sort, see
+:mod:`broker.features.fastsort`); the median, all quantiles and the median
+absolute deviation (by a linear merge of the two sides of the median) come from
+that one sorted copy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numba as nb
 import numpy as np
 
 from broker.batch import F64, I64
+from broker.features.fastsort import sort_into
 from broker.features.registry import N_STATS
 
 # Column indices inside one statistics block (order of STAT_SPECS).
@@ -91,7 +93,7 @@ def _mad_sorted(s: F64, n: int, med: float) -> float:
 
 
 @nb.njit(cache=True)
-def stats_one(t: F64, m: F64, e: F64, scratch: F64, out: F64) -> None:
+def stats_one(t: F64, m: F64, e: F64, scratch: F64, iw: F64, out: F64) -> None:
     """Compute all statistics of one time-sorted group into ``out``.
 
     Parameters
@@ -99,8 +101,8 @@ def stats_one(t: F64, m: F64, e: F64, scratch: F64, out: F64) -> None:
     t, m, e : ndarray of float64
         Times (days), fluxes and errors of the group, sorted by time, all finite,
         ``e > 0``.
-    scratch : ndarray of float64
-        Work array of at least ``len(m)`` elements (overwritten).
+    scratch, iw : ndarray of float64
+        Work arrays of ``len(m)`` elements (overwritten).
     out : ndarray of float64, shape (N_STATS,)
         Output; values without enough points are NaN.
     """
@@ -110,20 +112,25 @@ def stats_one(t: F64, m: F64, e: F64, scratch: F64, out: F64) -> None:
     out[N_POINTS] = n
     if n == 0:
         return
-    # pass 1: sums
+    # pass 1: sums, extremes; iw gets the inverse errors
     sm = 0.0
     sw = 0.0
     swm = 0.0
     st = 0.0
     se2 = 0.0
+    mn = m[0]
+    mx = m[0]
     for i in range(n):
-        w = 1.0 / (e[i] * e[i])
+        mn = min(mn, m[i])
+        mx = max(mx, m[i])
+        ie = 1.0 / e[i]
+        w = ie * ie
+        iw[i] = ie
         sm += m[i]
         sw += w
         swm += w * m[i]
         st += t[i]
         se2 += e[i] * e[i]
-        scratch[i] = m[i]
     mean = sm / n
     wmean = swm / sw
     tmean = st / n
@@ -131,9 +138,7 @@ def stats_one(t: F64, m: F64, e: F64, scratch: F64, out: F64) -> None:
     out[WEIGHTED_MEAN] = wmean
     # sorted copy: min, max, median, quantiles, MAD
     s = scratch[:n]
-    s.sort()
-    mn = s[0]
-    mx = s[n - 1]
+    sort_into(m, s, mn, mx)
     med = _quantile(s, n, 0.5)
     out[AMPLITUDE] = 0.5 * (mx - mn)
     out[MEDIAN] = med
@@ -170,26 +175,24 @@ def stats_one(t: F64, m: F64, e: F64, scratch: F64, out: F64) -> None:
         m2 += d2
         m3 += d2 * d
         m4 += d2 * d2
-        r = (m[i] - wmean) / e[i]
+        r = (m[i] - wmean) * iw[i]
         chi2 += r * r
         sabs += abs(r)
         dt = t[i] - tmean
         stt += dt * dt
         stm += dt * d
-        w = 1.0 / (e[i] * e[i])
+        w = iw[i] * iw[i]
         w_s += w
         w_t += w * dt
         w_tt += w * dt * dt
         w_m += w * m[i]
         w_tm += w * dt * m[i]
-        if i > 0:
-            dm = m[i] - m[i - 1]
-            eta_num += dm * dm
-            dti = t[i] - t[i - 1]
-            if dti > 0.0:
-                sl = abs(dm / dti)
-                if sl > max_slope:
-                    max_slope = sl
+    for i in range(1, n):
+        dm = m[i] - m[i - 1]
+        eta_num += dm * dm
+        dti = t[i] - t[i - 1]
+        if abs(dm) > max_slope * dti and dti > 0.0:
+            max_slope = abs(dm) / dti
     var = m2 / (n - 1)
     std = math.sqrt(var)
     out[STD] = std
@@ -223,9 +226,9 @@ def stats_one(t: F64, m: F64, e: F64, scratch: F64, out: F64) -> None:
         if n >= 3:
             out[SKEW] = n / ((n - 1.0) * (n - 2.0)) * m3 / (var * std)
         if n >= 4:
-            out[KURTOSIS] = n * (n + 1.0) / ((n - 1.0) * (n - 2.0) * (n - 3.0)) * m4 / (
-                var * var
-            ) - 3.0 * (n - 1.0) ** 2 / ((n - 2.0) * (n - 3.0))
+            out[KURTOSIS] = n * (n + 1.0) / ((n - 1.0) * (n - 2.0) * (n - 3.0)) * m4 / (var * var) - 3.0 * (
+                n - 1.0
+            ) ** 2 / ((n - 2.0) * (n - 3.0))
     if stt > 0.0:
         slope = stm / stt
         out[LTREND] = slope
@@ -243,7 +246,7 @@ def stats_one(t: F64, m: F64, e: F64, scratch: F64, out: F64) -> None:
         a = (w_m - b * w_t) / w_s
         c2 = 0.0
         for i in range(n):
-            r = (m[i] - a - b * (t[i] - tmean)) / e[i]
+            r = (m[i] - a - b * (t[i] - tmean)) * iw[i]
             c2 += r * r
         out[LFIT_SLOPE] = b
         out[LFIT_SIGMA] = math.sqrt(w_s / det)
@@ -271,5 +274,6 @@ def stats_csr(offsets: I64, t: F64, m: F64, e: F64) -> F64:
         a = offsets[g]
         b = offsets[g + 1]
         scratch = np.empty(b - a)
-        stats_one(t[a:b], m[a:b], e[a:b], scratch, out[g])
+        iw = np.empty(b - a)
+        stats_one(t[a:b], m[a:b], e[a:b], scratch, iw, out[g])
     return out

@@ -1,0 +1,96 @@
+"""Enriched alerts as one flat table row each, for filtering and display (subscribe, notebooks).
+
+Columns (one row per alert; 64-bit ids stay int64 here and become strings in JSON):
+
+``diaSourceId, diaObjectId, ra, dec, mjd, band, snr, reliability, n_det, n_forced, schema,
+best_class, best_class_id, best_prob, p_<classId>..., photoz_mean, photoz_sigma, photoz_q05,
+photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, sparkline, _index``
+
+Score columns are null where the annotation is null (no model, or its gate closed).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import fastavro
+import numpy as np
+import polars as pl
+
+from broker.annotations import ANNOTATIONS_SCHEMA, SCORES_SCHEMA_ID
+from broker.batch import BANDS, LightCurves
+from broker.decode import DecodeResult
+from broker.wire import version_for_schema_id
+
+_ANN = fastavro.parse_schema(["null", copy.deepcopy(ANNOTATIONS_SCHEMA)], _write_hint=False, _force=True)
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def read_annotations(value: bytes, at: int) -> dict[str, Any] | None:
+    """Decode the ``annotations`` field that starts at byte ``at`` of an enriched message."""
+    if at < 0:
+        return None
+    bio = io.BytesIO(value)
+    bio.seek(at)
+    return fastavro.schemaless_reader(bio, _ANN, None)  # type: ignore[return-value]
+
+
+def sparkline(lc: LightCurves, k: int, width: int = 16) -> str:
+    """The last ``width`` detections of alert ``k`` (time order), as block characters."""
+    s, e = int(lc.offsets[k]), int(lc.offsets[k + 1])
+    det = np.flatnonzero(lc.is_detection[s:e]) + s
+    if det.size == 0:
+        return ""
+    det = det[np.argsort(lc.mjd[det], kind="stable")][-width:]
+    f = lc.flux[det]
+    f = f[np.isfinite(f)]
+    if f.size == 0:
+        return ""
+    lo, hi = float(f.min()), float(f.max())
+    idx = np.zeros(f.size, np.int64) if hi == lo else np.round((f - lo) / (hi - lo) * 7).astype(np.int64)
+    return "".join(_SPARK[i] for i in idx)
+
+
+def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
+    """One row per decoded (enriched or plain) alert of ``res``; ``values`` are the input messages."""
+    t, lc = res.batch.table, res.batch.lightcurves
+    n = len(res.batch)
+    det = lc.count_per_alert(lc.is_detection)
+    lens = lc.lengths()
+    cols: dict[str, Any] = {
+        "diaSourceId": t["diaSourceId"], "diaObjectId": t["diaObjectId"], "ra": t["ra"], "dec": t["dec"],
+        "mjd": t["mjd"], "band": [BANDS[b] if 0 <= b < 6 else None for b in t["band"].tolist()],
+        "snr": t["snr"], "reliability": t["reliability"], "n_det": det, "n_forced": lens - det,
+        "schema": ["{}.{}".format(*version_for_schema_id(int(s) % 1_000_000)) for s in res.schema_ids],
+    }  # fmt: skip
+    anns = [read_annotations(values[int(i)] or b"", int(a)) for i, a in zip(res.index, res.annotations_at, strict=True)]
+    probs: dict[int, list[float | None]] = {}
+    best: list[tuple[str | None, int | None, float | None]] = []
+    rows: dict[str, list[Any]] = {c: [] for c in ("photoz_mean", "photoz_sigma", "photoz_q05", "photoz_q50",
+                                                  "photoz_q95", "anomaly_score", "host_id", "host_sep_arcsec")}
+    for k, a in enumerate(anns):
+        cl = (a or {}).get("classifications") or []
+        for c in cl:
+            probs.setdefault(c["classId"], [None] * n)[k] = c["probability"]
+        top = max(cl, key=lambda c: c["probability"]) if cl else None
+        best.append((top["className"], top["classId"], top["probability"]) if top else (None, None, None))
+        pz = (a or {}).get("photoz") or {}
+        host = (a or {}).get("host") or {}
+        for name, v in (("photoz_mean", pz.get("mean")), ("photoz_sigma", pz.get("sigma")),
+                        ("photoz_q05", pz.get("q05")), ("photoz_q50", pz.get("q50")), ("photoz_q95", pz.get("q95")),
+                        ("anomaly_score", (a or {}).get("anomalyScore")), ("host_id", host.get("galaxyId")),
+                        ("host_sep_arcsec", host.get("separationArcsec"))):  # fmt: skip
+            rows[name].append(v)
+    cols["best_class"] = [b[0] for b in best]
+    cols["best_class_id"] = pl.Series([b[1] for b in best], dtype=pl.Int32)
+    cols["best_prob"] = pl.Series([b[2] for b in best], dtype=pl.Float64)
+    for cid in sorted(probs):
+        cols[f"p_{cid}"] = pl.Series(probs[cid], dtype=pl.Float64)
+    for name, v in rows.items():
+        cols[name] = pl.Series(v, dtype=pl.Utf8 if name == "host_id" else pl.Float64)
+    cols["sparkline"] = [sparkline(lc, k) for k in range(n)]
+    cols["_index"] = res.index  # position in ``values``, to forward the original bytes
+    return pl.DataFrame(cols).filter(pl.Series(res.schema_ids != SCORES_SCHEMA_ID))  # alerts only
