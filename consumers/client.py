@@ -101,7 +101,8 @@ class Subscription:
         last = time.monotonic()
         try:
             while idle_timeout is None or time.monotonic() - last < idle_timeout:
-                msgs = [m.value() for m in c.consume(self.batch_size, 0.5) if m.error() is None]
+                got = c.consume(self.batch_size, 0.5)
+                msgs = [v for m in got if m.error() is None and (v := m.value()) is not None]
                 if msgs:
                     last = time.monotonic()
                     yield msgs

@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     producer, topic = _forwarder(a.to)
     n = 0
     if a.format == "table":
-        print(_TABLE.format(mjd="mjd", diaSourceId="diaSourceId", band="band", best_class="class",
-                            best_prob="p", photoz="photo-z", anomaly="anomaly", spark="light curve"), file=out)  # fmt: skip
+        head = _TABLE.format(mjd="mjd", diaSourceId="diaSourceId", band="band", best_class="class",
+                             best_prob="p", photoz="photo-z", anomaly="anomaly", spark="light curve")
+        print(head, file=out)
     try:
         for df in sub.batches(idle_timeout=a.idle_timeout):
             if a.limit is not None:
