@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     torch_threads: int = 1
     log_level: str = "INFO"
+    log_format: str = Field(default="text", description="'text' or 'json' (one object per line)")
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:

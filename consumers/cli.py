@@ -22,15 +22,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     """Consume, enrich, produce until stopped (or until a file source ends)."""
     from consumers.app import build_runner
+    from consumers.ops import serve, setup_logging
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(settings.log_level, settings.log_format)
     runner = build_runner(args.source, args.sink, settings, dlq=args.dlq, scores=args.scores,
                           max_idle_s=args.max_idle_s, exactly_once=args.exactly_once or settings.exactly_once)
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, registry=runner.metrics.registry)
+    if settings.metrics_port:  # /metrics, /healthz, /readyz
+        serve(settings.metrics_port, runner.metrics.registry, runner.health)
+    logging.getLogger("alertbroker").info("worker started", extra={"source": args.source, "sink": args.sink})
     runner.install_signal_handlers()
     summary = runner.run()
     print(json.dumps(summary.as_dict()))

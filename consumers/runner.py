@@ -22,6 +22,7 @@ from broker.metrics import Metrics
 from broker.records import DeadLetter, EnrichResult
 from broker.wire import frame
 from consumers.messages import InMessage
+from consumers.ops import Health
 from consumers.sinks import Sink
 from consumers.sources import Source
 
@@ -87,6 +88,7 @@ class Runner:
         self.running = True
         self._version = broker_version.encode()
         self.retries, self.retry_initial_s = 6, 0.5
+        self.health = Health()
 
     @property
     def sinks(self) -> list[Sink]:
@@ -100,6 +102,7 @@ class Runner:
     def stop(self, *_: Any) -> None:
         """Finish the current batch, deliver, commit and return from :meth:`run`."""
         self.running = False
+        self.health.stopping = True
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT stop the loop cleanly."""
@@ -112,6 +115,7 @@ class Runner:
         last = time.monotonic()
         try:
             while self.running:
+                self.health.tick()
                 msgs = self.source.poll_batch(self.batch_size, self.timeout)
                 if msgs is None:
                     break
@@ -191,7 +195,9 @@ class Runner:
         self.summary.dead[d.reason] += 1
         self.metrics.alerts_dlq.labels(d.reason).inc()
         log.info("dead letter: reason=%s topic=%s partition=%d offset=%d detail=%s",
-                 d.reason, msg.topic, msg.partition, msg.offset, d.detail)  # fmt: skip
+                 d.reason, msg.topic, msg.partition, msg.offset, d.detail,
+                 extra={"reason": d.reason, "topic": msg.topic, "partition": msg.partition,
+                        "offset": msg.offset})  # fmt: skip
         headers = [("reason", d.reason.encode()), ("detail", d.detail.encode()), ("source_topic", msg.topic.encode()),
                    ("source_partition", str(msg.partition).encode()), ("source_offset", str(msg.offset).encode()),
                    ("broker_version", self._version)]  # fmt: skip

@@ -196,3 +196,38 @@ def test_metrics_are_exported(kafka_bootstrap: str, topic_prefix: str) -> None:
     assert 'alertbroker_stage_seconds_count{stage="decode"}' in text
     assert "alertbroker_end_to_end_seconds_bucket" in text and "alertbroker_batch_size_bucket" in text
     assert "alertbroker_consumer_lag{" in text
+
+
+def test_health_readiness_json_logs_and_no_secrets(kafka_bootstrap: str, topic_prefix: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    from confluent_kafka import Producer
+
+    src, dst = f"{topic_prefix}-in", f"{topic_prefix}-out"
+    create_topics(kafka_bootstrap, [src, dst, f"{dst}-dlq", f"{dst}-scores"])
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    p.produce(src, b"\x00\x00\x00\x04\x4d\x99")  # one dead letter, to see a structured log line
+    p.flush(10)
+    port = 19000 + os.getpid() % 1000
+    env = {"ALERTBROKER__LOG_FORMAT": "json", "ALERTBROKER__KAFKA__SASL_PASSWORD": "hunter2-secret"}
+    w = worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g", "--metrics-port", str(port), env=env, idle=600)
+    status = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and status.get("/readyz") != 200:
+        for path in ("/healthz", "/readyz"):
+            try:
+                status[path] = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).status
+            except urllib.error.HTTPError as e:
+                status[path] = e.code
+            except OSError:
+                pass
+        time.sleep(0.3)
+    time.sleep(3)
+    w.send_signal(signal.SIGTERM)
+    _, err = w.communicate(timeout=60)
+    assert status == {"/healthz": 200, "/readyz": 200}
+    logs = [json.loads(x) for x in err.decode().splitlines() if x.startswith("{")]
+    dead = [x for x in logs if x.get("reason") == "malformed_body"]
+    assert dead and dead[0]["topic"] == src and dead[0]["level"] == "INFO"
+    assert b"hunter2-secret" not in err
