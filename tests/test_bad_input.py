@@ -155,3 +155,28 @@ def test_random_archives_never_crash(tmp_path_factory: pytest.TempPathFactory, s
     (d / "y.tar.gz").write_bytes(gzip.compress(data))
     msgs = list(iter_archive(d, BatchDecoder(store)))
     assert all(m.error is not None or m.value for m in msgs)
+
+
+def test_atheris_fuzzing_finds_no_crash(tmp_path: Path) -> None:
+    """libFuzzer-driven mutations of a real alert and a container: no crash, no hang."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("atheris")
+    from broker.container import ContainerWriter
+    from broker.samples import stream
+    from broker.schemas import SchemaStore
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    msg = stream(1, n_history=2)[0]
+    (corpus / "alert").write_bytes(msg)
+    w = ContainerWriter(corpus / "container", SchemaStore().get(1101).definition)
+    w.write_block([msg[5:]])
+    w.close()
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "fuzz_decoder.py"), "-runs=20000", "-timeout=10",
+                        f"-artifact_prefix={tmp_path}/", str(corpus)], capture_output=True, cwd=root,
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    assert b"Done 20000 runs" in r.stderr
