@@ -52,7 +52,8 @@ def _iter_container(data: bytes, name: str, decoder: BatchDecoder, next_offset: 
     try:
         schema, codec, sync = read_header(fh)
         sid = decoder.store.identify(schema)
-    except (CorruptArchive, ValueError, TypeError, KeyError) as exc:
+        decoder.program(decoder.store.get(sid))  # a schema we cannot walk is a corrupt header too
+    except Exception as exc:  # noqa: BLE001 - header schemas are arbitrary JSON: any failure is "corrupt"
         detail = exc.detail if isinstance(exc, CorruptArchive) else f"bad container schema: {exc}"
         yield InMessage(value=data, topic=name, offset=next_offset(), error=CorruptArchive(f"{name}: {detail}"))
         return
