@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks against peers, measured side by side")
     bsub = p.add_subparsers(dest="which", required=True)
     for name, mod in (("decode", "benchmarks.bench_decode"), ("features", "benchmarks.bench_features"),
-                      ("hosts", "benchmarks.bench_hosts")):  # fmt: skip
+                      ("hosts", "benchmarks.bench_hosts"), ("models", "benchmarks.bench_models"),
+                      ("scale", "benchmarks.bench_scale")):  # fmt: skip
         b = bsub.add_parser(name, add_help=False)
         b.add_argument("rest", nargs=argparse.REMAINDER)
         b.set_defaults(func=_delegate(mod))
@@ -189,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "rest"):  # delegated subcommands parse their own options
+        args.rest = [*extra, *args.rest]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return int(args.func(args))
 
 

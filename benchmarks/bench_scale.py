@@ -1,0 +1,81 @@
+"""``alertbroker bench scale``: throughput of 1..W workers in one consumer group, on a real Kafka.
+
+A simulated night is replayed into a topic with P partitions, then W worker processes consume
+it together (same group) until every alert has an output; alerts/s is measured from the
+10th to the 90th percentile output (start-up excluded). Workers share the cores with Kafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from broker.decode import BatchDecoder
+from broker.schemas import SchemaStore
+from consumers.replay import replay
+
+
+def _arrivals(bootstrap: str, topic: str, expect: int, timeout: float) -> list[float]:
+    """Arrival times of the first ``expect`` messages on ``topic`` (fewer on timeout)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 0})  # fmt: skip
+    c.subscribe([topic])
+    times: list[float] = []
+    deadline = time.monotonic() + timeout
+    while len(times) < expect and time.monotonic() < deadline:
+        got = [m for m in c.consume(1000, 0.2) if m.error() is None]
+        times += [time.time()] * len(got)
+    c.close()
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scaling benchmark; prints a table and ``scale_2_over_1=<ratio>``."""
+    ap = argparse.ArgumentParser(prog="alertbroker bench scale", description=__doc__)
+    ap.add_argument("--bootstrap", default="127.0.0.1:9092")
+    ap.add_argument("--objects", type=int, default=12000, help="simulated objects (about 0.5 alert each)")
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--partitions", type=int, default=4)
+    args = ap.parse_args(argv)
+    from broker.sim import simulate
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    s = simulate(n_objects=args.objects, seed=3, out_dir=tmp / "night", progress=False)
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    for f in admin.create_topics([NewTopic(topic, num_partitions=args.partitions, replication_factor=1)]).values():
+        f.result(30)
+    dec = BatchDecoder(SchemaStore())
+    replay(str(tmp / "night" / "alerts"), {"bootstrap.servers": args.bootstrap}, topic, dec, progress=False)
+    n = s.n_alerts
+    mean_kb = sum(p.stat().st_size for p in (tmp / "night" / "alerts").glob("*.avro")) / max(n, 1) / 1024
+    print(f"{n} simulated alerts (~{mean_kb:.0f} KiB each), {args.partitions} partitions, {os.cpu_count()} cores")
+    print(f"{'workers':>8} {'wall s':>8} {'alerts/s':>9}  (alerts/s between 10% and 90% of outputs)")
+    rates = {}
+    for w in (int(x) for x in args.workers.split(",")):
+        out = f"{topic}-out{w}"
+        env = {**os.environ, "ALERTBROKER__KAFKA__GROUP_ID": f"{topic}-g{w}", "ALERTBROKER__SCORES": "false"}
+        t0 = time.time()
+        procs = [subprocess.Popen([sys.executable, "-m", "consumers", "run", "--source",
+                                   f"kafka://{args.bootstrap}/{topic}", "--sink", f"kafka://{args.bootstrap}/{out}",
+                                   "--max-idle-s", "8"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for _ in range(w)]  # fmt: skip
+        times = _arrivals(args.bootstrap, out, n, timeout=600)
+        for p in procs:
+            p.wait(120)
+        # steady state: from the 10th to the 90th percentile of outputs (start-up and tail excluded)
+        lo, hi = times[int(0.1 * n)], times[int(0.9 * n) - 1]
+        rates[w] = 0.8 * n / max(hi - lo, 1e-3)
+        print(f"{w:>8} {times[-1] - t0:>8.1f} {rates[w]:>9.0f}")
+    if 1 in rates and 2 in rates:
+        print(f"scale_2_over_1={rates[2] / rates[1]:.2f}")
+    return 0
