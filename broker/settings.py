@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     transactional_id: str | None = Field(default=None, description="stable per worker replica (fencing)")
     metrics_port: int | None = None
     torch_threads: int = 1
+    model: str = Field(default="default", description="'default' (shipped weights), a checkpoint path, or 'none'")
+    device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     log_level: str = "INFO"
     log_format: str = Field(default="text", description="'text' or 'json' (one object per line)")
 

@@ -55,6 +55,24 @@ def default_side_uri(sink: str, suffix: str) -> str:
     return f"file://{Path(parsed.path) / suffix}"
 
 
+def make_predictor(settings: Settings) -> Predictor:
+    """The model named by ``settings.model``: the shipped default, a checkpoint path, or none."""
+    if settings.model == "none":
+        return NullPredictor()
+    from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor
+
+    path = DEFAULT_WEIGHTS if settings.model == "default" else Path(settings.model)
+    if settings.model == "default" and not path.exists():
+        log.warning("no shipped weights at %s: scores will be null (train them: see docs/models.md)", path)
+        return NullPredictor()
+    import torch
+
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return MultimodalPredictor.from_checkpoint(path, device=device, threads=settings.torch_threads)
+
+
 def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | None:
     """The featurizer stage: needed by a model, or by host matching when a catalog is set."""
     if settings.host_catalog is None and isinstance(predictor, NullPredictor):
@@ -89,7 +107,7 @@ def build_runner(
     store = make_store(settings)
     decoder = BatchDecoder(store, max_history_rows=settings.max_history_rows)
     metrics = metrics or Metrics()
-    predictor = predictor or NullPredictor()
+    predictor = predictor or make_predictor(settings)
     enricher = Enricher(decoder, predictor, featurizer=make_featurizer(settings, predictor),
                         broker_name=settings.broker_name, broker_version=__version__,
                         scores=settings.scores and scores != "none",

@@ -13,7 +13,7 @@ from broker.settings import Settings
 
 def _settings(args: argparse.Namespace) -> Settings:
     over: dict[str, object] = {}
-    for name in ("batch_size", "metrics_port", "host_catalog"):
+    for name in ("batch_size", "metrics_port", "host_catalog", "model"):
         if getattr(args, name, None) is not None:
             over[name] = getattr(args, name)
     return Settings.load(getattr(args, "config", None), **over)
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-idle-s", type=float, help="stop after this many idle seconds")
     p.add_argument("--exactly-once", action="store_true",
                    help="Kafka transactions: outputs and offsets commit atomically (read with read_committed)")
+    p.add_argument("--model", help="'default' (shipped weights), a checkpoint path, or 'none'")
     p.add_argument("--host-catalog", help="HATS / HEALPix-partitioned Parquet galaxy catalog for host matching")
     p.set_defaults(func=cmd_run)
 
@@ -181,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="png of an alert's light curve, class probabilities and photo-z", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("consumers.plot"))
+
+    p = sub.add_parser("train", help="train the multimodal model (see docs/models.md)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("models.train", "cli_main"))
+
+    p = sub.add_parser("eval", help="evaluate classify | photoz | anomaly against peers, in one run", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("models.evaluate", "cli_main"))
 
     p = sub.add_parser("simulate", help="simulate a Rubin survey: alerts, hosts, truth", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
