@@ -67,7 +67,7 @@ class KafkaSource:
                  on_revoke: Callable[[], None] | None = None) -> None:  # fmt: skip
         from confluent_kafka import Consumer
 
-        full = {"enable.auto.commit": True, "auto.commit.interval.ms": 1000, "statistics.interval.ms": 5000,
+        full = {"enable.auto.commit": True, "auto.commit.interval.ms": 250, "statistics.interval.ms": 5000,
                 **conf, "enable.auto.offset.store": False}  # fmt: skip
         self.metrics = metrics
         self._on_revoke = on_revoke
