@@ -45,7 +45,6 @@ def build_night(directory: Path, objects: int, seed: int) -> str:
 def run_demo(out: str, objects: int, seed: int) -> int:
     """Build the night, run the pipeline, print a summary. Returns the exit code."""
     from consumers.app import build_runner
-    from consumers.inspect_cmd import inspect
 
     root = Path(out)
     shutil.rmtree(root, ignore_errors=True)
@@ -61,7 +60,29 @@ def run_demo(out: str, objects: int, seed: int) -> int:
                           settings)  # fmt: skip
     summary = runner.run()
     print(json.dumps(summary.as_dict()))
-    print(f"outputs in {root / 'enriched'} (Avro containers; scores/ and dlq/ beside them). First alerts:")
-    for line in inspect(str(root / "enriched"), store, limit=3):
-        print(line)
+    print(f"outputs in {root / 'enriched'} (Avro containers; scores/ and dlq/ beside them)")
+    show_night(root / "enriched", root / "archive" / "night" / "truth.parquet")
     return 0
+
+
+def show_night(enriched: Path, truth_path: Path, rows: int = 12) -> None:
+    """Print a few simulated alerts next to their truth, and the night's agreement."""
+    import polars as pl
+
+    from consumers.client import Subscription
+    from consumers.subscribe import table_rows
+
+    df = pl.concat(list(Subscription(str(enriched)).batches()), how="diagonal_relaxed")
+    truth = pl.read_parquet(truth_path).select("diaObjectId", "class_name", "redshift")
+    night = df.join(truth, on="diaObjectId", how="inner").sort("mjd")
+    if night.is_empty():
+        return
+    scored = night.filter(pl.col("best_class").is_not_null())
+    if scored.height:
+        agree = (scored["best_class"] == scored["class_name"]).mean()
+        print(f"{night.height} simulated alerts, {scored.height} classified; best class = true class for "
+              f"{100 * agree:.0f}% (held-out classes KN and PISN can never match)")  # fmt: skip
+    latest = night.sort("mjd").group_by("diaObjectId").last()  # one alert per object: its latest
+    pick = latest.sort("n_det", descending=True).group_by("class_name").first().head(rows).sort("mjd")
+    for line, true, z in zip(table_rows(pick), pick["class_name"], pick["redshift"], strict=True):
+        print(f"{line}   truth: {true} z={z:.3f}" if z == z and z is not None else f"{line}   truth: {true}")
