@@ -90,7 +90,39 @@ class KafkaSink:
             self.producer.flush(30)
 
 
-class AvroDirSink:
+class _FileSink:
+    """Shared delivery logic of file sinks: records are confirmed once :meth:`_write` has run."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.callbacks: list[Delivery] = []
+
+    def _write(self) -> None:
+        """Hand buffered records to the OS."""
+
+    def _close_files(self) -> None:
+        """Close open files."""
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Write what is buffered, then confirm it."""
+        self._write()
+        cbs, self.callbacks = self.callbacks, []
+        for cb in cbs:
+            cb(None)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        """Write everything buffered; nothing is left undelivered."""
+        self.poll()
+        return 0
+
+    def close(self) -> None:
+        """Write and close."""
+        self.poll()
+        self._close_files()
+
+
+class AvroDirSink(_FileSink):
     """Writes framed records to Avro container files in a directory, one file per schema id.
 
     File names: ``<prefix>-<schema id>-<start time>.avro``; a new file is started
@@ -99,12 +131,10 @@ class AvroDirSink:
 
     def __init__(self, directory: str | os.PathLike[str], store: SchemaStore, prefix: str = "enriched",
                  rotate_records: int = 50_000) -> None:  # fmt: skip
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(directory)
         self.store, self.prefix, self.rotate = store, prefix, rotate_records
         self.writers: dict[int, ContainerWriter] = {}
         self.pending: dict[int, list[bytes]] = {}
-        self.callbacks: list[Delivery] = []
 
     def _schema(self, sid: int) -> dict[str, Any]:
         return SCORES_SCHEMA if sid == SCORES_SCHEMA_ID else self.store.get(sid).definition
@@ -115,8 +145,8 @@ class AvroDirSink:
         self.pending.setdefault(sid, []).append(value[HEADER_SIZE:])
         self.callbacks.append(on_delivery)
 
-    def poll(self, timeout: float = 0.0) -> None:
-        """Write buffered records as one block per schema, then confirm them."""
+    def _write(self) -> None:
+        """One container block per schema."""
         for sid, bodies in self.pending.items():
             w = self.writers.get(sid)
             if w is None or w.records >= self.rotate:
@@ -126,31 +156,19 @@ class AvroDirSink:
                 w = self.writers[sid] = ContainerWriter(self.dir / name, self._schema(sid))
             w.write_block(bodies)
         self.pending.clear()
-        cbs, self.callbacks = self.callbacks, []
-        for cb in cbs:
-            cb(None)
 
-    def flush(self, timeout: float = 0.0) -> int:
-        """Write everything buffered."""
-        self.poll()
-        return 0
-
-    def close(self) -> None:
-        """Write and close all files."""
-        self.poll()
+    def _close_files(self) -> None:
         for w in self.writers.values():
             w.close()
         self.writers.clear()
 
 
-class DLQFileSink:
+class DLQFileSink(_FileSink):
     """Dead letters as JSON lines (``dlq.jsonl``): reason, detail, source, base64 payload."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(directory)
         self.fh = open(self.dir / "dlq.jsonl", "a")  # noqa: SIM115 - closed in close()
-        self.callbacks: list[Delivery] = []
 
     def produce(self, key: bytes | None, value: bytes, headers: Headers | None, on_delivery: Delivery) -> None:
         """Append a dead letter line."""
@@ -160,19 +178,8 @@ class DLQFileSink:
         self.fh.write(json.dumps(rec) + "\n")
         self.callbacks.append(on_delivery)
 
-    def poll(self, timeout: float = 0.0) -> None:
-        """Flush lines to the OS and confirm them."""
+    def _write(self) -> None:
         self.fh.flush()
-        cbs, self.callbacks = self.callbacks, []
-        for cb in cbs:
-            cb(None)
 
-    def flush(self, timeout: float = 0.0) -> int:
-        """Same as poll."""
-        self.poll()
-        return 0
-
-    def close(self) -> None:
-        """Flush and close."""
-        self.poll()
+    def _close_files(self) -> None:
         self.fh.close()
