@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objects", type=int, default=12000, help="simulated objects (about 0.5 alert each)")
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--model", default="default", help="worker --model: 'default' (features + model) or 'none'")
     args = ap.parse_args(argv)
     from broker.sim import simulate
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     replay(str(tmp / "night" / "alerts"), {"bootstrap.servers": args.bootstrap}, topic, dec, progress=False)
     n = s.n_alerts
     mean_kb = sum(p.stat().st_size for p in (tmp / "night" / "alerts").glob("*.avro")) / max(n, 1) / 1024
-    print(f"{n} simulated alerts (~{mean_kb:.0f} KiB each), {args.partitions} partitions, {os.cpu_count()} cores")
+    print(f"{n} simulated alerts (~{mean_kb:.0f} KiB each), {args.partitions} partitions, {os.cpu_count()} cores, "
+          f"model={args.model}")
     print(f"{'workers':>8} {'wall s':>8} {'alerts/s':>9}  (alerts/s between 10% and 90% of outputs)")
     rates = {}
     for w in (int(x) for x in args.workers.split(",")):
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         procs = [subprocess.Popen([sys.executable, "-m", "consumers", "run", "--source",
                                    f"kafka://{args.bootstrap}/{topic}", "--sink", f"kafka://{args.bootstrap}/{out}",
-                                   "--max-idle-s", "8"], env=env, stdout=subprocess.DEVNULL,
+                                   "--max-idle-s", "8", "--model", args.model], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL) for _ in range(w)]  # fmt: skip
         times = _arrivals(args.bootstrap, out, n, timeout=600)
         for p in procs:

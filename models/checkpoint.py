@@ -1,0 +1,76 @@
+"""Self-describing checkpoints that load with ``torch.load(weights_only=True)``.
+
+A checkpoint is one dict of primitive containers and tensors::
+
+    format            "alertbroker-multimodal"
+    format_version    1
+    token_layout      broker.tokens.TOKEN_LAYOUT_VERSION at training time
+    config            ModelConfig.to_dict()
+    taxonomy          {"name": str, "class_ids": [int], "class_names": [str]}
+    metrics           {str: float}
+    data_hash         str (SHA-256 prefix of the training tokens and targets)
+    train             {str: int | float | str} (training settings, command line)
+    state_dict        {str: Tensor} (weights, calibration and anomaly buffers)
+
+Loading refuses a checkpoint written for another token layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from broker.tokens import TOKEN_LAYOUT_VERSION
+from models.model import ModelConfig, MultimodalModel
+
+FORMAT = "alertbroker-multimodal"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model: MultimodalModel, taxonomy: dict[str, Any],
+                    metrics: dict[str, float], data_hash: str,
+                    train: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` and its description to ``path`` (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ck = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "token_layout": TOKEN_LAYOUT_VERSION,
+        "config": model.cfg.to_dict(),
+        "taxonomy": {"name": str(taxonomy["name"]), "class_ids": [int(c) for c in taxonomy["class_ids"]],
+                     "class_names": [str(c) for c in taxonomy["class_names"]]},
+        "metrics": {k: float(v) for k, v in metrics.items()}, "data_hash": str(data_hash),
+        "train": dict(train or {}),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+    }
+    torch.save(ck, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[MultimodalModel, dict[str, Any]]:
+    """Load a checkpoint safely (``weights_only=True``).
+
+    Returns
+    -------
+    model : MultimodalModel
+        In eval mode on ``device``.
+    meta : dict
+        The checkpoint without ``state_dict``.
+
+    Raises
+    ------
+    ValueError
+        Not a checkpoint of this format, or another token layout version.
+    """
+    ck = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an {FORMAT} checkpoint")
+    if ck["token_layout"] != TOKEN_LAYOUT_VERSION:
+        raise ValueError(f"{path}: token layout {ck['token_layout']} != {TOKEN_LAYOUT_VERSION}")
+    model = MultimodalModel(ModelConfig.from_dict(ck["config"]))
+    model.load_state_dict(ck["state_dict"])
+    model.to(device).eval()
+    meta = {k: v for k, v in ck.items() if k != "state_dict"}
+    return model, meta

@@ -1,0 +1,237 @@
+"""Perceiver-style multimodal encoder over masked light-curve, host and feature tokens.
+
+Every modality is a padded, masked token set (layout: :mod:`broker.tokens`). Each
+token is embedded by its *type* into one ``d``-dimensional space; a small learned
+latent array (``n_latents`` x ``d``) cross-attends once to the concatenated set
+(plus one always-visible learned *null* token, so an alert whose tokens are all
+masked still has a defined output), then ``n_blocks`` latent self-attention
+blocks run (the cross-attention has one head and no key/value LayerNorm, which
+keeps the per-token cost to two ``d x d`` products), and the latents are mean-pooled into one embedding per alert.
+
+Shapes for a batch of ``n`` alerts::
+
+    lc   (n, L, 5)  lc_mask   (n, L)  bool, True = real token
+    host (n, H, 4)  host_mask (n, H)
+    feat (n, F, 2)  feat_mask (n, F)
+    ->   embedding (n, d)
+
+Masked tokens receive ``-inf`` attention logits, so a padded token (or a padded
+slot of any value, NaN included) changes nothing. Summary features are grouped
+into a few tokens (see :class:`TokenEmbedding`) to keep the token count, and so
+the cost, close to the light curve's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from broker.tokens import HOST_KIND_DLR, HOST_KIND_MAG, HOST_KIND_SEP
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Architecture hyper-parameters (stored in checkpoints).
+
+    Attributes
+    ----------
+    d_model : int
+        Width of tokens and latents.
+    n_latents : int
+        Size of the latent array.
+    n_blocks : int
+        Latent self-attention blocks.
+    n_heads : int
+        Attention heads (cross and self).
+    n_features : int
+        Number of summary-feature ids (``F``).
+    n_fourier : int
+        Fourier frequencies used to embed light-curve ``dt``.
+    feat_group : int
+        Summary features per feature token (consecutive ids, i.e. one family of
+        statistics or one band); ``ceil(n_features / feat_group)`` feature tokens.
+    dropout : float
+        Dropout in the latent blocks (training only).
+    """
+
+    d_model: int = 64
+    n_latents: int = 16
+    n_blocks: int = 2
+    n_heads: int = 4
+    n_features: int = 243
+    n_fourier: int = 8
+    feat_group: int = 16
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, int | float]:
+        """Plain dict (for checkpoints)."""
+        return asdict(self)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of queries ``x`` (n, Q, d) over ``kv`` (n, T, d)."""
+
+    def __init__(self, d: int, n_heads: int) -> None:
+        super().__init__()
+        self.h = n_heads
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        self.v = nn.Linear(d, d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: Tensor, kv: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``mask`` (n, T) bool, True = attend; None attends to everything."""
+        n, q_len, d = x.shape
+        t, hd = kv.shape[1], d // self.h
+        q = self.q(x).view(n, q_len, self.h, hd).transpose(1, 2)
+        k = self.k(kv).view(n, t, self.h, hd).transpose(1, 2)
+        v = self.v(kv).view(n, t, self.h, hd).transpose(1, 2)
+        m = None if mask is None else mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        return self.out(y.transpose(1, 2).reshape(n, q_len, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block over the latents."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n1 = nn.LayerNorm(d)
+        self.att = Attention(d, n_heads)
+        self.n2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(n, Q, d) -> (n, Q, d)."""
+        h = self.n1(x)
+        x = x + self.drop(self.att(h, h))
+        return x + self.drop(self.mlp(self.n2(x)))
+
+
+class TokenEmbedding(nn.Module):
+    """Type-specific embeddings of the three token sets into one space.
+
+    * light curve: Fourier features of ``dt``, ``flux``, ``log1p(flux_err)``,
+      ``is_detection`` and the one-hot band through a small ReLU MLP;
+    * host: kind and band embeddings plus a linear map of the normalised value
+      (magnitudes ``(m - 23) / 2``, separations ``log1p``) and error;
+    * features: ``G = ceil(F / feat_group)`` tokens; token ``g`` is a group-specific
+      linear map of the standardised values and mask bits of features
+      ``g * feat_group ..``, plus a group embedding (a masked feature enters as
+      value 0, mask 0; a group with no real feature is a masked token). The
+      standardisation buffers are fitted on training data.
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.type_emb = nn.Parameter(torch.zeros(3, d))
+        freqs = torch.exp(torch.linspace(math.log(0.3), math.log(30.0), cfg.n_fourier))
+        self.register_buffer("freqs", freqs)
+        self.lc_mlp = nn.Sequential(nn.Linear(2 * cfg.n_fourier + 11, d), nn.ReLU(), nn.Linear(d, d))
+        self.band_emb = nn.Embedding(7, d)
+        self.kind_emb = nn.Embedding(3, d)
+        self.host_lin = nn.Linear(2, d)
+        self.n_groups = -(-cfg.n_features // cfg.feat_group)
+        self.group = cfg.feat_group
+        self.feat_w = nn.Parameter(torch.randn(self.n_groups, 2 * cfg.feat_group, d)
+                                   / math.sqrt(2 * cfg.feat_group))
+        self.feat_b = nn.Parameter(torch.zeros(self.n_groups, d))
+        self.register_buffer("feat_mean", torch.zeros(cfg.n_features))
+        self.register_buffer("feat_std", torch.ones(cfg.n_features))
+        nn.init.normal_(self.type_emb, std=0.02)
+
+    def lc(self, lc: Tensor) -> Tensor:
+        """(n, L, 5) -> (n, L, d)."""
+        dt = lc[..., 0:1]
+        ang = dt * self.freqs
+        cont = torch.cat(
+            [torch.sin(ang), torch.cos(ang), dt / 5.0, lc[..., 2:3] / 5.0,
+             torch.log1p(lc[..., 3:4].clamp(min=0.0)), lc[..., 4:5]], dim=-1)
+        band = F.one_hot(lc[..., 1].long().clamp(-1, 5) % 7, 7).to(lc.dtype)
+        return self.lc_mlp(torch.cat([cont, band], -1))
+
+    def host(self, host: Tensor) -> Tensor:
+        """(n, H, 4) -> (n, H, d)."""
+        kind = host[..., 0].long().clamp(0, 2)
+        band = host[..., 1].long().clamp(-1, 5) % 7
+        val = host[..., 2]
+        norm = torch.where(kind == HOST_KIND_MAG, (val - 23.0) / 2.0,
+                           torch.log1p(val.clamp(min=0.0)))
+        norm = torch.where((kind == HOST_KIND_SEP) | (kind == HOST_KIND_DLR) | (kind == HOST_KIND_MAG),
+                           norm, torch.zeros_like(norm))
+        x = torch.stack([norm, torch.log1p(host[..., 3].clamp(min=0.0)) * 10.0], dim=-1)
+        return self.host_lin(x) + self.kind_emb(kind) + self.band_emb(band) + self.type_emb[1]
+
+    def feat(self, feat: Tensor, feat_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(n, F, 2), (n, F) -> group tokens (n, G, d) and their mask (n, G).
+
+        Tokens are matched to features by their ``feature_id`` field; ids beyond
+        ``n_features`` are ignored.
+        """
+        n, nf = feat_mask.shape
+        n_all = self.feat_mean.shape[0]
+        fid = feat[..., 0].long().clamp(0, n_all - 1)
+        m = feat_mask & (feat[..., 0] < n_all)
+        v = ((feat[..., 1] - self.feat_mean[fid]) / self.feat_std[fid]).clamp(-8.0, 8.0)
+        v = torch.where(m, v, torch.zeros_like(v))
+        slots = self.n_groups * self.group
+        vals = feat.new_zeros(n, slots).scatter_add(1, fid, v)
+        bits = feat.new_zeros(n, slots).scatter_add(1, fid, m.to(feat.dtype))
+        x = torch.stack([vals.view(n, self.n_groups, self.group),
+                         bits.view(n, self.n_groups, self.group)], -1).flatten(2)
+        tok = torch.einsum("ngi,gid->ngd", x, self.feat_w) + self.feat_b + self.type_emb[2]
+        return tok, bits.view(n, self.n_groups, self.group).sum(-1) > 0
+
+
+class PerceiverEncoder(nn.Module):
+    """Latent array cross-attending to masked multimodal tokens; see the module docstring."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.embed = TokenEmbedding(cfg)
+        self.latents = nn.Parameter(torch.randn(cfg.n_latents, d) * 0.02)
+        self.null = nn.Parameter(torch.randn(1, d) * 0.02)
+        self.q_norm = nn.LayerNorm(d)
+        self.cross = Attention(d, 1)
+        self.cross_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(),
+                                       nn.Linear(2 * d, d))
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_blocks))
+        self.out_norm = nn.LayerNorm(d)
+
+    def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
+                feat: Tensor, feat_mask: Tensor) -> Tensor:
+        """Encode a batch.
+
+        Parameters
+        ----------
+        lc, host, feat : Tensor (n, L, 5), (n, H, 4), (n, F, 2)
+            Token sets (any of ``L``, ``H``, ``F`` may be 0).
+        lc_mask, host_mask, feat_mask : Tensor of bool (n, L), (n, H), (n, F)
+            True marks a real token.
+
+        Returns
+        -------
+        Tensor (n, d)
+            Pooled alert embedding.
+        """
+        n = lc.shape[0]
+        lc, host, feat = (torch.nan_to_num(t, 0.0, 0.0, 0.0) for t in (lc, host, feat))
+        ftok, fmask = self.embed.feat(feat, feat_mask)
+        null = self.null.expand(n, 1, -1)
+        tokens = torch.cat([null, self.embed.lc(lc), self.embed.host(host), ftok], 1)
+        ones = torch.ones(n, 1, dtype=torch.bool, device=lc.device)
+        mask = torch.cat([ones, lc_mask, host_mask, fmask], 1)
+        x = self.latents.expand(n, -1, -1)
+        x = x + self.cross(self.q_norm(x), tokens, mask)
+        x = x + self.cross_mlp(x)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.out_norm(x.mean(1))

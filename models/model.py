@@ -1,0 +1,94 @@
+"""The multimodal model: Perceiver encoder, host-photometry path and three heads.
+
+``trunk = concat(encoder(tokens), host_path(host tokens))`` (n, 2d) feeds the class
+head and the photo-z mixture head; the anomaly score uses the encoder embedding
+(n, d). Calibration constants and the anomaly statistics are registered buffers,
+so they travel in the ``state_dict`` of a checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from models.encoder import EncoderConfig, PerceiverEncoder
+from models.heads import HostPath, MixtureHead, mahalanobis_score, mixture_summary
+
+TOKEN_KEYS: tuple[str, ...] = ("lc", "lc_mask", "host", "host_mask", "feat", "feat_mask")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model hyper-parameters (stored in checkpoints).
+
+    Attributes
+    ----------
+    encoder : EncoderConfig
+    n_classes : int
+        Output classes ``K``.
+    n_components : int
+        Gaussians in the photo-z mixture.
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    n_classes: int = 12
+    n_components: int = 5
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (checkpoint-safe)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """Inverse of :meth:`to_dict`."""
+        return cls(encoder=EncoderConfig(**d["encoder"]), n_classes=int(d["n_classes"]),
+                   n_components=int(d["n_components"]))
+
+
+class MultimodalModel(nn.Module):
+    """Encoder + heads; see the module docstring."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.encoder.d_model
+        self.encoder = PerceiverEncoder(cfg.encoder)
+        self.host_path = HostPath(d)
+        self.cls_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, cfg.n_classes))
+        self.z_head = MixtureHead(2 * d, 2 * d, cfg.n_components)
+        self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("z_sigma_scale", torch.ones(()))
+        self.register_buffer("anom_means", torch.zeros(cfg.n_classes, d))
+        self.register_buffer("anom_precision", torch.eye(d))
+        self.register_buffer("anom_offset", torch.zeros(()))
+
+    def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
+                feat: Tensor, feat_mask: Tensor) -> dict[str, Tensor]:
+        """Raw outputs for a batch (token shapes as :class:`~models.encoder.PerceiverEncoder`).
+
+        Returns
+        -------
+        dict
+            ``emb`` (n, d), ``logits`` (n, K), ``logw``/``mu``/``sigma`` (n, M),
+            uncalibrated.
+        """
+        emb = self.encoder(lc, lc_mask, host, host_mask, feat, feat_mask)
+        trunk = torch.cat([emb, self.host_path(host, host_mask)], -1)
+        logw, mu, sigma = self.z_head(trunk)
+        return {"emb": emb, "logits": self.cls_head(trunk), "logw": logw, "mu": mu, "sigma": sigma}
+
+    @torch.no_grad()
+    def infer(self, **tokens: Tensor) -> dict[str, Tensor]:
+        """Calibrated outputs: ``probs`` (n, K), ``photoz`` (n, 8), ``anomaly`` (n,), ``emb``."""
+        out = self.forward(**tokens)
+        probs = torch.softmax(out["logits"].float() / self.temperature, -1)
+        photoz = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
+        anomaly = mahalanobis_score(out["emb"], self.anom_means, self.anom_precision) - self.anom_offset
+        return {"probs": probs, "photoz": photoz, "anomaly": anomaly, "emb": out["emb"].float()}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,126 @@
+"""Serving: :class:`MultimodalPredictor` implements :class:`broker.predict.Predictor`.
+
+Usage::
+
+    from models.predictor import load_default
+    predictor = load_default(threads=settings.torch_threads)   # CPU
+    preds = predictor.predict(batch, featurize(batch))           # Predictions
+
+Gates (``can_predict``): a class / anomaly row needs at least ``min_detections``
+detections among the light-curve tokens; a photo-z row needs at least
+``min_host_bands`` host magnitudes. A closed gate gives a NaN row (published as
+null), never a guess. On CUDA the batch is moved through pinned memory and run
+under bf16 autocast; on CPU the torch thread count is ``threads``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from broker.batch import AlertBatch
+from broker.predict import Predictions
+from broker.tokens import HOST_KIND_MAG, LC_FIELDS
+from models.checkpoint import load_checkpoint
+from models.model import TOKEN_KEYS, MultimodalModel
+
+#: Shipped default checkpoint (``alertbroker train``, see docs/models.md).
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
+
+
+def _tokens(features: Any) -> dict[str, np.ndarray]:
+    """Token arrays from a :class:`broker.features.Features` (or a dict of them)."""
+    get = features.__getitem__ if isinstance(features, dict) else lambda k: getattr(features, k)
+    return {k: np.asarray(get(k)) for k in TOKEN_KEYS}
+
+
+class MultimodalPredictor:
+    """Classes, photo-z and anomaly score from one :class:`~models.model.MultimodalModel`.
+
+    Parameters
+    ----------
+    model : MultimodalModel
+    meta : dict
+        Checkpoint description (:func:`models.checkpoint.load_checkpoint`).
+    device : str
+        ``cpu`` or ``cuda``.
+    threads : int
+        torch CPU threads (e.g. ``Settings.torch_threads``).
+    batch_size : int
+        Alerts per forward pass.
+    min_detections, min_host_bands : int
+        Gate thresholds (see the module docstring).
+    """
+
+    name: str | None = "alertbroker-multimodal"
+
+    def __init__(self, model: MultimodalModel, meta: dict[str, Any], device: str = "cpu",
+                 threads: int = 1, batch_size: int = 1024, min_detections: int = 1,
+                 min_host_bands: int = 3) -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(int(threads), 1))
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        tax = meta["taxonomy"]
+        self.version: str | None = f"{meta['format_version']}.{meta['token_layout']}+{meta['data_hash']}"
+        self.taxonomy: str | None = tax["name"]
+        self.class_ids: tuple[int, ...] = tuple(int(c) for c in tax["class_ids"])
+        self.class_names: tuple[str, ...] = tuple(tax["class_names"])
+        self.batch_size = batch_size
+        self.min_detections = min_detections
+        self.min_host_bands = min_host_bands
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kw: Any) -> MultimodalPredictor:
+        """Load a checkpoint written by ``alertbroker train``."""
+        model, meta = load_checkpoint(path, device)
+        return cls(model, meta, device=device, **kw)
+
+    def gates(self, tokens: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``can_predict`` per alert: (class/anomaly gate, photo-z gate), bool (n,) each."""
+        det = (tokens["lc"][..., LC_FIELDS.index("is_detection")] > 0.5) & tokens["lc_mask"]
+        mags = (tokens["host"][..., 0] == HOST_KIND_MAG) & tokens["host_mask"]
+        return det.sum(1) >= self.min_detections, mags.sum(1) >= self.min_host_bands
+
+    def predict_tokens(self, tokens: dict[str, np.ndarray]) -> Predictions:
+        """Score token arrays (layout :mod:`broker.tokens`)."""
+        cls_ok, z_ok = self.gates(tokens)
+        n, k = len(cls_ok), len(self.class_ids)
+        probs = np.full((n, k), np.nan, np.float32)
+        photoz = np.full((n, 8), np.nan, np.float32)
+        anomaly = np.full(n, np.nan, np.float32)
+        todo = np.flatnonzero(cls_ok | z_ok)
+        cuda = self.device.type == "cuda"
+        for s in range(0, len(todo), self.batch_size):
+            idx = todo[s : s + self.batch_size]
+            tb, sub = {}, {k: tokens[k][idx] for k in TOKEN_KEYS}
+            real = sub["lc_mask"].any(0)
+            width = int(np.flatnonzero(real)[-1]) + 1 if real.any() else 0
+            sub["lc"], sub["lc_mask"] = sub["lc"][:, :width], sub["lc_mask"][:, :width]
+            for key in TOKEN_KEYS:
+                t = torch.from_numpy(np.ascontiguousarray(sub[key]))
+                tb[key] = t.pin_memory().to(self.device, non_blocking=True) if cuda else t
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
+                out = self.model.infer(**tb)
+            c, z = cls_ok[idx], z_ok[idx]
+            probs[idx[c]] = out["probs"].float().cpu().numpy()[c]
+            anomaly[idx[c]] = out["anomaly"].float().cpu().numpy()[c]
+            photoz[idx[z]] = out["photoz"].float().cpu().numpy()[z]
+        return Predictions(probs=probs, photoz=photoz, anomaly=anomaly)
+
+    def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
+        """Score a batch; ``features`` from :func:`broker.features.featurize` (computed if None)."""
+        if features is None:
+            from broker.features import featurize
+
+            features = featurize(batch)
+        return self.predict_tokens(_tokens(features))
+
+
+def load_default(device: str = "cpu", threads: int = 1, **kw: Any) -> MultimodalPredictor:
+    """The shipped default predictor (``models/weights/default.pt``)."""
+    return MultimodalPredictor.from_checkpoint(DEFAULT_WEIGHTS, device=device, threads=threads, **kw)
