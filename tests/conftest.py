@@ -38,3 +38,14 @@ def kafka_bootstrap() -> str:
 @pytest.fixture()
 def topic_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """Print the counts of the Kafka and fault tests at the end of the run, even with -q."""
+    from tests.kafka_util import COUNTS
+
+    if COUNTS:
+        terminalreporter.section("fault-injection and Kafka counts")
+        for line in COUNTS:
+            terminalreporter.write_line(line)

@@ -14,6 +14,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Count lines (killed, restarted, in, out, DLQ, lost, duplicated), printed by conftest at the end.
+COUNTS: list[str] = []
+
+
+def report_counts(line: str) -> None:
+    """Record and print one line of counts."""
+    COUNTS.append(line.strip())
+    print(line)
+
 
 def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})

@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 
 from broker.samples import stream
 from consumers import devkafka
-from tests.kafka_util import Watcher, create_topics, read_topic, worker
+from tests.kafka_util import Watcher, create_topics, read_topic, report_counts, worker
 
 pytestmark = pytest.mark.kafka
 N = 20_000
@@ -47,7 +47,7 @@ def _report(name: str, killed: int, n_valid: int, ids: list[int], dlq: int, n_ba
     """Print the counts; ``lost`` counts valid alerts with no output and bad inputs with no dead letter."""
     lost = n_valid - len(set(ids) & set(range(1, n_valid + 1))) + max(0, n_bad - dlq)
     dup = sum(c - 1 for c in Counter(ids).values())
-    print(f"\n{name}: killed={killed} restarted={killed} in={n_valid + n_bad} out={len(ids)} dlq={dlq} "
+    report_counts(f"{name}: killed={killed} restarted={killed} in={n_valid + n_bad} out={len(ids)} dlq={dlq} "
           f"lost={lost} duplicated={dup}")
     return lost, dup
 
@@ -236,7 +236,7 @@ def test_slow_downstream_applies_back_pressure_with_bounded_memory(tmp_path: Pat
     t = time.monotonic()
     summary = runner.run()
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"\nback-pressure: in={summary.consumed} out={summary.enriched} max_pending={sink.max_pending} "
+    report_counts(f"back-pressure: in={summary.consumed} out={summary.enriched} max_pending={sink.max_pending} "
           f"(limit 3 batches x 200) peak_rss_growth={(rss1 - rss0) / 1024:.1f} MiB in {time.monotonic() - t:.1f} s")
     assert summary.enriched == 6000
     assert sink.max_pending <= 3 * 200, "never more than max_inflight batches waiting for the sink"

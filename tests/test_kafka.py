@@ -18,7 +18,7 @@ from broker.samples import stream
 from broker.schemas import SchemaStore
 from broker.wire import HEADER_SIZE, frame, parse_header
 from consumers.cli import main
-from tests.kafka_util import Watcher, create_topics, read_topic, worker
+from tests.kafka_util import Watcher, create_topics, read_topic, report_counts, worker
 
 pytestmark = pytest.mark.kafka
 N = 5000
@@ -102,7 +102,8 @@ def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, topic_prefix: st
     assert kills == 3 and all(a < N for a in at), f"the worker must be killed mid-stream (at {at})"
     assert set(ids) == set(range(1, N + 1)), f"lost {N - len(set(ids))} alerts"
     dup = sum(c - 1 for c in Counter(ids).values())
-    print(f"\nsigkill: killed={kills} restarted={kills} at_unique_outputs={at} in={N} out={len(ids)} "
+    report_counts(f"at-least-once x3 SIGKILL (5,000 alerts): killed={kills} restarted={kills} "
+                  f"at_unique_outputs={at} in={N} out={len(ids)} "
           f"duplicated={dup} lost=0")
 
 

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from broker.samples import stream
-from tests.kafka_util import Watcher, create_topics, read_topic, worker
+from tests.kafka_util import Watcher, create_topics, read_topic, report_counts, worker
 
 pytestmark = pytest.mark.kafka
 N = 3000
@@ -47,7 +47,8 @@ def test_exactly_once_survives_sigkill(kafka_bootstrap: str, topic_prefix: str) 
     got = read_topic(kafka_bootstrap, dst, expect=N, committed_only=True)
     ids = [int(dict(m.headers())["diaSourceId"]) for m in got]
     dup = sum(c - 1 for c in Counter(ids).values())
-    print(f"\nexactly-once: killed={len(at)} restarted={len(at)} at={at} in={N + 1} out={len(ids)} "
+    report_counts(f"exactly-once x3 SIGKILL (3,000 alerts): killed={len(at)} restarted={len(at)} at={at} "
+                  f"in={N + 1} out={len(ids)} "
           f"dlq={len(read_topic(kafka_bootstrap, f'{dst}-dlq', committed_only=True))} lost={N - len(set(ids))} "
           f"duplicated={dup}")
     assert len(at) == 3 and all(a < N for a in at), f"must be killed mid-stream, at {at}"
