@@ -79,7 +79,7 @@ def show_night(enriched: Path, truth_path: Path, rows: int = 12) -> None:
         return
     scored = night.filter(pl.col("best_class").is_not_null())
     if scored.height:
-        agree = (scored["best_class"] == scored["class_name"]).mean()
+        agree = (scored["best_class"] == scored["class_name"]).cast(pl.Float64).to_numpy().mean()
         print(f"{night.height} simulated alerts, {scored.height} classified; best class = true class for "
               f"{100 * agree:.0f}% (held-out classes KN and PISN can never match)")  # fmt: skip
     latest = night.sort("mjd").group_by("diaObjectId").last()  # one alert per object: its latest

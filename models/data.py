@@ -79,8 +79,8 @@ def concat(parts: list[TokenData]) -> TokenData:
             arrs.append(np.pad(a, pad))
         toks[key] = np.concatenate(arrs)
     summ = None if any(p.summary is None for p in parts) else np.concatenate([p.summary for p in parts])
-    return TokenData(toks, *(np.concatenate([getattr(p, f) for p in parts])
-                             for f in ("label", "code", "z", "n_det")), summary=summ)
+    label, code, z, n_det = (np.concatenate([getattr(p, f) for p in parts]) for f in ("label", "code", "z", "n_det"))
+    return TokenData(toks, label, code, z, n_det, summary=summ)
 
 
 def table_batch(df: pl.DataFrame, max_detections: int | np.ndarray | None = None) -> AlertBatch:

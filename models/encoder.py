@@ -127,6 +127,11 @@ class TokenEmbedding(nn.Module):
       standardisation buffers are fitted on training data.
     """
 
+    # registered buffers (typed for mypy)
+    freqs: Tensor
+    feat_mean: Tensor
+    feat_std: Tensor
+
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         d = cfg.d_model

@@ -50,6 +50,13 @@ class ModelConfig:
 class MultimodalModel(nn.Module):
     """Encoder + heads; see the module docstring."""
 
+    # registered buffers (typed here for mypy: nn.Module.__getattr__ returns Tensor | Module)
+    temperature: Tensor
+    z_sigma_scale: Tensor
+    anom_means: Tensor
+    anom_precision: Tensor
+    anom_offset: Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg

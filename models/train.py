@@ -184,8 +184,8 @@ def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: Toke
         metrics["temperature"] = float(model.temperature)
     if z_cal is not None:
         o = run_model(model, z_cal, device)
-        args = [torch.as_tensor(o[k]) for k in ("logw", "mu", "sigma")]
-        model.z_sigma_scale.fill_(fit_sigma_scale(*args, torch.as_tensor(z_cal.z, dtype=torch.float32)))
+        logw, mu, sigma = (torch.as_tensor(o[k]) for k in ("logw", "mu", "sigma"))
+        model.z_sigma_scale.fill_(fit_sigma_scale(logw, mu, sigma, torch.as_tensor(z_cal.z, dtype=torch.float32)))
         zp = (np.exp(o["logw"]) * o["mu"]).sum(1)
         metrics["cal_sigma_nmad"] = nmad(zp, z_cal.z)
         metrics["z_sigma_scale"] = float(model.z_sigma_scale)
