@@ -31,3 +31,22 @@ def test_catalog_build_and_match(tmp_path: Path, capsys) -> None:  # type: ignor
     assert (tmp_path / "hosts").exists() and list((tmp_path / "hosts").rglob("Npix=*.parquet"))
     match = HostMatcher(GalaxyCatalog(tmp_path / "hosts")).match(np.array([ra0]), np.array([dec0]))
     assert match.host_id.tolist() == [100] and match.sep_arcsec[0] < 0.5
+
+
+def test_catalogs_are_readable_by_the_hats_package(tmp_path: Path) -> None:
+    """Our HATS layout is the real one: the `hats` package opens what we write."""
+    import pytest
+
+    hats = pytest.importorskip("hats")
+    from broker.features import build_catalog
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    table = {"id": np.arange(n), "ra": rng.uniform(0, 360, n), "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, n))),
+             **{f"mag_{b}": rng.uniform(20, 24, n) for b in "ugrizy"},
+             **{f"magerr_{b}": np.full(n, 0.05) for b in "ugrizy"}}  # fmt: skip
+    root = build_catalog(table, tmp_path / "cat", order=2, layout="hats")
+    cat = hats.read_hats(root)
+    assert cat.catalog_info.total_rows == n
+    written = sorted(int(f.stem.split("=")[1]) for f in Path(root).rglob("Npix=*.parquet"))
+    assert sorted(p.pixel for p in cat.get_healpix_pixels()) == written
