@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from broker.annotations_codec import zigzag as varint  # one Python int; re-exported for the sim
+
 Column = tuple[np.ndarray, np.ndarray]  # (uint8 matrix (n, w), lengths (n,))
 
 
@@ -36,17 +38,6 @@ def zigzag_varint(v: np.ndarray) -> Column:
             nbytes += (zz >> np.uint64(7 * k)) > 0
     groups |= (np.arange(width)[None, :] < (nbytes[:, None] - 1)).astype(np.uint8) << 7
     return groups, nbytes
-
-
-def varint(x: int) -> bytes:
-    """Zig-zag varint of one Python int."""
-    z = (x << 1) ^ (x >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def _fixed(v: np.ndarray, dtype: str) -> Column:
