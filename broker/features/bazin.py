@@ -152,12 +152,13 @@ def _lm(p: F64, x: F64, y: F64, w: F64, max_iter: int, tol: float) -> float:
 
 
 @nb.njit(cache=True)
-def bazin_one(t: F64, m: F64, e: F64, max_iter: int, tol: float, out: F64) -> None:
-    """Fit one time-sorted group; writes :data:`N_BAZIN` values (NaN on failure)."""
-    out[:] = np.nan
+def normalise(t: F64, m: F64, e: F64) -> tuple[F64, F64, F64, int, float, float, float, float]:
+    """Scale a time-sorted group to unit time span and unit amplitude for fitting.
+
+    Returns ``x, y, w`` (times, fluxes, inverse-variance weights), the peak index and
+    ``t0, span, mn, amp`` to undo the scaling; ``span`` or ``amp`` <= 0 means "do not fit".
+    """
     n = t.shape[0]
-    if n < MIN_POINTS:
-        return
     t0 = t[0]
     span = t[n - 1] - t[0]
     ipk = 0
@@ -168,16 +169,28 @@ def bazin_one(t: F64, m: F64, e: F64, max_iter: int, tol: float, out: F64) -> No
         if m[i] < mn:
             mn = m[i]
     amp = m[ipk] - mn
-    if not (span > 0.0 and amp > 0.0):
-        return
     x = np.empty(n)
     y = np.empty(n)
     w = np.empty(n)
-    for i in range(n):
-        x[i] = (t[i] - t0) / span
-        y[i] = (m[i] - mn) / amp
-        ee = e[i] / amp
-        w[i] = 1.0 / (ee * ee)
+    if span > 0.0 and amp > 0.0:
+        for i in range(n):
+            x[i] = (t[i] - t0) / span
+            y[i] = (m[i] - mn) / amp
+            ee = e[i] / amp
+            w[i] = 1.0 / (ee * ee)
+    return x, y, w, ipk, t0, span, mn, amp
+
+
+@nb.njit(cache=True)
+def bazin_one(t: F64, m: F64, e: F64, max_iter: int, tol: float, out: F64) -> None:
+    """Fit one time-sorted group; writes :data:`N_BAZIN` values (NaN on failure)."""
+    out[:] = np.nan
+    n = t.shape[0]
+    if n < MIN_POINTS:
+        return
+    x, y, w, ipk, t0, span, mn, amp = normalise(t, m, e)
+    if not (span > 0.0 and amp > 0.0):
+        return
     p = np.array([0.5, 0.0, x[ipk], 0.5, 0.5])
     chi2 = _lm(p, x, y, w, max_iter, tol)
     if not (chi2 / (n - NP) < RETRY_CHI2 and abs(p[3]) < 10.0 and abs(p[4]) < 10.0):

@@ -22,7 +22,7 @@ import numba as nb
 import numpy as np
 
 from broker.batch import F64, I64
-from broker.features.bazin import _solve
+from broker.features.bazin import _solve, normalise
 from broker.features.registry import N_VILLAR
 
 NP = 7
@@ -131,26 +131,9 @@ def villar_one(t: F64, m: F64, e: F64, max_iter: int, tol: float, out: F64) -> N
     n = t.shape[0]
     if n < MIN_POINTS:
         return
-    t0 = t[0]
-    span = t[n - 1] - t[0]
-    ipk = 0
-    mn = m[0]
-    for i in range(n):
-        if m[i] > m[ipk]:
-            ipk = i
-        if m[i] < mn:
-            mn = m[i]
-    amp = m[ipk] - mn
+    x, y, w, ipk, t0, span, mn, amp = normalise(t, m, e)
     if not (span > 0.0 and amp > 0.0):
         return
-    x = np.empty(n)
-    y = np.empty(n)
-    w = np.empty(n)
-    for i in range(n):
-        x[i] = (t[i] - t0) / span
-        y[i] = (m[i] - mn) / amp
-        ee = e[i] / amp
-        w[i] = 1.0 / (ee * ee)
     best = np.array([1.0, 0.0, x[ipk] - 0.03, 0.03, 0.15, -1.0, 0.1])
     best_chi2 = _lm(best, x, y, w, max_iter, tol)
     if not best_chi2 / max(n - NP, 1) < RETRY_CHI2:
