@@ -8,7 +8,8 @@
   and i magnitude), both trained on
   ``test_dc2_training_9816`` like the model's photo-z head;
 * ``anomaly``: test split, held-out classes (those not in the model's taxonomy)
-  vs the rest, vs an isolation forest on the summary features of the train split.
+  vs the rest, vs an isolation forest on the summary features of the train split
+  and the class-conditional Mahalanobis distance of the model's embedding.
 
 Each prints a table, writes PNG plots to ``--plots`` and ends with one
 ``key=value`` line.
@@ -31,9 +32,10 @@ CUTS = (1, 2, 3, 5, 10)
 
 
 def _table(rows: list[tuple], header: tuple[str, ...]) -> None:
-    print("  ".join(f"{h:>14}" for h in header))
-    for r in rows:
-        print("  ".join(f"{v:>14.4f}" if isinstance(v, float) else f"{v!s:>14}" for v in r))
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    width = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in (list(header), *cells):
+        print("  ".join(f"{v:>{w}}" for v, w in zip(line, width, strict=True)))
 
 
 def _views(data: Path, split: str, ids: tuple[int, ...], max_objects: int) -> dict[str, TokenData]:
@@ -134,12 +136,21 @@ def eval_photoz(pred: MultimodalPredictor, plots: Path, seed: int) -> dict[str, 
 
 def eval_anomaly(pred: MultimodalPredictor, data: Path, plots: Path, max_objects: int,
                  seed: int) -> dict[str, float]:
-    """AUROC and top-1%/5% recall of held-out classes, model vs isolation forest."""
+    """AUROC and top-1%/5% recall of held-out classes: the model, its embedding's
+    Mahalanobis distance (the previous score) and an isolation forest on summary features.
+
+    Also per held-out class, and on light curves cut at 5 and 10 detections.
+    """
+    import torch
     from sklearn.ensemble import IsolationForest
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    from models.heads import fit_mahalanobis
+    from models.train import run_model
+
     ids = pred.class_ids
-    test = _views(data, "test", ids, max_objects)["full"]
+    views = _views(data, "test", ids, max_objects)
+    test = views["full"]
     train = class_data(data, "train", ids, 0, seed, max_objects)
     ok = test.n_det > 0
     score = pred.predict_tokens(test.tokens).anomaly
@@ -149,16 +160,41 @@ def eval_anomaly(pred: MultimodalPredictor, data: Path, plots: Path, max_objects
     fill = lambda x: np.where(np.isfinite(x), x, med)  # noqa: E731
     iso = IsolationForest(n_estimators=300, random_state=seed).fit(fill(train.summary))
     peer = -iso.score_samples(fill(test.summary[ok]))
+    trk = train.take(np.flatnonzero((train.label >= 0) & (train.n_det > 0)))
+    dev = torch.device("cpu")
+    means, prec = fit_mahalanobis(run_model(pred.model, trk, dev)["emb"], trk.label, len(ids))
+    diff = run_model(pred.model, test.take(np.flatnonzero(ok)), dev)["emb"][:, None] - means[None]
+    maha = np.einsum("nkd,de,nke->nk", diff, prec, diff).min(1)
     rows, res, curves = [], {}, {}
-    for name, s in (("multimodal", score[ok]), ("IsolationForest", peer)):
+    scorers = (("multimodal", score[ok], ""), ("Mahalanobis (embedding)", maha, "maha_"),
+               ("IsolationForest (features)", peer, "iforest_"))
+    for name, s, pre in scorers:
         auc = roc_auc_score(pos, s)
         r1, r5 = recall_at(s, pos, 0.01), recall_at(s, pos, 0.05)
-        rows.append((name, int(pos.sum()), int(len(pos)), float(auc), r1, r5))
-        pre = "" if name == "multimodal" else "iforest_"
+        rows.append((name, "all held-out", int(pos.sum()), int(len(pos)), float(auc), r1, r5))
         res.update({f"{pre}auroc": float(auc), f"{pre}recall1": r1, f"{pre}recall5": r5})
         fpr, tpr, _ = roc_curve(pos, s)
         curves[f"{name} (AUC {auc:.3f})"] = (fpr, tpr)
-    _table(rows, ("scorer", "anomalies", "n", "AUROC", "recall@1%", "recall@5%"))
+    names: dict[int, str] = dict(pl.read_parquet(data / "test.parquet")
+                                 .select("class_code", "class_name").unique().iter_rows())
+    code = test.code[ok]
+    for c in np.unique(code[pos]):
+        sel = ~pos | (code == c)
+        auc = roc_auc_score(pos[sel], score[ok][sel])
+        rows.append(("multimodal", names.get(int(c), str(c)), int((code == c).sum()), int(sel.sum()),
+                     float(auc), recall_at(score[ok][sel], pos[sel], 0.01),
+                     recall_at(score[ok][sel], pos[sel], 0.05)))
+        res[f"auroc_{int(c)}"] = float(auc)
+    for k in (5, 10):
+        v = views[f"<={k}"]
+        sv = pred.predict_tokens(v.tokens).anomaly
+        okv = (v.n_det > 0) & np.isfinite(sv)
+        pv = (v.label < 0)[okv]
+        auc = roc_auc_score(pv, sv[okv])
+        rows.append((f"multimodal, <= {k} det.", "all held-out", int(pv.sum()), int(len(pv)), float(auc),
+                     recall_at(sv[okv], pv, 0.01), recall_at(sv[okv], pv, 0.05)))
+        res[f"auroc_le{k}"] = float(auc)
+    _table(rows, ("scorer", "positives", "anomalies", "n", "AUROC", "recall@1%", "recall@5%"))
     plot_curves(curves, plots / "models_anomaly_roc.png", "false positive rate",
                 "true positive rate", "held-out classes vs the rest", diagonal=True)
     return res

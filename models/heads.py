@@ -6,9 +6,10 @@
   component widths are multiplied by a factor fitted on held-out data
   (:func:`fit_sigma_scale`), and :func:`mixture_summary` turns the mixture into
   ``mean, sigma, mode, q05, q16, q50, q84, q95``;
-* anomaly: the smallest class-conditional Mahalanobis distance of the alert
-  embedding (shared covariance fitted on training embeddings,
-  :func:`fit_mahalanobis`), higher = stranger.
+* anomaly: see :mod:`models.anomaly` (isolation forests); the class-conditional
+  Mahalanobis distance of the embedding (:func:`fit_mahalanobis`), the previous
+  score, stays here as the baseline ``alertbroker eval anomaly`` reports;
+* :class:`ReconHead`: masked light-curve reconstruction, a training aid.
 """
 
 from __future__ import annotations
@@ -24,6 +25,35 @@ from torch import Tensor, nn
 PHOTOZ_COLUMNS: tuple[str, ...] = ("mean", "sigma", "mode", "q05", "q16", "q50", "q84", "q95")
 QUANTILES: tuple[float, ...] = (0.05, 0.16, 0.50, 0.84, 0.95)
 SIGMA_MIN = 0.003
+
+
+class ReconHead(nn.Module):
+    """Masked light-curve reconstruction from the pooled embedding (training aid).
+
+    Given the embedding ``emb`` (n, d) and query tokens ``lc`` (n, Q, 5) (only
+    their ``dt`` and ``band`` are read), predicts the arcsinh flux token (n, Q).
+    Why: a classifier embedding keeps only what separates the known classes; asking
+    the same embedding to redraw hidden points of its light curve makes it keep the
+    light-curve shape, which is what the anomaly forest needs to see.
+    """
+
+    freqs: Tensor
+
+    def __init__(self, d: int, n_fourier: int = 8) -> None:
+        super().__init__()
+        freqs = torch.exp(torch.linspace(math.log(0.3), math.log(30.0), n_fourier))
+        self.register_buffer("freqs", freqs)
+        self.mlp = nn.Sequential(nn.Linear(d + 2 * n_fourier + 8, 2 * d), nn.GELU(),
+                                 nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
+
+    def forward(self, emb: Tensor, lc: Tensor) -> Tensor:
+        """(n, d), (n, Q, 5) -> predicted flux token (n, Q)."""
+        dt = torch.nan_to_num(lc[..., 0:1])
+        ang = dt * self.freqs
+        band = F.one_hot(torch.nan_to_num(lc[..., 1]).long().clamp(-1, 5) % 7, 7).to(emb.dtype)
+        q = torch.cat([torch.sin(ang), torch.cos(ang), dt / 5.0, band], -1)
+        e = emb[:, None, :].expand(-1, lc.shape[1], -1)
+        return self.mlp(torch.cat([e, q.to(emb.dtype)], -1))[..., 0]
 
 
 class HostPath(nn.Module):
@@ -133,10 +163,3 @@ def fit_mahalanobis(emb: np.ndarray, labels: np.ndarray, n_classes: int,
     cov = r.T @ r / max(len(r) - 1, 1)
     cov += shrink * np.trace(cov) / d * np.eye(d)
     return means, np.linalg.inv(cov)
-
-
-def mahalanobis_score(emb: Tensor, means: Tensor, precision: Tensor) -> Tensor:
-    """Smallest class-conditional squared Mahalanobis distance, (n,)."""
-    diff = emb.float()[:, None, :] - means[None]
-    d2 = torch.einsum("nkd,de,nke->nk", diff, precision, diff)
-    return d2.min(-1).values

@@ -1,9 +1,10 @@
 """The multimodal model: Perceiver encoder, host-photometry path and three heads.
 
 ``trunk = concat(encoder(tokens), host_path(host tokens))`` (n, 2d) feeds the class
-head and the photo-z mixture head; the anomaly score uses the encoder embedding
-(n, d). Calibration constants and the anomaly statistics are registered buffers,
-so they travel in the ``state_dict`` of a checkpoint.
+head and the photo-z mixture head; the anomaly score is an isolation forest over the
+encoder embedding (n, d) and light-curve descriptors (:mod:`models.anomaly`).
+Calibration constants and the forest are registered buffers, so they travel in the
+``state_dict`` of a checkpoint.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from models.anomaly import DESCRIPTORS, AnomalyForest, ForestConfig
 from models.encoder import EncoderConfig, PerceiverEncoder
-from models.heads import HostPath, MixtureHead, mahalanobis_score, mixture_summary
+from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
 
 TOKEN_KEYS: tuple[str, ...] = ("lc", "lc_mask", "host", "host_mask", "feat", "feat_mask")
 
@@ -30,11 +32,14 @@ class ModelConfig:
         Output classes ``K``.
     n_components : int
         Gaussians in the photo-z mixture.
+    forest : ForestConfig
+        Size of the anomaly isolation forest.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     n_classes: int = 12
     n_components: int = 5
+    forest: ForestConfig = field(default_factory=ForestConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (checkpoint-safe)."""
@@ -43,8 +48,14 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         """Inverse of :meth:`to_dict`."""
+        # checkpoints written before the forest existed carry no "forest" entry
         return cls(encoder=EncoderConfig(**d["encoder"]), n_classes=int(d["n_classes"]),
-                   n_components=int(d["n_components"]))
+                   n_components=int(d["n_components"]), forest=_forest_config(d.get("forest", {})))
+
+
+def _forest_config(d: dict) -> ForestConfig:
+    """ForestConfig from its checkpoint dict (``edges`` is stored as a list)."""
+    return ForestConfig(**{**d, **({"edges": tuple(d["edges"])} if "edges" in d else {})})
 
 
 class MultimodalModel(nn.Module):
@@ -53,9 +64,6 @@ class MultimodalModel(nn.Module):
     # registered buffers (typed here for mypy: nn.Module.__getattr__ returns Tensor | Module)
     temperature: Tensor
     z_sigma_scale: Tensor
-    anom_means: Tensor
-    anom_precision: Tensor
-    anom_offset: Tensor
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -67,9 +75,8 @@ class MultimodalModel(nn.Module):
         self.z_head = MixtureHead(2 * d, 2 * d, cfg.n_components)
         self.register_buffer("temperature", torch.ones(()))
         self.register_buffer("z_sigma_scale", torch.ones(()))
-        self.register_buffer("anom_means", torch.zeros(cfg.n_classes, d))
-        self.register_buffer("anom_precision", torch.eye(d))
-        self.register_buffer("anom_offset", torch.zeros(()))
+        self.recon = ReconHead(d, cfg.encoder.n_fourier)  # training aid, see ReconHead
+        self.anomaly = AnomalyForest(len(DESCRIPTORS) + d, cfg.forest)
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
                 feat: Tensor, feat_mask: Tensor) -> dict[str, Tensor]:
@@ -92,7 +99,7 @@ class MultimodalModel(nn.Module):
         out = self.forward(**tokens)
         probs = torch.softmax(out["logits"].float() / self.temperature, -1)
         photoz = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
-        anomaly = mahalanobis_score(out["emb"], self.anom_means, self.anom_precision) - self.anom_offset
+        anomaly = self.anomaly(out["emb"], tokens["lc"], tokens["lc_mask"])
         return {"probs": probs, "photoz": photoz, "anomaly": anomaly, "emb": out["emb"].float()}
 
 

@@ -6,8 +6,10 @@ its full light curve plus ``--early-views`` copies cut at a random 1st..10th
 detection. The photo-z head learns from a DC2 photometry file (host tokens only;
 default ``test_dc2_training_9816`` of ``pz-rail-base``), 10% of which is held out
 to calibrate the mixture widths. Temperature scaling uses the validation table;
-the Mahalanobis anomaly model is fitted on training embeddings. Runs are
-deterministic for a seed on CPU.
+the anomaly isolation forest (:mod:`models.anomaly`) is fitted on training
+embeddings and light-curve descriptors (full and early views, as alerts arrive).
+Runs are deterministic for a seed on CPU. ``--init CKPT --steps 0`` re-runs only
+the calibration and the forest on a trained checkpoint's weights.
 
 Default weights (one command; ``--simulate`` runs ``alertbroker simulate`` into a
 temporary folder first)::
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from models.checkpoint import save_checkpoint
 from models.data import TokenData, concat, data_hash, dc2_path, photometry_tokens, read_photometry, table_tokens
 from models.encoder import EncoderConfig
-from models.heads import fit_mahalanobis, fit_sigma_scale, fit_temperature, mixture_nll
+from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
 from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel
 
 
@@ -49,6 +51,8 @@ class TrainConfig:
     early_views: int = 2
     max_objects: int = 0
     threads: int = 2
+    recon_weight: float = 0.0
+    recon_frac: float = 0.25
 
 
 def taxonomy_of(df: pl.DataFrame, name: str = "alertbroker-sim") -> dict[str, Any]:
@@ -112,23 +116,34 @@ def nmad(zp: np.ndarray, zt: np.ndarray) -> float:
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
           cls_val: TokenData | None, z_data: TokenData | None, device: torch.device,
-          log: Any = print) -> tuple[MultimodalModel, dict[str, float]]:
-    """Train and calibrate a model; returns it with validation metrics."""
+          log: Any = print, init: dict[str, torch.Tensor] | None = None
+          ) -> tuple[MultimodalModel, dict[str, float]]:
+    """Train and calibrate a model; returns it with validation metrics.
+
+    ``init`` is a state dict to start from (``--init``); its calibration and
+    anomaly buffers are refitted, and keys this model lacks are ignored.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = MultimodalModel(model_cfg)
+    if init is not None:
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in init.items()
+                               if k in own and own[k].shape == v.shape}, strict=False)
     z_fit = z_cal = None
     if z_data is not None:
         perm = rng.permutation(len(z_data))
         n_cal = len(z_data) // 10
         z_cal, z_fit = z_data.take(np.sort(perm[:n_cal])), z_data.take(np.sort(perm[n_cal:]))
     cls_idx = np.flatnonzero((cls_train.label >= 0) & (cls_train.n_det > 0)) if cls_train else None
-    if cls_train is not None:
+    if cls_train is not None and init is None:
         fit_feature_norm(model, cls_train)
         counts = np.bincount(cls_train.label[cls_idx], minlength=model_cfg.n_classes)
         w = (counts.sum() / np.maximum(counts, 1) / model_cfg.n_classes) ** 0.5
         class_w = torch.as_tensor(w, dtype=torch.float32, device=device)
     model.to(device)
+    if cfg.steps == 0:
+        return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     t0, bs = time.time(), cfg.batch_size
@@ -137,9 +152,21 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
         loss = torch.zeros((), device=device)
         if cls_train is not None:
             idx = np.sort(rng.choice(cls_idx, bs))
-            out = model(**batch_tensors(cls_train, idx, device))
+            tok = batch_tensors(cls_train, idx, device)
+            hide = torch.zeros_like(tok["lc_mask"])
+            if cfg.recon_weight > 0:  # hide a fraction of the points; the embedding redraws them
+                draw = torch.as_tensor(rng.random(tuple(hide.shape)) < cfg.recon_frac, device=device)
+                hide = draw & tok["lc_mask"]
+                keep = tok["lc_mask"] & ~hide
+                hide &= keep.any(1, keepdim=True)  # never hide a whole light curve
+                tok["lc_mask"] = tok["lc_mask"] & ~hide
+            out = model(**tok)
             y = torch.as_tensor(cls_train.label[idx], device=device)
             loss = loss + F.cross_entropy(out["logits"].float(), y, weight=class_w)
+            if hide.any():
+                pred = model.recon(out["emb"], tok["lc"])
+                err = F.smooth_l1_loss(pred.float(), tok["lc"][..., 2].float(), reduction="none")
+                loss = loss + cfg.recon_weight * err[hide].mean()
         if z_fit is not None:
             idx = np.sort(rng.choice(len(z_fit), 2 * bs))
             tok = batch_tensors(z_fit, idx, device)
@@ -156,12 +183,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
         sched.step()
         if step % max(cfg.steps // 20, 1) == 0 or step == cfg.steps:
             log(f"step {step}/{cfg.steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
-    return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log)
+    return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed)
 
 
 def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: TokenData | None,
               z_cal: TokenData | None, cls_idx: np.ndarray | None, device: torch.device,
-              log: Any = print) -> tuple[MultimodalModel, dict[str, float]]:
+              log: Any = print, seed: int = 0) -> tuple[MultimodalModel, dict[str, float]]:
     """Fit temperature, photo-z width scale and the anomaly model; compute metrics."""
     from sklearn.metrics import f1_score
 
@@ -169,12 +196,7 @@ def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: Toke
     if cls_train is not None and cls_idx is not None:
         tr = cls_train.take(cls_idx)
         emb = run_model(model, tr, device)["emb"]
-        means, prec = fit_mahalanobis(emb, tr.label, model.cfg.n_classes)
-        model.anom_means.copy_(torch.as_tensor(means, dtype=torch.float32))
-        model.anom_precision.copy_(torch.as_tensor(prec, dtype=torch.float32))
-        diff = emb[:, None, :] - means[None]
-        d2 = np.einsum("nkd,de,nke->nk", diff, prec, diff).min(1)
-        model.anom_offset.fill_(float(np.median(d2)))
+        model.anomaly.fit(emb, tr.tokens["lc"], tr.tokens["lc_mask"], seed)
     if cls_val is not None:
         ok = (cls_val.label >= 0) & (cls_val.n_det > 0)
         val = cls_val.take(np.flatnonzero(ok))
@@ -204,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DC2 photometry file or pz-rail-base test name ('none' to skip)")
     p.add_argument("--out", default="models/weights/default.pt", help="checkpoint path")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--init", help="start from this checkpoint's weights (--steps 0: refit "
+                                  "calibration and anomaly forest only)")
     for name, default in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     for name, default in asdict(EncoderConfig()).items():
@@ -252,13 +276,24 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
         z_data = photometry_tokens(read_photometry(path), 0)
     enc = EncoderConfig(**{k: getattr(a, k) for k in asdict(EncoderConfig()) if k != "n_features"})
     mcfg = ModelConfig(encoder=enc, n_classes=max(len(taxonomy["class_ids"]), 1))
+    init, ck = None, {}
+    if a.init:
+        ck = torch.load(a.init, map_location="cpu", weights_only=True)
+        if list(ck["taxonomy"]["class_ids"]) != list(taxonomy["class_ids"]):
+            print("alertbroker train: --init checkpoint has another taxonomy", file=sys.stderr)
+            return 2
+        old = ModelConfig.from_dict(ck["config"])
+        mcfg = ModelConfig(encoder=old.encoder, n_classes=old.n_classes, n_components=old.n_components)
+        init = ck["state_dict"]
     log(f"training on {device}: {len(cls_train or [])} light curves, {len(z_data or [])} galaxies")
-    model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log)
+    model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init)
     parts = [p for td in (cls_train, z_data) if td is not None
              for p in (td.tokens["lc"], td.tokens["host"], td.tokens["feat"], td.label, td.z)]
     info = {**asdict(cfg), "data": f"simulate({a.simulate}, seed={a.sim_seed})" if a.simulate
             else str(a.data), "photoz": str(a.photoz),
             "command": "alertbroker train " + " ".join(argv if argv is not None else sys.argv[1:])}
+    if init is not None and cfg.steps == 0:  # a refit keeps the record of how the weights were trained
+        info = {**ck["train"], "refit": info["command"]}
     out = save_checkpoint(a.out, model, taxonomy, metrics, data_hash(*parts), info)
     print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" checkpoint={out}")
     return 0
