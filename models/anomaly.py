@@ -1,14 +1,17 @@
-"""Anomaly score: an isolation forest on the embedding plus light-curve descriptors.
+"""Anomaly score: isolation forests on the model's context plus light-curve descriptors.
 
-Why this design (measured in ``docs/models.md``): the class-conditional
-Mahalanobis distance of the classifier embedding ranked held-out classes at
-AUROC 0.77, because a classifier embedding keeps only what separates the known
-classes (a PISN lands confidently on the SLSN cluster). An isolation forest
-over the same embedding reaches 0.87, and adding seven light-curve descriptors
-that the classifier has no reason to keep (how long the source stays
-significant, rise and fall spans, peak signal-to-noise) 0.89. This is the
-Fink/SNAD recipe (isolation forest) applied to a learned latent, as in the
-multi-class isolation forest and Villar et al. 2021.
+The context of an alert is everything the heads see: the encoder embedding, the
+host-photometry path (which carries distance, i.e. photo-z) and the class
+logits. Why this design (measured in ``docs/models.md``): the class-conditional
+Mahalanobis distance of the embedding ranked held-out classes at AUROC 0.77,
+because a classifier embedding keeps only what separates the known classes (a
+PISN lands confidently on the SLSN cluster). An isolation forest over the
+embedding and seven light-curve descriptors the classifier has no reason to
+keep (how long the source stays significant, rise and fall spans, peak
+signal-to-noise) reaches 0.87; adding the host path, so that brightness and
+time scales can be read against distance, 0.90. This is the Fink/SNAD recipe
+(isolation forest) applied to a learned latent, as in the multi-class isolation
+forest and Villar et al. 2021.
 
 The forest is fitted with scikit-learn at training time and exported into
 fixed-size heap arrays (node ``i`` has children ``2i+1`` and ``2i+2``), so that
@@ -154,11 +157,12 @@ def export_forest(forest: object, cfg: ForestConfig) -> tuple[np.ndarray, np.nda
 
 
 class AnomalyForest(nn.Module):
-    """Stratified isolation forests over ``x = [descriptors, embedding]``, standardised.
+    """Stratified isolation forests over ``x = [descriptors, context]``, standardised.
 
     All state is buffers, so it rides in the checkpoint: per stratum ``b`` the
-    heap arrays ``feature[b]`` (int8, int16 past 127 inputs) and ``value[b]`` (float16: thresholds and
-    leaf path lengths, halved in size; standardised inputs need no more), the
+    heap arrays ``feature[b]`` (uint8, 255 marks a leaf; int16 and -1 past 254
+    inputs) and ``value[b]`` (float16: thresholds and leaf path lengths, halved
+    in size; standardised inputs need no more), the
     sorted training scores ``ref[b]``, ``c_norm[b] = c(max_samples)`` and
     ``fitted[b]`` (a stratum without training alerts scores NaN: no reference,
     no claim); shared input ``shift``/``scale``.
@@ -176,9 +180,10 @@ class AnomalyForest(nn.Module):
         super().__init__()
         self.cfg = cfg
         n_nodes, n_strata = 2 ** (cfg.depth + 1) - 1, len(cfg.edges) + 1
-        small = d_in <= torch.iinfo(torch.int8).max  # int8 feature ids halve the biggest buffer
-        self.register_buffer("feature", torch.full((n_strata, cfg.n_trees, n_nodes), -1,
-                                                   dtype=torch.int8 if small else torch.int16))
+        small = d_in < 255  # one-byte feature ids: the biggest buffer, halved
+        self.leaf = 255 if small else -1
+        self.register_buffer("feature", torch.full((n_strata, cfg.n_trees, n_nodes), self.leaf,
+                                                   dtype=torch.uint8 if small else torch.int16))
         self.register_buffer("value", torch.zeros(n_strata, cfg.n_trees, n_nodes, dtype=torch.float16))
         self.register_buffer("shift", torch.zeros(d_in))
         self.register_buffer("scale", torch.ones(d_in))
@@ -191,11 +196,11 @@ class AnomalyForest(nn.Module):
         edges = torch.as_tensor(self.cfg.edges, device=n_det.device, dtype=n_det.dtype)
         return torch.bucketize(n_det, edges, right=True)
 
-    def inputs(self, emb: Tensor, lc: Tensor, lc_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Standardised forest inputs (n, 7 + d) and strata (n,) from an embedding and tokens."""
+    def inputs(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Standardised forest inputs (n, 7 + c) and strata (n,) from a context (n, c) and tokens."""
         d = lc_descriptors(lc, lc_mask)
         n_det = ((lc[..., _DET] > 0.5) & lc_mask).sum(1)
-        x = torch.cat([d, emb.float()], 1)
+        x = torch.cat([d, ctx.float()], 1)
         return (x - self.shift) / self.scale, self.stratum(n_det)
 
     def path_score(self, x: Tensor, strata: Tensor) -> Tensor:
@@ -211,19 +216,20 @@ class AnomalyForest(nn.Module):
         for _ in range(self.cfg.depth):
             at = base + node
             f = feat[at].long()
-            go_right = (xf[rows + f.clamp(min=0)] > val[at].float()).long()
-            node = torch.where(f < 0, node, 2 * node + 1 + go_right)
+            leaf = f == self.leaf
+            go_right = (xf[rows + torch.where(leaf, 0, f)] > val[at].float()).long()
+            node = torch.where(leaf, node, 2 * node + 1 + go_right)
         path = val[base + node].float().view(n, trees).mean(1)
         return torch.exp2(-path / self.c_norm[strata])
 
-    def forward(self, emb: Tensor, lc: Tensor, lc_mask: Tensor) -> Tensor:
+    def forward(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> Tensor:
         """``-log10`` of the tail fraction of same-stratum training alerts at least as strange, (n,).
 
         Between reference quantiles the fraction is interpolated linearly, and
         beyond the strangest one it keeps falling (exponentially, on the scale of
         the last quantile gap), so the score is continuous and never ties.
         """
-        x, strata = self.inputs(emb, lc, lc_mask)
+        x, strata = self.inputs(ctx, lc, lc_mask)
         s = self.path_score(x, strata)
         ref = self.ref[strata]
         n_ref = ref.shape[1]
@@ -236,13 +242,13 @@ class AnomalyForest(nn.Module):
         score = -torch.log10(tail.clamp(min=1e-30, max=1.0))
         return torch.where(self.fitted[strata], score, float("nan"))
 
-    def fit(self, emb: np.ndarray, lc: np.ndarray, lc_mask: np.ndarray, seed: int = 0) -> np.ndarray:
+    def fit(self, ctx: np.ndarray, lc: np.ndarray, lc_mask: np.ndarray, seed: int = 0) -> np.ndarray:
         """Fit the forests on training alerts (rows with >= 1 detection); returns their scores (n,)."""
         from sklearn.ensemble import IsolationForest
 
         with torch.no_grad():
             lct, mt = torch.as_tensor(lc), torch.as_tensor(lc_mask)
-            x = torch.cat([lc_descriptors(lct, mt), torch.as_tensor(emb, dtype=torch.float32)], 1)
+            x = torch.cat([lc_descriptors(lct, mt), torch.as_tensor(ctx, dtype=torch.float32)], 1)
             strata = self.stratum(((lct[..., _DET] > 0.5) & mt).sum(1)).numpy()
         shift, scale = x.mean(0).numpy(), x.std(0).numpy()
         scale = np.where(scale > 1e-6, scale, 1.0)
@@ -258,7 +264,8 @@ class AnomalyForest(nn.Module):
             forest = IsolationForest(n_estimators=self.cfg.n_trees, max_samples=ms,
                                      random_state=seed + b).fit(zb)
             feature, value = export_forest(forest, self.cfg)
-            self.feature[b].copy_(torch.as_tensor(feature.astype(np.int16), device=dev))
+            ids = np.where(feature < 0, self.leaf, feature)
+            self.feature[b].copy_(torch.as_tensor(ids, device=dev).to(self.feature.dtype))
             self.value[b].copy_(torch.as_tensor(value, device=dev))
             self.c_norm[b] = float(_avg_path(ms))
             self.fitted[b] = True

@@ -2,7 +2,7 @@
 
 ``trunk = concat(encoder(tokens), host_path(host tokens))`` (n, 2d) feeds the class
 head and the photo-z mixture head; the anomaly score is an isolation forest over the
-encoder embedding (n, d) and light-curve descriptors (:mod:`models.anomaly`).
+context ``[trunk, logits]`` and light-curve descriptors (:mod:`models.anomaly`).
 Calibration constants and the forest are registered buffers, so they travel in the
 ``state_dict`` of a checkpoint.
 """
@@ -76,7 +76,7 @@ class MultimodalModel(nn.Module):
         self.register_buffer("temperature", torch.ones(()))
         self.register_buffer("z_sigma_scale", torch.ones(()))
         self.recon = ReconHead(d, cfg.encoder.n_fourier)  # training aid, see ReconHead
-        self.anomaly = AnomalyForest(len(DESCRIPTORS) + d, cfg.forest)
+        self.anomaly = AnomalyForest(len(DESCRIPTORS) + 2 * d + cfg.n_classes, cfg.forest)
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
                 feat: Tensor, feat_mask: Tensor) -> dict[str, Tensor]:
@@ -85,13 +85,14 @@ class MultimodalModel(nn.Module):
         Returns
         -------
         dict
-            ``emb`` (n, d), ``logits`` (n, K), ``logw``/``mu``/``sigma`` (n, M),
-            uncalibrated.
+            ``emb`` (n, d), ``trunk`` (n, 2d), ``logits`` (n, K), ``logw``/``mu``/``sigma``
+            (n, M), uncalibrated.
         """
         emb = self.encoder(lc, lc_mask, host, host_mask, feat, feat_mask)
         trunk = torch.cat([emb, self.host_path(host, host_mask)], -1)
         logw, mu, sigma = self.z_head(trunk)
-        return {"emb": emb, "logits": self.cls_head(trunk), "logw": logw, "mu": mu, "sigma": sigma}
+        return {"emb": emb, "trunk": trunk, "logits": self.cls_head(trunk), "logw": logw, "mu": mu,
+                "sigma": sigma}
 
     @torch.no_grad()
     def infer(self, **tokens: Tensor) -> dict[str, Tensor]:
@@ -99,8 +100,13 @@ class MultimodalModel(nn.Module):
         out = self.forward(**tokens)
         probs = torch.softmax(out["logits"].float() / self.temperature, -1)
         photoz = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
-        anomaly = self.anomaly(out["emb"], tokens["lc"], tokens["lc_mask"])
+        anomaly = self.anomaly(anomaly_context(out), tokens["lc"], tokens["lc_mask"])
         return {"probs": probs, "photoz": photoz, "anomaly": anomaly, "emb": out["emb"].float()}
+
+
+def anomaly_context(out: dict) -> Tensor:
+    """What the anomaly forest sees besides descriptors: ``[trunk, logits]`` (n, 2d + K)."""
+    return torch.cat([torch.as_tensor(out["trunk"]).float(), torch.as_tensor(out["logits"]).float()], 1)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -32,11 +32,12 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from models.anomaly import ForestConfig
 from models.checkpoint import save_checkpoint
 from models.data import TokenData, concat, data_hash, dc2_path, photometry_tokens, read_photometry, table_tokens
 from models.encoder import EncoderConfig
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
-from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel
+from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel, anomaly_context
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,8 @@ def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: Toke
     metrics: dict[str, float] = {}
     if cls_train is not None and cls_idx is not None:
         tr = cls_train.take(cls_idx)
-        emb = run_model(model, tr, device)["emb"]
-        model.anomaly.fit(emb, tr.tokens["lc"], tr.tokens["lc_mask"], seed)
+        ctx = anomaly_context(run_model(model, tr, device)).numpy()
+        model.anomaly.fit(ctx, tr.tokens["lc"], tr.tokens["lc_mask"], seed)
     if cls_val is not None:
         ok = (cls_val.label >= 0) & (cls_val.n_det > 0)
         val = cls_val.take(np.flatnonzero(ok))
@@ -233,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, default in asdict(EncoderConfig()).items():
         if name != "n_features":
             p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+    f = ForestConfig()
+    p.add_argument("--forest-edges", default=",".join(map(str, f.edges)),
+                   help="detection counts that open a new anomaly-forest stratum")
+    p.add_argument("--forest-trees", type=int, default=f.n_trees, help="trees per forest")
+    p.add_argument("--forest-samples", type=int, default=f.max_samples, help="samples per tree")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     return p
 
@@ -275,7 +281,9 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
         path = Path(a.photoz) if Path(a.photoz).exists() else dc2_path(a.photoz)
         z_data = photometry_tokens(read_photometry(path), 0)
     enc = EncoderConfig(**{k: getattr(a, k) for k in asdict(EncoderConfig()) if k != "n_features"})
-    mcfg = ModelConfig(encoder=enc, n_classes=max(len(taxonomy["class_ids"]), 1))
+    forest = ForestConfig(edges=tuple(int(e) for e in a.forest_edges.split(",") if e.strip()),
+                          n_trees=a.forest_trees, max_samples=a.forest_samples)
+    mcfg = ModelConfig(encoder=enc, n_classes=max(len(taxonomy["class_ids"]), 1), forest=forest)
     init, ck = None, {}
     if a.init:
         ck = torch.load(a.init, map_location="cpu", weights_only=True)
@@ -283,7 +291,8 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
             print("alertbroker train: --init checkpoint has another taxonomy", file=sys.stderr)
             return 2
         old = ModelConfig.from_dict(ck["config"])
-        mcfg = ModelConfig(encoder=old.encoder, n_classes=old.n_classes, n_components=old.n_components)
+        mcfg = ModelConfig(encoder=old.encoder, n_classes=old.n_classes, n_components=old.n_components,
+                           forest=forest)
         init = ck["state_dict"]
     log(f"training on {device}: {len(cls_train or [])} light curves, {len(z_data or [])} galaxies")
     model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init)

@@ -44,7 +44,7 @@ def test_heap_export_matches_sklearn() -> None:
     f = IsolationForest(n_estimators=CFG.n_trees, max_samples=CFG.max_samples, random_state=0).fit(x)
     feature, value = export_forest(f, CFG)
     model = AnomalyForest(9, CFG)  # path_score reads standardised inputs directly
-    model.feature[0].copy_(torch.as_tensor(feature))
+    model.feature[0].copy_(torch.as_tensor(np.where(feature < 0, model.leaf, feature)))
     model.value[0].copy_(torch.as_tensor(value))
     model.c_norm[0] = float(_avg_path(CFG.max_samples))
     q = rng.normal(size=(500, 9)).astype(np.float32) * 1.5
