@@ -167,3 +167,22 @@ def test_shipped_default_weights_load() -> None:
     assert len(pred.class_ids) == len(pred.class_names) > 0
     out = pred.predict(_batch(), None)
     assert out.probs.shape == (2, len(pred.class_ids)) and np.isfinite(out.probs[0]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CPU/GPU parity needs a CUDA device")
+def test_cpu_gpu_parity(checkpoint: Path) -> None:
+    """Same tokens on CPU (float32) and CUDA (bf16 autocast, pinned memory): same answers."""
+    from models.data import photometry_tokens
+
+    cpu = MultimodalPredictor.from_checkpoint(checkpoint, device="cpu")
+    gpu = MultimodalPredictor.from_checkpoint(checkpoint, device="cuda")
+    a, b = cpu.predict(_batch(), None), gpu.predict(_batch(), None)
+    assert np.array_equal(np.isnan(a.probs), np.isnan(b.probs))
+    assert np.nanmax(np.abs(a.probs - b.probs)) < 0.05  # bf16 carries ~3 significant digits
+    assert np.array_equal(np.isnan(a.anomaly), np.isnan(b.anomaly))
+    assert np.nanmax(np.abs(a.anomaly - b.anomaly)) < 0.5  # a rare split may flip on bf16 inputs
+    mags = {f"mag_{bd}_lsst": np.array([22.0, 23.0], np.float32) for bd in "ugrizy"}
+    mags |= {f"mag_err_{bd}_lsst": np.full(2, 0.05, np.float32) for bd in "ugrizy"}
+    td = photometry_tokens({**mags, "redshift": np.zeros(2)}, 0)
+    za, zb = cpu.predict_tokens(td.tokens).photoz, gpu.predict_tokens(td.tokens).photoz
+    assert np.allclose(za, zb, atol=0.05)
