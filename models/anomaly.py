@@ -92,8 +92,15 @@ def lc_descriptors(lc: Tensor, lc_mask: Tensor) -> Tensor:
         included) at SNR > 3, and the log number of such rows. Zeros where a
         light curve has no detection (such alerts are gated off).
     """
+    return _describe(lc, lc_mask)[0]
+
+
+def _describe(lc: Tensor, lc_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`lc_descriptors` (n, 7) and the detection count (n,) it is built on."""
     if lc.shape[1] == 0:  # no light-curve tokens in this batch at all
-        return lc.new_zeros(lc.shape[0], len(DESCRIPTORS), dtype=torch.float32)
+        n = lc.shape[0]
+        return (lc.new_zeros(n, len(DESCRIPTORS), dtype=torch.float32),
+                torch.zeros(n, dtype=torch.long, device=lc.device))
     lc = torch.nan_to_num(lc.float())
     dt = lc[..., _DT]
     t = torch.sign(dt) * torch.expm1(dt.abs())
@@ -106,7 +113,8 @@ def lc_descriptors(lc: Tensor, lc_mask: Tensor) -> Tensor:
     t_peak = t.gather(1, ipk[:, None])[:, 0]
     s_first = torch.where(sig, t, _BIG).amin(1)
     s_last = torch.where(sig, t, -_BIG).amax(1)
-    n_det, n_sig = det.sum(1).float(), sig.sum(1).float()
+    count = det.sum(1)
+    n_det, n_sig = count.float(), sig.sum(1).float()
 
     def span(a: Tensor, b: Tensor) -> Tensor:
         return torch.log10(1 + (b - a).clamp(min=0))
@@ -114,7 +122,7 @@ def lc_descriptors(lc: Tensor, lc_mask: Tensor) -> Tensor:
     out = torch.stack([torch.log1p(n_det), span(t_first, t_last), span(t_first, t_peak),
                        span(t_peak, t_last), torch.log10(peak.clamp(min=1e-3)),
                        torch.where(n_sig > 0, span(s_first, s_last), 0.0), torch.log1p(n_sig)], 1)
-    return torch.where((n_det > 0)[:, None], out, 0.0)
+    return torch.where((n_det > 0)[:, None], out, 0.0), count
 
 
 def _avg_path(n: np.ndarray | float) -> np.ndarray:
@@ -196,12 +204,15 @@ class AnomalyForest(nn.Module):
         edges = torch.as_tensor(self.cfg.edges, device=n_det.device, dtype=n_det.dtype)
         return torch.bucketize(n_det, edges, right=True)
 
+    def _raw(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Unstandardised forest inputs (n, 7 + c) and strata (n,)."""
+        desc, n_det = _describe(lc, lc_mask)
+        return torch.cat([desc, ctx.float()], 1), self.stratum(n_det)
+
     def inputs(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Standardised forest inputs (n, 7 + c) and strata (n,) from a context (n, c) and tokens."""
-        d = lc_descriptors(lc, lc_mask)
-        n_det = ((lc[..., _DET] > 0.5) & lc_mask).sum(1)
-        x = torch.cat([d, ctx.float()], 1)
-        return (x - self.shift) / self.scale, self.stratum(n_det)
+        x, strata = self._raw(ctx, lc, lc_mask)
+        return (x - self.shift) / self.scale, strata
 
     def path_score(self, x: Tensor, strata: Tensor) -> Tensor:
         """scikit-learn's score ``2 ** (-mean path / c(max_samples))`` in each row's forest, (n,)."""
@@ -247,12 +258,11 @@ class AnomalyForest(nn.Module):
         from sklearn.ensemble import IsolationForest
 
         with torch.no_grad():
-            lct, mt = torch.as_tensor(lc), torch.as_tensor(lc_mask)
-            x = torch.cat([lc_descriptors(lct, mt), torch.as_tensor(ctx, dtype=torch.float32)], 1)
-            strata = self.stratum(((lct[..., _DET] > 0.5) & mt).sum(1)).numpy()
-        shift, scale = x.mean(0).numpy(), x.std(0).numpy()
+            xt, st = self._raw(torch.as_tensor(ctx), torch.as_tensor(lc), torch.as_tensor(lc_mask))
+        x, strata = xt.numpy(), st.numpy()
+        shift, scale = xt.mean(0).numpy(), xt.std(0).numpy()
         scale = np.where(scale > 1e-6, scale, 1.0)
-        z = ((x.numpy() - shift) / scale).astype(np.float32)
+        z = ((x - shift) / scale).astype(np.float32)
         dev = self.feature.device
         self.shift.copy_(torch.as_tensor(shift, device=dev))
         self.scale.copy_(torch.as_tensor(scale, device=dev))

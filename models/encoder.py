@@ -113,6 +113,17 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.n2(x)))
 
 
+def time_band_features(dt: Tensor, band: Tensor, freqs: Tensor) -> tuple[Tensor, Tensor]:
+    """Where and when a light-curve token sits, as network inputs.
+
+    ``dt`` (..., 1) -> ``[sin(dt f), cos(dt f), dt / 5]`` (..., 2F + 1); ``band``
+    (...) -> one-hot (..., 7) (index 6 for anything outside 0..5).
+    """
+    ang = dt * freqs
+    onehot = F.one_hot(band.long().clamp(-1, 5) % 7, 7)
+    return torch.cat([torch.sin(ang), torch.cos(ang), dt / 5.0], dim=-1), onehot
+
+
 class TokenEmbedding(nn.Module):
     """Type-specific embeddings of the three token sets into one space.
 
@@ -153,13 +164,10 @@ class TokenEmbedding(nn.Module):
 
     def lc(self, lc: Tensor) -> Tensor:
         """(n, L, 5) -> (n, L, d)."""
-        dt = lc[..., 0:1]
-        ang = dt * self.freqs
-        cont = torch.cat(
-            [torch.sin(ang), torch.cos(ang), dt / 5.0, lc[..., 2:3] / 5.0,
-             torch.log1p(lc[..., 3:4].clamp(min=0.0)), lc[..., 4:5]], dim=-1)
-        band = F.one_hot(lc[..., 1].long().clamp(-1, 5) % 7, 7).to(lc.dtype)
-        return self.lc_mlp(torch.cat([cont, band], -1))
+        fourier, band = time_band_features(lc[..., 0:1], lc[..., 1], self.freqs)
+        cont = torch.cat([fourier, lc[..., 2:3] / 5.0, torch.log1p(lc[..., 3:4].clamp(min=0.0)),
+                          lc[..., 4:5]], dim=-1)
+        return self.lc_mlp(torch.cat([cont, band.to(lc.dtype)], -1))
 
     def host(self, host: Tensor) -> Tensor:
         """(n, H, 4) -> (n, H, d)."""

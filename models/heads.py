@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.encoder import time_band_features
+
 #: Columns of the photo-z output (``Predictions.photoz``).
 PHOTOZ_COLUMNS: tuple[str, ...] = ("mean", "sigma", "mode", "q05", "q16", "q50", "q84", "q95")
 QUANTILES: tuple[float, ...] = (0.05, 0.16, 0.50, 0.84, 0.95)
@@ -48,12 +50,11 @@ class ReconHead(nn.Module):
 
     def forward(self, emb: Tensor, lc: Tensor) -> Tensor:
         """(n, d), (n, Q, 5) -> predicted flux token (n, Q)."""
-        dt = torch.nan_to_num(lc[..., 0:1])
-        ang = dt * self.freqs
-        band = F.one_hot(torch.nan_to_num(lc[..., 1]).long().clamp(-1, 5) % 7, 7).to(emb.dtype)
-        q = torch.cat([torch.sin(ang), torch.cos(ang), dt / 5.0, band], -1)
+        lc = torch.nan_to_num(lc)
+        fourier, band = time_band_features(lc[..., 0:1], lc[..., 1], self.freqs)
+        q = torch.cat([fourier, band.to(fourier.dtype)], -1).to(emb.dtype)
         e = emb[:, None, :].expand(-1, lc.shape[1], -1)
-        return self.mlp(torch.cat([e, q.to(emb.dtype)], -1))[..., 0]
+        return self.mlp(torch.cat([e, q], -1))[..., 0]
 
 
 class HostPath(nn.Module):
