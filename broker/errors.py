@@ -66,6 +66,34 @@ class CorruptArchive(AlertError):
     reason = "corrupt_archive"
 
 
+class MessageTooLarge(AlertError):
+    """The message (or the enriched output made from it) is larger than ``max_message_bytes``.
+
+    The dead letter carries the original payload, or a truncated copy when even the
+    dead-letter topic could not take it (header ``payload_truncated`` and ``payload_size``).
+    """
+
+    reason = "message_too_large"
+
+
+class DecompressionBomb(AlertError):
+    """A compressed archive member or container block expands past ``max_expanded_bytes``."""
+
+    reason = "decompression_bomb"
+
+
+class AlreadyEnriched(AlertError):
+    """The message is one of our own outputs (an enriched alert or a scores record) fed back as input."""
+
+    reason = "already_enriched"
+
+
+class NotAnAlert(AlertError):
+    """A file in an archive folder is neither a wire-format message nor an Avro container."""
+
+    reason = "not_an_alert"
+
+
 class EnrichmentFailed(AlertError):
     """Featurizing or scoring raised for this alert."""
 
@@ -90,6 +118,10 @@ ALL_REASONS: tuple[str, ...] = tuple(
         MalformedBody,
         HistoryTooLarge,
         CorruptArchive,
+        MessageTooLarge,
+        DecompressionBomb,
+        AlreadyEnriched,
+        NotAnAlert,
         EnrichmentFailed,
     )
 )

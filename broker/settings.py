@@ -88,11 +88,20 @@ class Settings(BaseSettings):
     batch_timeout_s: float = 0.5
     max_inflight_batches: int = 4
     max_history_rows: int = 20_000
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        description="largest input or output message; larger ones are dead-lettered as message_too_large")
+    dlq_max_payload_bytes: int = Field(
+        default=1024 * 1024, description="a dead letter's payload is truncated to this size when the full one fails")
+    max_expanded_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        description="largest decompressed size of one archive member or container block (decompression_bomb)")
     scores: bool = True
     host_catalog: str | None = Field(default=None, description="HEALPix/HATS galaxy catalog for host matching")
     exactly_once: bool = False
     transactional_id: str | None = Field(default=None, description="stable per worker replica (fencing)")
     metrics_port: int | None = None
+    metrics_host: str = Field(default="127.0.0.1", description="address of /metrics, /healthz, /readyz")
     torch_threads: int = 1
     model: str = Field(default="default", description="'default' (shipped weights), a checkpoint path, or 'none'")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
