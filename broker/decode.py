@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from broker.annotations import SCORES_SCHEMA_ID
 from broker.avro_program import FLOAT_COLUMNS, INT_COLUMNS, Program, compile_schema
 from broker.batch import AlertBatch, AlertTable, LightCurves
 from broker.decode_kernel import OK, STATUS_TEXT, TOO_MANY_ROWS, decode_messages
-from broker.errors import AlertError, HistoryTooLarge, MalformedBody
+from broker.errors import AlertError, AlreadyEnriched, HistoryTooLarge, MalformedBody
 from broker.schemas import AlertSchema, SchemaStore
 from broker.wire import HEADER_SIZE, parse_header
 
@@ -80,6 +81,8 @@ class BatchDecoder:
         for k, m in enumerate(messages):
             try:
                 sid = parse_header(m)
+                if sid == SCORES_SCHEMA_ID:  # our own compact scores record: not an alert to enrich
+                    raise AlreadyEnriched(f"a scores record (schema id {sid}) fed back as input")
                 self.store.get(sid)
             except AlertError as e:
                 errors.append((k, e))

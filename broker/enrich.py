@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from broker.annotations import enriched_schema_id
+from broker.annotations import base_schema_id, enriched_schema_id
 from broker.annotations_codec import AnnotationEncoder, HostAnnotation, ScoresEncoder
 from broker.batch import AlertBatch
 from broker.decode import BatchDecoder
@@ -87,7 +87,7 @@ class Enricher:
             preds, ok = self._score_one_by_one(batch, dec.index, res)
         t2 = time.perf_counter()
         res.stage_seconds["score"] = t2 - t1
-        self._build_outputs(values, batch, dec.index, dec.schema_ids, preds, ok, ingest_ms, res)
+        self._build_outputs(values, batch, dec.index, dec.schema_ids, dec.annotations_at, preds, ok, ingest_ms, res)
         res.stage_seconds["encode"] = time.perf_counter() - t2
         return res
 
@@ -111,8 +111,15 @@ class Enricher:
 
     def _build_outputs(
         self, values: Sequence[bytes | None], batch: AlertBatch, index: np.ndarray, sids: np.ndarray,
-        preds: Predictions, ok: np.ndarray, ingest_ms: int, res: EnrichResult,
+        ann_at: np.ndarray, preds: Predictions, ok: np.ndarray, ingest_ms: int, res: EnrichResult,
     ) -> None:  # fmt: skip
+        """One :class:`Output` per scored alert: the original body bytes, then the new annotations.
+
+        An input that is already one of our enriched alerts (fed back from an enriched topic or
+        archive) is re-enriched idempotently: its old annotations are cut off at ``ann_at`` (where
+        the decoder found the ``annotations`` field) and replaced, and it keeps the enriched id of
+        its original Rubin schema, so enriching twice gives the same record as enriching once.
+        """
         t = batch.table
         src_ids, obj_ids = t["diaSourceId"].tolist(), t["diaObjectId"].tolist()
         ras, decs, mjds = t["ra"].tolist(), t["dec"].tolist(), t["mjd"].tolist()
@@ -130,7 +137,12 @@ class Enricher:
             ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed)
             raw = values[i]
             assert raw is not None
-            value = b"".join((frame(enriched_schema_id(int(sids[k])), b""), memoryview(raw)[HEADER_SIZE:], ann))
+            sid = int(sids[k])
+            body = memoryview(raw)[HEADER_SIZE:]
+            base = base_schema_id(sid)
+            if base is not None and base != sid:  # already enriched: replace, never stack, annotations
+                sid, body = base, memoryview(raw)[HEADER_SIZE : int(ann_at[k])]
+            value = b"".join((frame(enriched_schema_id(sid), b""), body, ann))
             obj = obj_ids[k] if obj_ids[k] >= 0 else None
             key = str(obj if obj is not None else src_ids[k]).encode()
             scores = None

@@ -9,8 +9,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration (TOML file, environment or overrides) cannot be read or is invalid."""
 
 
 class KafkaSettings(BaseModel):
@@ -110,14 +114,29 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
-        """Settings from an optional TOML file, then the environment, then ``overrides``."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            data = tomllib.loads(Path(path).read_text())
-        env = cls()  # environment (and defaults)
-        merged = _deep_merge(data, env.model_dump(exclude_unset=True))
-        merged = _deep_merge(merged, overrides)
-        return cls.model_validate(merged)
+        """Settings from an optional TOML file, then the environment, then ``overrides``.
+
+        Raises
+        ------
+        ConfigError
+            For an unreadable or invalid file or value. A hostile file (e.g. arrays nested
+            thousands deep, which make ``tomllib`` recurse) is a config error too, never a raw
+            ``RecursionError`` traceback.
+        """
+        try:
+            data: dict[str, Any] = {}
+            if path is not None:
+                data = tomllib.loads(Path(path).read_text())
+            env = cls()  # environment (and defaults)
+            merged = _deep_merge(data, env.model_dump(exclude_unset=True))
+            merged = _deep_merge(merged, overrides)
+            return cls.model_validate(merged)
+        except RecursionError as e:
+            raise ConfigError(f"config {path}: nested too deeply to read") from e
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"config {path}: {type(e).__name__}: {e}") from e
+        except ValidationError as e:
+            raise ConfigError(f"invalid settings: {e}") from e
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

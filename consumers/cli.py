@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = build_runner(args.source, args.sink, settings, dlq=args.dlq, scores=args.scores,
                           max_idle_s=args.max_idle_s, exactly_once=args.exactly_once or settings.exactly_once)
     if settings.metrics_port:  # /metrics, /healthz, /readyz
-        serve(settings.metrics_port, runner.metrics.registry, runner.health)
+        serve(settings.metrics_port, runner.metrics.registry, runner.health, host=settings.metrics_host)
     logging.getLogger("alertbroker").info("worker started", extra={"source": args.source, "sink": args.sink})
     runner.install_signal_handlers()
     summary = runner.run()
@@ -69,8 +69,15 @@ def cmd_dev_kafka(args: argparse.Namespace) -> int:
     """Start, stop or check the local development Kafka."""
     from consumers import devkafka
 
+    sasl_port = args.sasl_port or devkafka.sasl_port_for(args.port)
     if args.action == "start":
-        print(devkafka.start(args.port))
+        print(devkafka.start(args.port, sasl_port=sasl_port))
+        if not devkafka.is_listening(sasl_port):
+            print(f"no SASL listener on 127.0.0.1:{sasl_port}: this broker was started by an older version; "
+                  "restart it (alertbroker dev kafka stop && alertbroker dev kafka start)", file=sys.stderr)
+        else:
+            print(f"127.0.0.1:{sasl_port} SASL_PLAINTEXT {devkafka.SASL_MECHANISM} user={devkafka.DEV_SASL_USER} "
+                  f"password={devkafka.DEV_SASL_PASSWORD}", file=sys.stderr)
     elif args.action == "stop":
         print("stopped" if devkafka.stop(args.port, wipe=args.wipe) else "not running")
     else:
@@ -147,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = dsub.add_parser("kafka", help="a local single-node Apache Kafka (KRaft) on 127.0.0.1")
     k.add_argument("action", choices=["start", "stop", "status"])
     k.add_argument("--port", type=int, default=9092)
+    k.add_argument("--sasl-port", type=int, help="SASL_PLAINTEXT SCRAM-SHA-512 listener (default: port + 4)")
     k.add_argument("--wipe", action="store_true", help="with stop: delete its data")
     k.set_defaults(func=cmd_dev_kafka)
 
@@ -205,7 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         args.rest = [*extra, *args.rest]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return int(args.func(args))
+    from broker.settings import ConfigError
+
+    try:
+        return int(args.func(args))
+    except ConfigError as e:  # a bad config file or variable: one clear line, no traceback
+        print(f"alertbroker: config error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

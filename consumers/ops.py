@@ -73,8 +73,12 @@ class Health:
         return self.started and not self.stopping and self.live()
 
 
-def serve(port: int, registry: Any, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and /readyz on ``port`` in a daemon thread."""
+def serve(port: int, registry: Any, health: Health, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz on ``host:port`` in a daemon thread.
+
+    ``host`` defaults to loopback (``Settings.metrics_host``): the endpoints are unauthenticated, so
+    exposing them on every interface is a deployment decision (compose sets ``0.0.0.0``).
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server API

@@ -13,3 +13,7 @@ mkdir -p "$cache"
 if ! ls "$cache"/redback-*.whl >/dev/null 2>&1; then
   python3 -m pip download -q --no-deps redback -d "$cache"
 fi
+# Compile the Numba kernels (decoder, featurizers, host matcher) into Numba's on-disk cache now,
+# so the first `alertbroker demo` or `run` does not spend ~100 s compiling without saying so.
+echo "compiling the Numba kernels into the on-disk cache (about 1-2 minutes the first time)..."
+python3 -m consumers.warm
