@@ -4,6 +4,15 @@
 ``mvn`` into a cache (once), formats a KRaft log dir (once) and starts the
 broker on 127.0.0.1 in the background. Every step is idempotent: ``start`` on
 a running broker only reports it.
+
+Besides PLAINTEXT on ``port`` (9092) the broker has a SASL_PLAINTEXT listener with
+SCRAM-SHA-512 on ``sasl_port`` (default ``port + 4``, 9096; ``port + 2`` is the compose
+stack's). Its user :data:`DEV_SASL_USER` / :data:`DEV_SASL_PASSWORD` (a development secret,
+published on purpose) is written into the KRaft metadata when the data dir is formatted
+(``StorageTool format --add-scram``). Formatting happens once per data dir, so the SCRAM data
+dir is versioned (``data-<port>-scram``): a data dir formatted by an older version is left alone,
+and a broker started by an older version runs without the SASL listener until it is
+restarted (``alertbroker dev kafka stop && alertbroker dev kafka start``).
 """
 
 from __future__ import annotations
@@ -17,6 +26,11 @@ import uuid
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
+#: The development SCRAM-SHA-512 user of the SASL_PLAINTEXT listener (not a secret: local use only).
+DEV_SASL_USER = "alertbroker"
+DEV_SASL_PASSWORD = "alertbroker-dev-secret"
+SASL_MECHANISM = "SCRAM-SHA-512"
+_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>alertbroker</groupId><artifactId>kafka-dev</artifactId><version>1</version>
@@ -31,10 +45,13 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 _PROPS = """process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},SASL_PLAINTEXT://127.0.0.1:{sport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sport}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={jaas}
 log.dirs={logs}
 num.partitions=4
 auto.create.topics.enable=true
@@ -82,21 +99,39 @@ def is_listening(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def start(port: int = 9092, controller_port: int | None = None, timeout: float = 90.0) -> str:
-    """Start the broker (idempotent). Returns its bootstrap address."""
+def sasl_port_for(port: int) -> int:
+    """Default port of the SASL_PLAINTEXT (SCRAM-SHA-512) listener of the broker on ``port``."""
+    return port + 4
+
+
+def data_dir(port: int, root: Path | None = None) -> Path:
+    """The broker's KRaft data dir (versioned: formatted with the SCRAM user)."""
+    return (root or home()) / f"data-{port}-scram"
+
+
+def start(port: int = 9092, controller_port: int | None = None, timeout: float = 90.0,
+          sasl_port: int | None = None) -> str:  # fmt: skip
+    """Start the broker (idempotent). Returns its bootstrap address.
+
+    The SASL_PLAINTEXT listener (SCRAM-SHA-512, user :data:`DEV_SASL_USER`) is on ``sasl_port``
+    (default :func:`sasl_port_for`); the controller on ``controller_port`` (default ``port + 1``).
+    """
     root = home()
     cport = controller_port or port + 1
+    sport = sasl_port or sasl_port_for(port)
     bootstrap = f"127.0.0.1:{port}"
     if is_listening(port):
         return bootstrap
     libs = ensure_jars(root)
-    data = root / f"data-{port}"
+    data = data_dir(port, root)
     props = root / f"server-{port}.properties"
-    props.write_text(_PROPS.format(port=port, cport=cport, logs=data))
+    props.write_text(_PROPS.format(port=port, cport=cport, sport=sport, jaas=_JAAS, logs=data))
     java = ["java", "-Xms256m", "-Xmx1g", "-cp", f"{libs}/*"]
     if not (data / "meta.properties").exists():
         cluster = uuid.uuid4().hex[:22]
-        cmd = [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster, "-c", str(props)]
+        scram = f"{SASL_MECHANISM}=[name={DEV_SASL_USER},password={DEV_SASL_PASSWORD}]"
+        cmd = [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster, "-c", str(props),
+               "--add-scram", scram]  # fmt: skip
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     log = open(root / f"kafka-{port}.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen([*java, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT,
@@ -131,7 +166,8 @@ def stop(port: int = 9092, wipe: bool = False, timeout: float = 30.0) -> bool:
             pass
         pidfile.unlink(missing_ok=True)
     if wipe:
-        shutil.rmtree(root / f"data-{port}", ignore_errors=True)
+        shutil.rmtree(data_dir(port, root), ignore_errors=True)
+        shutil.rmtree(root / f"data-{port}", ignore_errors=True)  # formatted by an older version
     return stopped
 
 
