@@ -8,9 +8,19 @@ alert is re-encoded (re-encoding costs 2.3x a decode). A reader holding the
 plain Rubin schema still reads it (schema resolution ignores the extra field),
 and so does any reader of the enriched schema.
 
-**Schema ids.** Enriched: ``ENRICHED_ID_BASE * ANNOTATIONS_MAJOR + input id``
-(v1 on Rubin 11.1 -> 1_001_101). Scores: ``SCORES_SCHEMA_ID``. Rubin ids are
-below 10,000, so the ranges never collide.
+**Schema ids.** Enriched: ``ENRICHED_ID_BASE * major + input id``
+(v2 on Rubin 11.1 -> 2_001_101; v1 was 1_001_101). Scores: ``SCORES_SCHEMA_ID``
+(2_000_001). Rubin ids are between 300 (3.0) and 10,000, so the ranges never collide.
+
+**Versions.** Each annotations major only appends fields (with defaults) to the one
+before, and each has its own enriched id, so a reader always knows the writer schema
+of a record from its id: records written with v1 still decode (the store derives the
+v1 enriched schema from id 1_00x_xxx), and a reader holding the v1 annotations schema
+reads v2 records by ordinary Avro schema resolution (the new fields are ignored).
+
+- v1.0: scores, photo-z, anomaly, host, counts, timestamps.
+- v2.0: ``solarSystem``, ``reliability`` (the alert's own real/bogus score) and
+  ``classificationState`` (why ``classifications`` is or is not there).
 """
 
 from __future__ import annotations
@@ -21,20 +31,27 @@ from typing import Any
 
 import fastavro
 
-ANNOTATIONS_VERSION = "1.0"
-ANNOTATIONS_MAJOR = 1
+ANNOTATIONS_VERSION = "2.0"
+ANNOTATIONS_MAJOR = 2
+#: Every annotations major a reader of this code understands (v1 outputs are still read).
+KNOWN_MAJORS: tuple[int, ...] = (1, 2)
 ENRICHED_ID_BASE = 1_000_000
-SCORES_SCHEMA_ID = 2_000_000 + ANNOTATIONS_MAJOR
+#: The scores record has not changed since v1: its id stays 2_000_001.
+SCORES_SCHEMA_ID = 2_000_001
+#: Lowest Rubin schema id (3.0): an "enriched" id whose base is below it is not one.
+_MIN_RUBIN_ID = 300
+
+#: ``classificationState`` values: why ``classifications`` is filled or null.
+STATE_CLASSIFIED = "classified"
+STATE_UNCLASSIFIED = "unclassified"  # too little information (fewer detections than the gate needs)
+STATE_SOLAR_SYSTEM = "solar_system"  # a moving object: no transient or variable class applies
+STATE_NO_MODEL = "no_model"  # no model configured, or the model declined to score this alert
+CLASSIFICATION_STATES = (STATE_CLASSIFIED, STATE_UNCLASSIFIED, STATE_SOLAR_SYSTEM, STATE_NO_MODEL)
 
 _TS = {"type": "long", "logicalType": "timestamp-millis"}
 _F = ["null", "float"]
 
-ANNOTATIONS_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "annotations",
-    "namespace": "alertbroker.v1",
-    "doc": "Added by alertbroker. Null score fields mean 'no prediction' (gate closed or no model).",
-    "fields": [
+_V1_FIELDS: list[dict[str, Any]] = [
         {"name": "schemaVersion", "type": "string", "doc": "Version of this annotations schema."},
         {"name": "brokerName", "type": "string"},
         {"name": "brokerVersion", "type": "string"},
@@ -64,8 +81,29 @@ ANNOTATIONS_SCHEMA: dict[str, Any] = {
         {"name": "nForced", "type": "int"},
         {"name": "ingestTimestamp", "type": _TS, "doc": "When the broker consumed the alert."},
         {"name": "processedTimestamp", "type": _TS, "doc": "When enrichment finished."},
-    ],
-}  # fmt: skip
+]  # fmt: skip
+
+_V2_FIELDS: list[dict[str, Any]] = [
+    {"name": "solarSystem", "type": "boolean", "default": False,
+     "doc": "The source is associated with a solar-system object (ssObjectId or ssSource set)."},
+    {"name": "reliability", "type": _F, "default": None,
+     "doc": "The alert's own real/bogus reliability score (diaSource.reliability), copied."},
+    {"name": "classificationState", "type": "string", "default": STATE_NO_MODEL,
+     "doc": "classified | unclassified (too little information) | solar_system | no_model."},
+]  # fmt: skip
+
+
+def annotations_schema(major: int = ANNOTATIONS_MAJOR) -> dict[str, Any]:
+    """The ``annotations`` record of version ``major`` (each version appends to the previous)."""
+    if major not in KNOWN_MAJORS:
+        raise ValueError(f"unknown annotations major {major}; known: {KNOWN_MAJORS}")
+    fields = copy.deepcopy(_V1_FIELDS) + (copy.deepcopy(_V2_FIELDS) if major >= 2 else [])
+    return {"type": "record", "name": "annotations", "namespace": f"alertbroker.v{major}",
+            "doc": "Added by alertbroker. Null score fields mean 'no prediction' (see classificationState).",
+            "fields": fields}  # fmt: skip
+
+
+ANNOTATIONS_SCHEMA: dict[str, Any] = annotations_schema(ANNOTATIONS_MAJOR)
 
 SCORES_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -97,24 +135,30 @@ _ANN_UNION = fastavro.parse_schema(["null", copy.deepcopy(ANNOTATIONS_SCHEMA)], 
 _SCORES = fastavro.parse_schema(copy.deepcopy(SCORES_SCHEMA), _write_hint=False, _force=True)
 
 
-def enriched_schema_id(input_id: int) -> int:
-    """Wire id of the enriched schema built on input schema ``input_id``."""
-    return ENRICHED_ID_BASE * ANNOTATIONS_MAJOR + input_id
+def enriched_schema_id(input_id: int, major: int = ANNOTATIONS_MAJOR) -> int:
+    """Wire id of the enriched schema (annotations version ``major``) built on input schema ``input_id``."""
+    return ENRICHED_ID_BASE * major + input_id
+
+
+def annotations_major(schema_id: int) -> int | None:
+    """The annotations major of an enriched id, or None if ``schema_id`` is not an enriched id."""
+    major, base = divmod(schema_id, ENRICHED_ID_BASE)
+    if schema_id == SCORES_SCHEMA_ID or major not in KNOWN_MAJORS or base < _MIN_RUBIN_ID:
+        return None
+    return major
 
 
 def base_schema_id(schema_id: int) -> int | None:
-    """The input schema id of an enriched id, or None if ``schema_id`` is not enriched."""
-    if schema_id // ENRICHED_ID_BASE == ANNOTATIONS_MAJOR:
-        return schema_id % ENRICHED_ID_BASE
-    return None
+    """The input schema id of an enriched id (any known version), or None if it is not enriched."""
+    return None if annotations_major(schema_id) is None else schema_id % ENRICHED_ID_BASE
 
 
-def enriched_definition(alert_definition: dict[str, Any]) -> dict[str, Any]:
-    """The enriched schema: the alert record with ``annotations`` appended last."""
+def enriched_definition(alert_definition: dict[str, Any], major: int = ANNOTATIONS_MAJOR) -> dict[str, Any]:
+    """The enriched schema: the alert record with ``annotations`` (version ``major``) appended last."""
     out = copy.deepcopy(alert_definition)
     out["fields"] = [*out["fields"], {
-        "name": "annotations", "type": ["null", copy.deepcopy(ANNOTATIONS_SCHEMA)], "default": None,
-        "doc": f"alertbroker annotations v{ANNOTATIONS_VERSION}",
+        "name": "annotations", "type": ["null", annotations_schema(major)], "default": None,
+        "doc": f"alertbroker annotations v{major}",
     }]  # fmt: skip
     return out
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from broker.annotations import ANNOTATIONS_VERSION
+from broker.annotations import ANNOTATIONS_VERSION, STATE_NO_MODEL
 
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
@@ -85,8 +85,9 @@ class AnnotationEncoder:
     def encode(
         self, probs: np.ndarray | None, photoz: np.ndarray | None, anomaly: float | None,
         host: HostAnnotation | None, n_det: int, n_forced: int, ingest_ms: int, processed_ms: int,
+        solar_system: bool = False, reliability: float | None = None, state: str = STATE_NO_MODEL,
     ) -> bytes:  # fmt: skip
-        """Encode one alert's annotations.
+        """Encode one alert's annotations (the current version, ``ANNOTATIONS_VERSION``).
 
         Parameters
         ----------
@@ -94,6 +95,8 @@ class AnnotationEncoder:
             Class probabilities in taxonomy order; None = no classification.
         photoz : ndarray, shape (8,), or None
             mean, sigma, mode, q05, q16, q50, q84, q95; None = no photo-z.
+        solar_system, reliability, state
+            The v2 fields: moving-object flag, the alert's own reliability, ``classificationState``.
         """
         parts = [self._prefix]
         if probs is None:
@@ -112,6 +115,7 @@ class AnnotationEncoder:
                 + _DOUBLE.pack(host.dec) + _FLOAT.pack(host.separation_arcsec) + _opt_float(host.dlr)
             )  # fmt: skip
         parts.append(zigzag(n_det) + zigzag(n_forced) + zigzag(ingest_ms) + zigzag(processed_ms))
+        parts.append((b"\x01" if solar_system else b"\x00") + _opt_float(reliability) + avro_string(state))
         return b"".join(parts)
 
 

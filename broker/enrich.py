@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from broker.annotations import base_schema_id, enriched_schema_id
+from broker.annotations import STATE_CLASSIFIED, base_schema_id, enriched_schema_id
 from broker.annotations_codec import AnnotationEncoder, HostAnnotation, ScoresEncoder
 from broker.batch import AlertBatch
 from broker.decode import BatchDecoder
 from broker.errors import EnrichmentFailed
+from broker.gates import ClassificationGate, is_solar_system
 from broker.predict import NullPredictor, Predictions, Predictor
 from broker.records import DeadLetter, EnrichResult, Output
 from broker.wire import HEADER_SIZE, frame
@@ -53,6 +54,7 @@ class Enricher:
     broker_version: str = "0"
     scores: bool = True
     host_catalog_name: str = "hosts"
+    gate: ClassificationGate = field(default_factory=ClassificationGate)
 
     def __post_init__(self) -> None:
         p = self.predictor
@@ -124,17 +126,25 @@ class Enricher:
         src_ids, obj_ids = t["diaSourceId"].tolist(), t["diaObjectId"].tolist()
         ras, decs, mjds = t["ra"].tolist(), t["dec"].tolist(), t["mjd"].tolist()
         lc = batch.lightcurves
-        det = lc.count_per_alert(lc.is_detection).tolist()
-        lens = lc.lengths().tolist()
+        det_arr = lc.count_per_alert(lc.is_detection)
+        det, lens = det_arr.tolist(), lc.lengths().tolist()
+        solar = is_solar_system(t).tolist()
+        rel = t["reliability"].tolist()
+        has_probs = np.zeros(len(t), bool) if preds.probs is None else np.isfinite(preds.probs).all(axis=1)
+        states = self.gate.states(t, det_arr, has_probs)
         processed = _now_ms()
         enc, senc = self.annotations.encode, self.scores_encoder.encode
         for k in np.flatnonzero(ok).tolist():
             i = int(index[k])
-            probs = _row(preds.probs, k)
+            probs = _row(preds.probs, k) if states[k] == STATE_CLASSIFIED else None
             pz = _row(preds.photoz, k)
             an = None if preds.anomaly is None or math.isnan(preds.anomaly[k]) else float(preds.anomaly[k])
             host = preds.hosts[k] if preds.hosts is not None else None
-            ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed)
+            if solar[k]:  # a moving object: no transient class, no host redshift, no anomaly to flag
+                pz, an, host = None, None, None
+            reliability = None if math.isnan(rel[k]) else rel[k]
+            ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed, solar[k], reliability,
+                      states[k])  # fmt: skip
             raw = values[i]
             assert raw is not None
             sid = int(sids[k])

@@ -4,14 +4,15 @@ Columns (one row per alert; 64-bit ids stay int64 here and become strings in JSO
 
 ``diaSourceId, diaObjectId, ra, dec, mjd, band, snr, reliability, n_det, n_forced, schema,
 best_class, best_class_id, best_prob, p_<classId>..., photoz_mean, photoz_sigma, photoz_q05,
-photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, sparkline, _index``
+photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, solar_system, classification_state,
+sparkline, _index``
 
-Score columns are null where the annotation is null (no model, or its gate closed).
+Score columns are null where the annotation is null; ``classification_state`` says why
+(``classified``, ``unclassified``, ``solar_system``, ``no_model``; null for v1 records).
 """
 
 from __future__ import annotations
 
-import copy
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -20,22 +21,26 @@ import fastavro
 import numpy as np
 import polars as pl
 
-from broker.annotations import ANNOTATIONS_SCHEMA, SCORES_SCHEMA_ID
+from broker.annotations import ANNOTATIONS_MAJOR, KNOWN_MAJORS, SCORES_SCHEMA_ID, annotations_major, annotations_schema
 from broker.batch import BANDS, LightCurves
 from broker.decode import DecodeResult
-from broker.wire import version_for_schema_id
+from broker.wire import parse_header, version_for_schema_id
 
-_ANN = fastavro.parse_schema(["null", copy.deepcopy(ANNOTATIONS_SCHEMA)], _write_hint=False, _force=True)
+#: A parsed ``["null", annotations]`` union per annotations version: records are read with
+#: the schema they were written with (their enriched id says which).
+_ANN = {m: fastavro.parse_schema(["null", annotations_schema(m)], _write_hint=False, _force=True)
+        for m in KNOWN_MAJORS}  # fmt: skip
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
 def read_annotations(value: bytes, at: int) -> dict[str, Any] | None:
-    """Decode the ``annotations`` field that starts at byte ``at`` of an enriched message."""
+    """Decode the ``annotations`` field that starts at byte ``at`` of an enriched wire-format message."""
     if at < 0:
         return None
+    major = annotations_major(parse_header(value)) or ANNOTATIONS_MAJOR
     bio = io.BytesIO(value)
     bio.seek(at)
-    return fastavro.schemaless_reader(bio, _ANN, None)  # type: ignore[return-value]
+    return fastavro.schemaless_reader(bio, _ANN[major], None)  # type: ignore[return-value]
 
 
 def sparkline(lc: LightCurves, k: int, width: int = 16) -> str:
@@ -71,6 +76,8 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
     best: list[tuple[str | None, int | None, float | None]] = []
     rows: dict[str, list[Any]] = {c: [] for c in ("photoz_mean", "photoz_sigma", "photoz_q05", "photoz_q50",
                                                   "photoz_q95", "anomaly_score", "host_id", "host_sep_arcsec")}
+    solar = [None if a is None else a.get("solarSystem") for a in anns]
+    state = [None if a is None else a.get("classificationState") for a in anns]
     for k, a in enumerate(anns):
         cl = (a or {}).get("classifications") or []
         for c in cl:
@@ -91,6 +98,8 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
         cols[f"p_{cid}"] = pl.Series(probs[cid], dtype=pl.Float64)
     for name, v in rows.items():
         cols[name] = pl.Series(v, dtype=pl.Utf8 if name == "host_id" else pl.Float64)
+    cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
+    cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)
     cols["sparkline"] = [sparkline(lc, k) for k in range(n)]
     cols["_index"] = res.index  # position in ``values``, to forward the original bytes
     return pl.DataFrame(cols).filter(pl.Series(res.schema_ids != SCORES_SCHEMA_ID))  # alerts only

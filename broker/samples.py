@@ -126,14 +126,26 @@ def filled_alert(
     return rec  # type: ignore[no-any-return]
 
 
+def _not_solar_system(rec: dict[str, Any]) -> dict[str, Any]:
+    """Clear the solar-system links that :func:`filled_alert` fills (``ssObjectId``, ``ssSource``...)."""
+    for src in [rec.get("diaSource") or {}, *(rec.get("prvDiaSources") or [])]:
+        if "ssObjectId" in src:
+            src["ssObjectId"] = 0  # "no moving object" in every schema version (nullable or not)
+    for key in ("ssSource", "ssObject", "mpc_orbits"):
+        if rec.get(key) is not None:
+            rec[key] = None
+    return rec
+
+
 def stream(n: int, n_history: int = 3, seed: int = 0, schema: AlertSchema | None = None) -> list[bytes]:
     """``n`` wire-format alerts with distinct ``diaSourceId`` = 1..n, for end-to-end tests.
 
     One filled template is re-encoded with new ids, object ids (n // 3 objects) and times.
+    The template is a transient, not a moving object: its solar-system links are cleared.
     """
     if schema is None:
         schema = load_local(*local_versions()[-1])
-    base = filled_alert(schema, n_history, seed)
+    base = _not_solar_system(filled_alert(schema, n_history, seed))
     out = []
     for k in range(1, n + 1):
         rec = dict(base)

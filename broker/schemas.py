@@ -21,9 +21,11 @@ from typing import Any
 import fastavro
 
 from broker.annotations import (
+    ENRICHED_ID_BASE,
+    KNOWN_MAJORS,
     SCORES_SCHEMA,
     SCORES_SCHEMA_ID,
-    base_schema_id,
+    annotations_major,
     enriched_definition,
     enriched_schema_id,
 )
@@ -163,7 +165,9 @@ class SchemaStore:
             for known in self.known_ids():
                 plain = self.get(known).definition
                 self._fingerprints[_fingerprint(plain)] = known
-                self._fingerprints[_fingerprint(enriched_definition(plain))] = enriched_schema_id(known)
+                for major in KNOWN_MAJORS:  # our own enriched containers, of every annotations version
+                    fp_e = _fingerprint(enriched_definition(plain, major))
+                    self._fingerprints[fp_e] = enriched_schema_id(known, major)
             self._fingerprints[_fingerprint(SCORES_SCHEMA)] = SCORES_SCHEMA_ID
         found = self._fingerprints.get(fp)
         if found is None:
@@ -189,9 +193,10 @@ class SchemaStore:
             return schema
         if schema_id == SCORES_SCHEMA_ID:
             return self.register(schema_id, copy.deepcopy(SCORES_SCHEMA))
-        base = base_schema_id(schema_id)
-        if base is not None and base != schema_id:  # an enriched schema: derive it from its input
-            return self.register(schema_id, enriched_definition(self.get(base).definition))
+        major = annotations_major(schema_id)
+        if major is not None:  # an enriched schema (any known version): derive it from its input
+            base = self.get(schema_id % ENRICHED_ID_BASE).definition
+            return self.register(schema_id, enriched_definition(base, major))
         if self._resolver is not None and schema_id not in self._unknown:
             text = self._resolver(schema_id)
             if text is not None:

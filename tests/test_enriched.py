@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from broker.annotations import (
+    ANNOTATIONS_VERSION,
     SCORES_SCHEMA,
     base_schema_id,
     decode_scores,
@@ -83,14 +84,16 @@ def test_predictions_land_in_annotations_and_scores(store: SchemaStore) -> None:
     assert sc["photozMean"] == pytest.approx(0.0) and sc["photozSigma"] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("probs,photoz,anomaly,host", list(itertools.product(
+@pytest.mark.parametrize("probs,photoz,anomaly,host,v2", list(itertools.product(
     [None, np.array([0.1, 0.9])], [None, np.linspace(0.1, 0.8, 8)], [None, 3.5, float("nan")],
-    [None, HostAnnotation("c", "7", 1.0, 2.0, 0.3, None), HostAnnotation("c", "7", 1.0, 2.0, 0.3, 2.0)])))
-def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host) -> None:  # type: ignore[no-untyped-def]
+    [None, HostAnnotation("c", "7", 1.0, 2.0, 0.3, None), HostAnnotation("c", "7", 1.0, 2.0, 0.3, 2.0)],
+    [(False, None, "no_model"), (True, 0.25, "solar_system"), (False, float("nan"), "classified")])))
+def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host, v2) -> None:  # type: ignore[no-untyped-def]
     enc = AnnotationEncoder("b", "1.2", "m", None, "tax", (1, 2), ("one", "two"))
-    got = enc.encode(probs, photoz, anomaly, host, 5, 7, 1_700_000_000_123, 1_700_000_000_456)
+    solar, rel, state = v2
+    got = enc.encode(probs, photoz, anomaly, host, 5, 7, 1_700_000_000_123, 1_700_000_000_456, solar, rel, state)
     want = encode_annotations({
-        "schemaVersion": "1.0", "brokerName": "b", "brokerVersion": "1.2", "modelName": "m", "modelVersion": None,
+        "schemaVersion": ANNOTATIONS_VERSION, "brokerName": "b", "brokerVersion": "1.2", "modelName": "m", "modelVersion": None,
         "taxonomy": "tax",
         "classifications": None if probs is None else [
             {"classId": 1, "className": "one", "probability": 0.1}, {"classId": 2, "className": "two",
@@ -101,6 +104,7 @@ def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host) -> None:  #
         "host": None if host is None else {"catalog": "c", "galaxyId": "7", "ra": 1.0, "dec": 2.0,
                                            "separationArcsec": 0.3, "dlr": host.dlr},
         "nDetections": 5, "nForced": 7, "ingestTimestamp": 1_700_000_000_123, "processedTimestamp": 1_700_000_000_456,
+        "solarSystem": solar, "reliability": None if rel is None or rel != rel else rel, "classificationState": state,
     })  # fmt: skip
     assert got == want
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.annotations import enriched_schema_id
 from broker.container import ContainerWriter
 from broker.samples import stream
 from broker.schemas import SchemaStore
@@ -59,7 +60,7 @@ def test_replay_then_worker_delivers_every_alert_exactly_once(kafka_bootstrap: s
     got = read_topic(kafka_bootstrap, dst, expect=N)
     ids = _ids(got)
     assert len(ids) == N and set(ids) == set(range(1, N + 1)), "every diaSourceId exactly once"
-    assert {parse_header(m.value()) for m in got} == {1_001_101}
+    assert {parse_header(m.value()) for m in got} == {enriched_schema_id(1101)}
     # keyed by diaObjectId: one object's alerts share a partition
     parts: dict[bytes, set[int]] = {}
     for m in got:

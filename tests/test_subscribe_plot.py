@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from broker.annotations import enriched_schema_id
 from broker.annotations_codec import HostAnnotation
 from broker.container import ContainerWriter
 from broker.decode import BatchDecoder
@@ -40,7 +41,7 @@ def enriched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = SchemaStore()
     values = [o.value for o in Enricher(BatchDecoder(store), TwoClass()).enrich(stream(40, seed=4)).outputs]
     d = tmp_path_factory.mktemp("enriched")
-    w = ContainerWriter(d / "enriched-1001101.avro", store.get(1_001_101).definition)
+    w = ContainerWriter(d / "enriched-2001101.avro", store.get(enriched_schema_id(1101)).definition)
     w.write_block([v[HEADER_SIZE:] for v in values])
     w.close()
     return d
