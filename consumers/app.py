@@ -15,6 +15,7 @@ from broker.predict import NullPredictor, Predictor
 from broker.schemas import SchemaStore
 from broker.settings import Settings
 from consumers.eos import ExactlyOnceRunner, default_transactional_id
+from consumers.kafka_clients import client_conf, producer_conf
 from consumers.runner import Runner
 from consumers.sinks import AvroDirSink, DLQFileSink, KafkaSink, Sink, make_producer
 from consumers.sources import FileSource, KafkaSource, Source
@@ -32,15 +33,11 @@ def make_store(settings: Settings) -> SchemaStore:
     return SchemaStore()
 
 
-def _kafka_conf(settings: Settings, uri: KafkaURI) -> dict[str, Any]:
-    return {**settings.kafka.librdkafka(), "bootstrap.servers": uri.bootstrap, **uri.params}
-
-
 def make_sink(uri: str, settings: Settings, store: SchemaStore, kind: str, producer: Any = None) -> Sink:
     """A sink for ``uri``; ``kind`` is ``enriched``, ``scores`` or ``dlq``; ``producer`` is shared if given."""
     parsed = parse_uri(uri)
     if isinstance(parsed, KafkaURI):
-        return KafkaSink(_kafka_conf(settings, parsed), parsed.topic, producer)
+        return KafkaSink(producer_conf(settings, parsed), parsed.topic, producer)
     assert isinstance(parsed, FileURI)
     if kind == "dlq":
         return DLQFileSink(parsed.path)
@@ -92,7 +89,7 @@ def _transactional_producer(source: str, sink: str, dlq: str | None, scores: str
     tid = settings.transactional_id or default_transactional_id(settings.kafka.group_id)
     first = uris[1]
     assert isinstance(first, KafkaURI)
-    return make_producer({**_kafka_conf(settings, first), "transactional.id": tid})
+    return make_producer(producer_conf(settings, first, transactional_id=tid))
 
 
 def build_runner(
@@ -124,7 +121,7 @@ def build_runner(
     parsed = parse_uri(source)
     src: Source
     if isinstance(parsed, KafkaURI):
-        conf = {**settings.kafka.consumer_group(), **_kafka_conf(settings, parsed)}
+        conf = client_conf(settings, parsed, defaults=settings.kafka.consumer_group())
         if exactly_once:
             conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
         src = KafkaSource(conf, parsed.topic.split(","), metrics, on_revoke=lambda: runner_box[0].drain())

@@ -41,6 +41,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Replay an archive into Kafka."""
     from broker.decode import BatchDecoder
     from consumers.app import make_store
+    from consumers.kafka_clients import producer_conf
     from consumers.replay import replay
     from consumers.uri import KafkaURI, parse_uri
 
@@ -48,7 +49,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not isinstance(target, KafkaURI):
         raise SystemExit("--to must be a kafka:// URI")
     settings = _settings(args)
-    conf = {**settings.kafka.librdkafka(), "bootstrap.servers": target.bootstrap, **target.params}
+    conf = producer_conf(settings, target, defaults={"linger.ms": 20})  # security settings included
     out = replay(args.archive, conf, target.topic, BatchDecoder(make_store(settings)), rate=args.rate,
                  speedup=args.speedup, limit=args.limit, progress=not args.quiet)  # fmt: skip
     print(json.dumps(out))
@@ -60,7 +61,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from consumers.app import make_store
     from consumers.inspect_cmd import inspect
 
-    for line in inspect(args.target, make_store(_settings(args)), args.limit, args.timeout):
+    settings = _settings(args)
+    for line in inspect(args.target, make_store(settings), args.limit, args.timeout, settings):
         print(line)
     return 0
 
@@ -139,14 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--speedup", type=float, help="keep the visit cadence, this many times faster")
     p.add_argument("--limit", type=int)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--config")
+    p.add_argument("--config", help="TOML settings file, e.g. Kafka security (env ALERTBROKER__... overrides it)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("inspect", help="one JSON line per alert of a path or kafka:// topic")
     p.add_argument("target")
     p.add_argument("--limit", type=int)
     p.add_argument("--timeout", type=float, default=5.0, help="kafka: stop after this many idle seconds")
-    p.add_argument("--config")
+    p.add_argument("--config", help="TOML settings file, e.g. Kafka security (env ALERTBROKER__... overrides it)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("dev", help="development helpers")
@@ -214,12 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from broker.settings import ConfigError
+    from consumers.kafka_clients import KafkaAuthenticationError
 
     try:
         return int(args.func(args))
     except ConfigError as e:  # a bad config file or variable: one clear line, no traceback
         print(f"alertbroker: config error: {e}", file=sys.stderr)
         return 2
+    except KafkaAuthenticationError as e:  # a refused login: one clear line, no endless retry
+        print(f"alertbroker {args.command}: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from broker.decode import BatchDecoder
 from broker.filters import AlertFilter, Moc, compile_filter
 from broker.flatten import flatten
 from broker.schemas import SchemaStore
+from broker.settings import Settings
 from consumers.archive import iter_archive
 from consumers.uri import KafkaURI, parse_uri
 
@@ -51,18 +51,23 @@ class Subscription:
     group : str, optional
         Consumer group; required for ``start="committed"``.
     conf : dict, optional
-        Extra librdkafka settings (security...).
+        Extra librdkafka settings, above ``settings`` (the URI's ``?params`` come last).
+    settings : Settings, optional
+        Kafka bootstrap and security settings (SASL, TLS, ``[kafka.extra]``); default: from the
+        environment (``ALERTBROKER__KAFKA__...``). A fresh group is named ``<kafka.group_id>-subscribe-<random>``.
     """
 
     def __init__(self, uri: str, where: str | None = None, cone: tuple[float, float, float] | None = None,
                  moc: Moc | None = None, start: str | int = "latest", group: str | None = None,
-                 conf: dict[str, Any] | None = None, batch_size: int = 500) -> None:  # fmt: skip
+                 conf: dict[str, Any] | None = None, batch_size: int = 500,
+                 settings: Settings | None = None) -> None:  # fmt: skip
         if start == "committed" and group is None:
             raise ValueError("start='committed' needs a group")
         self.target = parse_uri(uri)
         self.filter: AlertFilter = compile_filter(where, cone, moc)
         self.decoder = BatchDecoder(SchemaStore())
         self.start, self.group, self.conf, self.batch_size = start, group, conf or {}, batch_size
+        self.settings = settings if settings is not None else Settings.load()
 
     def _raw_batches(self, idle_timeout: float | None) -> Iterator[list[bytes]]:
         if not isinstance(self.target, KafkaURI):
@@ -79,12 +84,15 @@ class Subscription:
         yield from self._kafka(self.target, idle_timeout)
 
     def _kafka(self, target: KafkaURI, idle_timeout: float | None) -> Iterator[list[bytes]]:
-        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+
+        from consumers.kafka_clients import fresh_group, make_consumer
 
         reset = "earliest" if self.start == "earliest" else "latest"
-        group = self.group or f"alertbroker-subscribe-{uuid.uuid4().hex[:12]}"
-        c = Consumer({"bootstrap.servers": target.bootstrap, "group.id": group, "auto.offset.reset": reset,
-                      "enable.auto.commit": self.group is not None, **self.conf, **target.params})  # fmt: skip
+        group = self.group or fresh_group(self.settings, "subscribe")
+        c = make_consumer(self.settings, target, overrides=self.conf,
+                          defaults={"group.id": group, "auto.offset.reset": reset,
+                                    "enable.auto.commit": self.group is not None})  # fmt: skip
         ts = start_millis(self.start)
 
         def on_assign(consumer: Any, parts: list[Any]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ from broker.decode import BatchDecoder
 from broker.decode_ref import read_message
 from broker.errors import AlertError
 from broker.schemas import SchemaStore
+from broker.settings import Settings
 from broker.wire import version_for_schema_id
 from consumers.archive import iter_archive
 from consumers.uri import KafkaURI, parse_uri
@@ -44,17 +44,22 @@ def describe(value: bytes | None, store: SchemaStore) -> dict[str, Any]:
     return out
 
 
-def iter_values(target: str, store: SchemaStore, limit: int | None, timeout: float) -> Iterator[bytes | None]:
-    """Message values from a path or a ``kafka://`` URI (read from the beginning, own group)."""
+def iter_values(target: str, store: SchemaStore, limit: int | None, timeout: float,
+                settings: Settings | None = None) -> Iterator[bytes | None]:  # fmt: skip
+    """Message values from a path or a ``kafka://`` URI (read from the beginning, own group).
+
+    ``settings`` (default: from the environment) give the Kafka security settings.
+    """
     parsed = parse_uri(target)
     if not isinstance(parsed, KafkaURI):
         for m in iter_archive(parsed.path, BatchDecoder(store)):
             yield m.value
         return
-    from confluent_kafka import Consumer
+    from consumers.kafka_clients import fresh_group, make_consumer
 
-    c = Consumer({"bootstrap.servers": parsed.bootstrap, "group.id": f"alertbroker-inspect-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False, **parsed.params})  # fmt: skip
+    settings = settings or Settings.load()
+    c = make_consumer(settings, parsed, defaults={"group.id": fresh_group(settings, "inspect"),
+                                                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([parsed.topic])
     n, last = 0, time.monotonic()
     try:
@@ -69,9 +74,10 @@ def iter_values(target: str, store: SchemaStore, limit: int | None, timeout: flo
         c.close()
 
 
-def inspect(target: str, store: SchemaStore, limit: int | None = None, timeout: float = 5.0) -> Iterator[str]:
-    """JSON lines describing the alerts at ``target``."""
-    for k, v in enumerate(iter_values(target, store, limit, timeout)):
+def inspect(target: str, store: SchemaStore, limit: int | None = None, timeout: float = 5.0,
+            settings: Settings | None = None) -> Iterator[str]:  # fmt: skip
+    """JSON lines describing the alerts at ``target`` (``settings``: Kafka security, default from the environment)."""
+    for k, v in enumerate(iter_values(target, store, limit, timeout, settings)):
         if limit is not None and k >= limit:
             return
         yield json.dumps(describe(v, store), default=str)

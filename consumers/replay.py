@@ -39,6 +39,8 @@ def replay(path: str, producer_conf: dict[str, Any], topic: str, decoder: BatchD
 
     Parameters
     ----------
+    producer_conf : dict
+        librdkafka settings, from :func:`consumers.kafka_clients.producer_conf` (bootstrap and security).
     rate : float, optional
         Messages per second.
     speedup : float, optional
@@ -46,7 +48,7 @@ def replay(path: str, producer_conf: dict[str, Any], topic: str, decoder: BatchD
     limit : int, optional
         Stop after this many messages.
     """
-    from confluent_kafka import Producer
+    from consumers.kafka_clients import new_producer
 
     msgs = [m for m in iter_archive(path, decoder)]
     unreadable = sum(1 for m in msgs if m.value is None)
@@ -54,8 +56,7 @@ def replay(path: str, producer_conf: dict[str, Any], topic: str, decoder: BatchD
     order, mjd, keys = order_for_replay(msgs, decoder)
     if limit is not None:
         order = order[:limit]
-    prod = Producer({"linger.ms": 20, "message.max.bytes": 16 * 1024 * 1024, **producer_conf,
-                     "enable.idempotence": True, "acks": "all"})  # fmt: skip
+    prod = new_producer({"linger.ms": 20, **producer_conf})  # idempotent, acks=all
     failed: list[str] = []
 
     def cb(err: Any, _m: Any) -> None:

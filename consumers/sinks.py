@@ -41,11 +41,13 @@ class Sink(Protocol):
 
 
 def make_producer(conf: dict[str, Any]) -> Any:
-    """An idempotent producer (acks=all); ``transactional.id`` in ``conf`` makes it transactional."""
-    from confluent_kafka import Producer
+    """An idempotent producer (acks=all); ``transactional.id`` in ``conf`` makes it transactional.
 
-    return Producer({"linger.ms": 10, "message.max.bytes": 16 * 1024 * 1024, "compression.type": "lz4", **conf,
-                     "enable.idempotence": True, "acks": "all"})  # fmt: skip
+    ``conf`` comes from :func:`consumers.kafka_clients.producer_conf` (security settings included).
+    """
+    from consumers.kafka_clients import new_producer
+
+    return new_producer(conf)
 
 
 class KafkaSink:

@@ -65,13 +65,13 @@ class KafkaSource:
 
     def __init__(self, conf: dict[str, Any], topics: list[str], metrics: Metrics | None = None,
                  on_revoke: Callable[[], None] | None = None) -> None:  # fmt: skip
-        from confluent_kafka import Consumer
+        from consumers.kafka_clients import new_consumer
 
         full = {"enable.auto.commit": True, "auto.commit.interval.ms": 250, "statistics.interval.ms": 5000,
                 **conf, "enable.auto.offset.store": False}  # fmt: skip
         self.metrics = metrics
         self._on_revoke = on_revoke
-        self.consumer = Consumer(full, stats_cb=self._stats)
+        self.consumer = new_consumer(full, stats_cb=self._stats)
         self.consumer.subscribe(topics, on_revoke=self._revoked, on_lost=self._lost)
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:

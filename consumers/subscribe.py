@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import polars as pl
 
 from broker.filters import Moc
+from broker.settings import Settings
 from consumers.client import Subscription
 
 _TABLE = "{mjd:>11} {diaSourceId:>20} {band:>4} {best_class:>14} {best_prob:>5} {photoz:>12} {anomaly:>7} {spark}"
@@ -81,12 +82,14 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     ap.add_argument("--to", help="forward matching alerts (original bytes) to kafka://host:port/topic")
     ap.add_argument("--idle-timeout", type=float, help="stop after this many seconds without messages")
     ap.add_argument("--limit", type=int, help="stop after this many matching alerts")
+    ap.add_argument("--config", help="TOML settings file, e.g. Kafka security (env ALERTBROKER__... overrides it)")
     a = ap.parse_args(argv)
+    settings = Settings.load(a.config)
     cone = tuple(float(x) for x in a.cone.split(",")) if a.cone else None
     sub = Subscription(a.target, where=a.where, cone=cone, moc=Moc.load(a.moc) if a.moc else None,  # type: ignore[arg-type]
-                       start=a.start, group=a.group)  # fmt: skip
+                       start=a.start, group=a.group, settings=settings)  # fmt: skip
     roller = ParquetRoller(a.parquet, a.roll_s) if a.parquet else None
-    producer, topic = _forwarder(a.to)
+    producer, topic = _forwarder(a.to, settings)
     n = 0
     if a.format == "table":
         head = _TABLE.format(mjd="mjd", diaSourceId="diaSourceId", band="band", best_class="class",
@@ -117,13 +120,13 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def _forwarder(uri: str | None) -> tuple[Any, str]:
+def _forwarder(uri: str | None, settings: Settings) -> tuple[Any, str]:
     if uri is None:
         return None, ""
-    from consumers.sinks import make_producer
+    from consumers.kafka_clients import make_producer
     from consumers.uri import KafkaURI, parse_uri
 
     target = parse_uri(uri)
     if not isinstance(target, KafkaURI):
         raise SystemExit("--to must be a kafka:// URI")
-    return make_producer({"bootstrap.servers": target.bootstrap, **target.params}), target.topic
+    return make_producer(settings, target), target.topic
