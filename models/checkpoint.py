@@ -5,14 +5,17 @@ A checkpoint is one dict of primitive containers and tensors::
     format            "alertbroker-multimodal"
     format_version    1
     token_layout      broker.tokens.TOKEN_LAYOUT_VERSION at training time
-    config            ModelConfig.to_dict()
+    config            ModelConfig.to_dict(), including encoder.feature_names: the ordered
+                      registry names of the summary features the model reads
     taxonomy          {"name": str, "class_ids": [int], "class_names": [str]}
     metrics           {str: float}
     data_hash         str (SHA-256 prefix of the training tokens and targets)
     train             {str: int | float | str} (training settings, command line)
     state_dict        {str: Tensor} (weights, calibration and anomaly buffers)
 
-Loading refuses a checkpoint written for another token layout.
+Loading refuses a checkpoint written for another token layout, and one whose feature
+names are missing (written before the feature contract: see :func:`upgrade_feature_names`)
+or name a feature that the registry no longer defines.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from broker.features.registry import FEATURE_NAMES
 from broker.tokens import TOKEN_LAYOUT_VERSION
 from models.model import ModelConfig, MultimodalModel
 
@@ -69,8 +73,41 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
         raise ValueError(f"{path}: not an {FORMAT} checkpoint")
     if ck["token_layout"] != TOKEN_LAYOUT_VERSION:
         raise ValueError(f"{path}: token layout {ck['token_layout']} != {TOKEN_LAYOUT_VERSION}")
-    model = MultimodalModel(ModelConfig.from_dict(ck["config"]))
+    if "feature_names" not in ck["config"].get("encoder", {}):
+        raise ValueError(f"{path}: the checkpoint does not record its summary-feature names; upgrade it "
+                         "with models.checkpoint.upgrade_feature_names (python -m models.checkpoint PATH)")
+    try:
+        cfg = ModelConfig.from_dict(ck["config"])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+    model = MultimodalModel(cfg)
     model.load_state_dict(ck["state_dict"])
     model.to(device).eval()
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
     return model, meta
+
+
+def upgrade_feature_names(path: str | Path, out: str | Path | None = None) -> Path:
+    """Record the feature names of a checkpoint written before they were stored.
+
+    Such a model read the first ``n_features`` registry features by position (ids past it were
+    dropped): this writes exactly that, by name, so that later registry changes are caught
+    instead of shifting its inputs. Idempotent.
+    """
+    ck = torch.load(Path(path), map_location="cpu", weights_only=True)
+    enc = ck["config"]["encoder"]
+    if "feature_names" not in enc:
+        n = int(enc["n_features"])
+        enc["feature_names"] = list(FEATURE_NAMES[:n])
+        ck.setdefault("train", {})["feature_names_upgrade"] = (
+            f"legacy checkpoint: read registry features 0..{n - 1} by position; names recorded")
+    target = Path(out or path)
+    torch.save(ck, target)
+    return target
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:]:
+        print(f"feature names recorded in {upgrade_feature_names(arg)}")

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from broker.features.registry import FEATURE_INDEX, FEATURE_NAMES
 from broker.tokens import HOST_KIND_DLR, HOST_KIND_MAG, HOST_KIND_SEP
 
 
@@ -48,7 +49,12 @@ class EncoderConfig:
     n_heads : int
         Attention heads (cross and self).
     n_features : int
-        Number of summary-feature ids (``F``).
+        Number of summary features the model reads (``F``); must equal ``len(feature_names)``.
+    feature_names : tuple of str
+        The summary features the model reads, in slot order, by registry name
+        (:data:`broker.features.registry.FEATURE_NAMES`; all of them by default). Tokens
+        are matched to slots by name through the registry, never by position, and a
+        checkpoint stores the names, so a registry change cannot silently shift inputs.
     n_fourier : int
         Fourier frequencies used to embed light-curve ``dt``.
     feat_group : int
@@ -62,14 +68,30 @@ class EncoderConfig:
     n_latents: int = 16
     n_blocks: int = 2
     n_heads: int = 4
-    n_features: int = 243
+    n_features: int = len(FEATURE_NAMES)
     n_fourier: int = 8
     feat_group: int = 16
     dropout: float = 0.0
+    feature_names: tuple[str, ...] = FEATURE_NAMES
 
-    def to_dict(self) -> dict[str, int | float]:
+    def __post_init__(self) -> None:
+        # Why: the encoder once read 243 of 291 features because n_features was a literal and
+        # ids past it were dropped without a word. The names are now the contract; the count
+        # is derived from them and a disagreement is an error, not a truncation.
+        names = tuple(self.feature_names)
+        object.__setattr__(self, "feature_names", names)
+        if self.n_features != len(names):
+            raise ValueError(f"n_features={self.n_features} but {len(names)} feature_names: the names are the "
+                             "contract (a checkpoint written before they were stored must be upgraded)")
+        unknown = [n for n in names if n not in FEATURE_INDEX]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"feature_names must be distinct registry features; unknown: {unknown[:5]}")
+
+    def to_dict(self) -> dict[str, int | float | list[str]]:
         """Plain dict (for checkpoints)."""
-        return asdict(self)
+        d = asdict(self)
+        d["feature_names"] = list(self.feature_names)
+        return d
 
 
 class Attention(nn.Module):
@@ -142,6 +164,7 @@ class TokenEmbedding(nn.Module):
     freqs: Tensor
     feat_mean: Tensor
     feat_std: Tensor
+    feat_slot: Tensor
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
@@ -160,6 +183,11 @@ class TokenEmbedding(nn.Module):
         self.feat_b = nn.Parameter(torch.zeros(self.n_groups, d))
         self.register_buffer("feat_mean", torch.zeros(cfg.n_features))
         self.register_buffer("feat_std", torch.ones(cfg.n_features))
+        # registry id -> model slot (-1: not read). Derived from the names, so not saved.
+        slot = torch.full((len(FEATURE_NAMES),), -1, dtype=torch.long)
+        for j, name in enumerate(cfg.feature_names):
+            slot[FEATURE_INDEX[name]] = j
+        self.register_buffer("feat_slot", slot, persistent=False)
         nn.init.normal_(self.type_emb, std=0.02)
 
     def lc(self, lc: Tensor) -> Tensor:
@@ -182,15 +210,18 @@ class TokenEmbedding(nn.Module):
         return self.host_lin(x) + self.kind_emb(kind) + self.band_emb(band) + self.type_emb[1]
 
     def feat(self, feat: Tensor, feat_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """(n, F, 2), (n, F) -> group tokens (n, G, d) and their mask (n, G).
+        """(n, T, 2), (n, T) -> group tokens (n, G, d) and their mask (n, G).
 
-        Tokens are matched to features by their ``feature_id`` field; ids beyond
-        ``n_features`` are ignored.
+        A token's ``feature_id`` is a registry id; it is mapped to the model's slot by name
+        (``feat_slot``). Features the model does not read (none, for a model built on the
+        whole registry) are masked, and the predictor says which ones at load time.
         """
         n, nf = feat_mask.shape
-        n_all = self.feat_mean.shape[0]
-        fid = feat[..., 0].long().clamp(0, n_all - 1)
-        m = feat_mask & (feat[..., 0] < n_all)
+        n_reg = self.feat_slot.shape[0]
+        rid = feat[..., 0].long()
+        slot = self.feat_slot[rid.clamp(0, n_reg - 1)]
+        m = feat_mask & (rid >= 0) & (rid < n_reg) & (slot >= 0)
+        fid = slot.clamp(min=0)
         v = ((feat[..., 1] - self.feat_mean[fid]) / self.feat_std[fid]).clamp(-8.0, 8.0)
         v = torch.where(m, v, torch.zeros_like(v))
         slots = self.n_groups * self.group

@@ -43,7 +43,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         """Plain nested dict (checkpoint-safe)."""
-        return asdict(self)
+        d = asdict(self)
+        d["encoder"] = self.encoder.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:

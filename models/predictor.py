@@ -15,6 +15,7 @@ under bf16 autocast; on CPU the torch thread count is ``threads``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,13 @@ import numpy as np
 import torch
 
 from broker.batch import AlertBatch
+from broker.features.registry import FEATURE_NAMES
 from broker.predict import Predictions
 from broker.tokens import HOST_KIND_MAG, LC_FIELDS
 from models.checkpoint import load_checkpoint
 from models.model import TOKEN_KEYS, MultimodalModel
+
+log = logging.getLogger(__name__)
 
 #: Shipped default checkpoint (``alertbroker train``, see docs/models.md).
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
@@ -73,6 +77,12 @@ class MultimodalPredictor:
         self.batch_size = batch_size
         self.min_detections = min_detections
         self.min_host_bands = min_host_bands
+        read = set(model.cfg.encoder.feature_names)
+        #: Registry features this model does not read (said once at load, never dropped silently).
+        self.unread_features: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in read)
+        if self.unread_features:
+            log.warning("model reads %d of %d summary features; not read: %s", len(read), len(FEATURE_NAMES),
+                        ", ".join(self.unread_features))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kw: Any) -> MultimodalPredictor:

@@ -32,6 +32,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from broker.features.registry import FEATURE_INDEX
 from models.anomaly import ForestConfig
 from models.checkpoint import save_checkpoint
 from models.data import TokenData, concat, data_hash, dc2_path, photometry_tokens, read_photometry, table_tokens
@@ -86,11 +87,16 @@ def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device) -> dict[
 
 
 def fit_feature_norm(model: MultimodalModel, td: TokenData) -> None:
-    """Per-feature mean/std of the real feature-token values (into the embedding buffers)."""
+    """Per-feature mean/std of the real feature-token values (into the embedding buffers).
+
+    Slot ``j`` of the model is the registry feature ``cfg.feature_names[j]``: its values are the
+    tokens whose ``feature_id`` is that feature's registry id (matched by id, not position).
+    """
     fe, fm = td.tokens["feat"], td.tokens["feat_mask"]
     emb = model.encoder.embed
-    for j in range(min(fe.shape[1], emb.feat_mean.shape[0])):
-        v = fe[fm[:, j], j, 1]
+    ids = fe[..., 0]
+    for j, name in enumerate(model.cfg.encoder.feature_names):
+        v = fe[..., 1][fm & (ids == FEATURE_INDEX[name])]
         if len(v) > 1:
             emb.feat_mean[j] = float(np.median(v))
             emb.feat_std[j] = float(max(np.std(v), 1e-3))
@@ -233,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, default in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     for name, default in asdict(EncoderConfig()).items():
-        if name != "n_features":
+        if name not in ("n_features", "feature_names"):  # both come from the feature registry
             p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     f = ForestConfig()
     p.add_argument("--forest-edges", default=",".join(map(str, f.edges)),
@@ -281,7 +287,8 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
     if a.photoz != "none":
         path = Path(a.photoz) if Path(a.photoz).exists() else dc2_path(a.photoz)
         z_data = photometry_tokens(read_photometry(path), 0)
-    enc = EncoderConfig(**{k: getattr(a, k) for k in asdict(EncoderConfig()) if k != "n_features"})
+    enc = EncoderConfig(**{k: getattr(a, k) for k in asdict(EncoderConfig())
+                           if k not in ("n_features", "feature_names")})
     forest = ForestConfig(edges=tuple(int(e) for e in a.forest_edges.split(",") if e.strip()),
                           n_trees=a.forest_trees, max_samples=a.forest_samples)
     mcfg = ModelConfig(encoder=enc, n_classes=max(len(taxonomy["class_ids"]), 1), forest=forest)

@@ -7,12 +7,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from broker.features.registry import FEATURE_NAMES  # noqa: E402
 from models.encoder import EncoderConfig  # noqa: E402
 from models.heads import fit_temperature, mixture_summary  # noqa: E402
 from models.model import ModelConfig, MultimodalModel  # noqa: E402
 
 TINY = ModelConfig(EncoderConfig(d_model=16, n_latents=4, n_blocks=1, n_heads=2, n_features=20,
-                                 feat_group=8), n_classes=3, n_components=2)
+                                 feature_names=FEATURE_NAMES[:20], feat_group=8), n_classes=3, n_components=2)
 
 
 def tokens(n: int = 5, L: int = 7, F: int = 20, seed: int = 0) -> dict[str, torch.Tensor]:
