@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from broker.tokens import FEAT_FIELDS, LC_FIELDS
 from models.anomaly import DESCRIPTORS, AnomalyForest, ForestConfig
 from models.encoder import EncoderConfig, PerceiverEncoder
 from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
@@ -104,6 +105,22 @@ class MultimodalModel(nn.Module):
         photoz = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
         anomaly = self.anomaly(anomaly_context(out), tokens["lc"], tokens["lc_mask"])
         return {"probs": probs, "photoz": photoz, "anomaly": anomaly, "emb": out["emb"].float()}
+
+
+    @torch.no_grad()
+    def photoz_from_host(self, host: Tensor, host_mask: Tensor) -> Tensor:
+        """Calibrated photo-z summary (n, 8) from the host tokens alone.
+
+        Why: the photo-z head is trained on DC2 galaxies with the light-curve and feature tokens
+        masked. Served with an alert's light curve and features present, its inputs are out of
+        distribution (on simulated hosted transients: sigma_NMAD 0.133 and 38 % outliers, against
+        0.038 and 6.3 % host-only), so serving uses the path it was trained on.
+        """
+        n = host.shape[0]
+        lc, feat = host.new_zeros(n, 0, len(LC_FIELDS)), host.new_zeros(n, 0, len(FEAT_FIELDS))
+        empty = torch.zeros(n, 0, dtype=torch.bool, device=host.device)
+        out = self.forward(lc, empty, host, host_mask, feat, empty)
+        return mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
 
 
 def anomaly_context(out: dict) -> Tensor:

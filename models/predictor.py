@@ -116,10 +116,12 @@ class MultimodalPredictor:
                 tb[key] = t.pin_memory().to(self.device, non_blocking=True) if cuda else t
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
                 out = self.model.infer(**tb)
+                # photo-z from the host tokens alone: the inputs its head was trained on
+                pz = self.model.photoz_from_host(tb["host"], tb["host_mask"])
             c, z = cls_ok[idx], z_ok[idx]
             probs[idx[c]] = out["probs"].float().cpu().numpy()[c]
             anomaly[idx[c]] = out["anomaly"].float().cpu().numpy()[c]
-            photoz[idx[z]] = out["photoz"].float().cpu().numpy()[z]
+            photoz[idx[z]] = pz.float().cpu().numpy()[z]
         return Predictions(probs=probs, photoz=photoz, anomaly=anomaly)
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:

@@ -1,0 +1,43 @@
+"""Served photo-z comes from the host path the photo-z head was trained on, whatever the light curve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from broker.features import FeatureConfig, featurize  # noqa: E402
+from broker.features.synth import make_batch  # noqa: E402
+from broker.tokens import HOST_KIND_MAG  # noqa: E402
+from models.model import TOKEN_KEYS  # noqa: E402
+from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor  # noqa: E402
+
+
+def _tokens(seed: int) -> dict[str, np.ndarray]:
+    feats = featurize(make_batch(6, 30, seed=seed), FeatureConfig(max_tokens=32))
+    toks = {k: np.ascontiguousarray(getattr(feats, k)) for k in TOKEN_KEYS}
+    # six host magnitudes per alert, as a matched DC2 galaxy gives
+    host = np.zeros_like(toks["host"])
+    mask = np.zeros_like(toks["host_mask"])
+    rng = np.random.default_rng(1)
+    for b in range(6):
+        mag = 22.0 + rng.normal(0, 0.5, 6)
+        host[:, b] = np.stack([np.full(6, float(HOST_KIND_MAG)), np.full(6, b), mag, np.full(6, 0.05)], 1)
+        mask[:, b] = True
+    toks["host"], toks["host_mask"] = host.astype(np.float32), mask
+    return toks
+
+
+def test_served_photoz_ignores_the_light_curve_and_matches_the_host_path() -> None:
+    pred = MultimodalPredictor.from_checkpoint(DEFAULT_WEIGHTS)
+    a = _tokens(seed=1)
+    b = {**_tokens(seed=2), "host": a["host"], "host_mask": a["host_mask"]}  # other light curves, same hosts
+    pa, pb = pred.predict_tokens(a), pred.predict_tokens(b)
+    assert np.isfinite(pa.photoz).all()
+    np.testing.assert_allclose(pa.photoz, pb.photoz, rtol=1e-5, atol=1e-5)
+    host_only = {**a, "lc_mask": np.zeros_like(a["lc_mask"]), "feat_mask": np.zeros_like(a["feat_mask"])}
+    with torch.no_grad():
+        ref = pred.model.infer(**{k: torch.from_numpy(v) for k, v in host_only.items()})["photoz"].numpy()
+    np.testing.assert_allclose(pa.photoz, ref, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(pa.probs, pb.probs), "the classes still use the light curve"
