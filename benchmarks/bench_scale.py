@@ -16,18 +16,20 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from broker.decode import BatchDecoder
 from broker.schemas import SchemaStore
+from broker.settings import Settings
+from consumers.kafka_clients import make_admin, make_consumer, producer_conf
 from consumers.replay import replay
 
 
-def _arrivals(bootstrap: str, topic: str, expect: int, timeout: float) -> list[float]:
+def _arrivals(settings: Settings, bootstrap: str, topic: str, expect: int, timeout: float) -> list[float]:
     """Arrival times of the first ``expect`` messages on ``topic`` (fewer on timeout)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 0})  # fmt: skip
+    c = make_consumer(settings, f"kafka://{bootstrap}/{topic}",
+                      defaults={"group.id": f"count-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
+                                "enable.auto.commit": False, "log_level": 0})  # fmt: skip
     c.subscribe([topic])
     times: list[float] = []
     deadline = time.monotonic() + timeout
@@ -52,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     s = simulate(n_objects=args.objects, seed=3, out_dir=tmp / "night", progress=False)
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    settings = Settings.load()  # Kafka security from the environment, like the workers
+    admin = make_admin(settings, f"kafka://{args.bootstrap}/{topic}")
     for f in admin.create_topics([NewTopic(topic, num_partitions=args.partitions, replication_factor=1)]).values():
         f.result(30)
     dec = BatchDecoder(SchemaStore())
-    replay(str(tmp / "night" / "alerts"), {"bootstrap.servers": args.bootstrap}, topic, dec, progress=False)
+    replay(str(tmp / "night" / "alerts"), producer_conf(settings, f"kafka://{args.bootstrap}/{topic}"), topic, dec,
+           progress=False)  # fmt: skip
     n = s.n_alerts
     mean_kb = sum(p.stat().st_size for p in (tmp / "night" / "alerts").glob("*.avro")) / max(n, 1) / 1024
     print(f"{n} simulated alerts (~{mean_kb:.0f} KiB each), {args.partitions} partitions, {os.cpu_count()} cores, "
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                                    f"kafka://{args.bootstrap}/{topic}", "--sink", f"kafka://{args.bootstrap}/{out}",
                                    "--max-idle-s", "8", "--model", args.model], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL) for _ in range(w)]  # fmt: skip
-        times = _arrivals(args.bootstrap, out, n, timeout=600)
+        times = _arrivals(settings, args.bootstrap, out, n, timeout=600)
         for p in procs:
             p.wait(120)
         # steady state: from the 10th to the 90th percentile of outputs (start-up and tail excluded)
