@@ -113,7 +113,10 @@ def redacted(conf: Mapping[str, Any]) -> dict[str, Any]:
 
 def error_callback(conf: Mapping[str, Any], on_auth_failure: Callable[[], None] | None = None,
                    ) -> Callable[[KafkaError], None]:  # fmt: skip
-    """An ``error_cb`` that raises :class:`KafkaAuthenticationError` on a refused login and logs other errors.
+    """An ``error_cb`` that raises :class:`KafkaAuthenticationError` on a refused login.
+
+    Other errors are transient (librdkafka retries them and logs them itself) unless fatal: those
+    are logged here at ERROR, the others at DEBUG only.
 
     ``on_auth_failure`` runs first (a producer purges its queue there, so that a ``flush`` returns at once).
     """
@@ -127,7 +130,10 @@ def error_callback(conf: Mapping[str, Any], on_auth_failure: Callable[[], None] 
             raise KafkaAuthenticationError(
                 f"Kafka authentication failed ({who}): {err.str()}; check the security settings "
                 "(ALERTBROKER__KAFKA__SASL_USERNAME, ALERTBROKER__KAFKA__SASL_PASSWORD, [kafka] in --config)")
-        log.warning("kafka: %s", err.str())
+        if err.fatal():
+            log.error("kafka: fatal: %s", err.str())
+        else:
+            log.debug("kafka: %s", err.str())
 
     return on_error
 
