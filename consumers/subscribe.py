@@ -67,8 +67,9 @@ class ParquetRoller:
         self.parts, self.started = [], time.time()
 
 
-def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
-    """Entry point of ``alertbroker subscribe``."""
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of ``alertbroker subscribe`` (``out``: default the current ``sys.stdout``)."""
+    out = out if out is not None else sys.stdout
     ap = argparse.ArgumentParser(prog="alertbroker subscribe", description=__doc__)
     ap.add_argument("target", help="kafka://host:port/topic (enriched) or a file:// archive")
     ap.add_argument("--where", help="SQL condition, e.g. \"p_2222 > 0.8 AND photoz_mean < 0.3\"")
