@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 
+from .conditions import Conditions
 from .core import simulate
+from .generators import names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tar", action="store_true", help="bundle each night as .tar.gz")
     p.add_argument("--cutouts", action="store_true", help="attach 31x31 FITS cutouts")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
+    g = p.add_argument_group("training-data diversity (docs/simulation.md, 'Generators')")
+    g.add_argument("--generators", default="templates",
+                   help=f"comma-separated light-curve generators among {','.join(names())}; each "
+                        "object gets one that makes its class (default: templates)")
+    g.add_argument("--randomise-conditions", action="store_true",
+                   help="per object: Galactic E(B-V), a noise factor, missing bands and a "
+                        "random precovery depth in [0, --precovery-days]")
+    g.add_argument("--precovery-days", type=float, default=365.0,
+                   help="forced photometry kept before the first detection (the maximum with "
+                        "--randomise-conditions; default 365)")
+    g.add_argument("--noise-scale", type=float, nargs=2, default=(0.8, 1.6), metavar=("LO", "HI"),
+                   help="range of the log-uniform error factor (with --randomise-conditions)")
+    g.add_argument("--missing-band-prob", type=float, default=0.1,
+                   help="probability that a band is missing for an object (with "
+                        "--randomise-conditions)")
     return p
 
 
@@ -34,11 +51,17 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         summ = simulate(args.objects, args.seed, args.out, start_mjd=args.start_mjd,
                         nights=args.nights, cadence=args.cadence, tar=args.tar,
-                        cutouts=args.cutouts, progress=not args.quiet)
+                        cutouts=args.cutouts, progress=not args.quiet, generators=args.generators,
+                        conditions=Conditions(
+                            randomise=args.randomise_conditions,
+                            precovery_days=args.precovery_days,
+                            noise_scale=(args.noise_scale[0], args.noise_scale[1]),
+                            missing_band_prob=args.missing_band_prob))
     except (FileNotFoundError, ValueError) as exc:
         print(f"alertbroker simulate: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"n_alerts": summ.n_alerts, "alert_files": summ.alert_files,
+                      "generators": summ.generator_counts,
                       "alerts_per_s": summ.alerts_per_s, "out_dir": summ.out_dir}))
     return 0
 

@@ -16,20 +16,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from . import conditions as oc_mod
+from . import generators as gz
 from . import models_transient as mt
-from . import models_variable as mv
 from . import taxonomy as tx
-from .alerts import Photometry, day_obs, write_alerts
+from .alerts import day_obs, write_alerts
 from .cadence import FOV_RADIUS_DEG, Cadence, load_opsim, synthetic_cadence, visits_covering
 from .hosts import build_catalog, draw_hosts, galaxy_pool, galaxy_shapes, offset_positions, write_hats
-from .photometry import comoving_volume_pdf, flux_error, mag_to_njy
+from .photometry import comoving_volume_pdf
+from .render import photometry
 from .training import assign_splits, light_curve_frame, write_training
 
 HISTORY_DAYS = 365.0
@@ -51,6 +53,7 @@ class SimulationSummary:
     n_alerts: int
     alert_files: list[str] = field(default_factory=list)
     class_counts: dict[str, int] = field(default_factory=dict)
+    generator_counts: dict[str, int] = field(default_factory=dict)
     split_counts: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     alerts_per_s: float = 0.0
@@ -80,8 +83,9 @@ def _sample_redshift(rng: np.random.Generator, code: int, n: int) -> np.ndarray:
 
 def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | None = None,
              nights: int = 1, cadence: str = "auto", tar: bool = False, cutouts: bool = False,
-             progress: bool = True, log: Callable[[str], None] | None = None
-             ) -> SimulationSummary:
+             progress: bool = True, log: Callable[[str], None] | None = None,
+             generators: str | Sequence[str] | None = None,
+             conditions: oc_mod.Conditions | None = None) -> SimulationSummary:
     """Simulate ``n_objects`` objects and write alerts, truth, training tables and hosts.
 
     Parameters
@@ -102,6 +106,14 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
         Bundle each night as ``.tar.gz``; attach FITS cutouts.
     progress : bool
         Print stage timings to stderr.
+    log : callable, optional
+        Receives the progress messages instead of stderr.
+    generators : str or sequence of str, optional
+        Light-curve generators (:mod:`broker.sim.generators`), e.g. ``"templates,redback"``;
+        each object gets one that can make its class.  Default: ``templates`` only.
+        Without ``templates``, classes no listed generator makes are not simulated.
+    conditions : Conditions, optional
+        Observing-condition randomisation (:mod:`broker.sim.conditions`); default: none.
     """
     if n_objects < 1:
         raise ValueError("n_objects must be at least 1")
@@ -123,9 +135,19 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
         raise ValueError(f"no visits between MJD {w_lo} and {w_hi}")
     log(f"cadence {cad.source}: {len(cad)} visits, {win.size} in the alert window")
 
-    codes = np.array(tx.codes())[rng.choice(len(tx.CLASSES), n_objects, p=tx.frequencies())]
+    gens = {name: gz.get(name) for name in gz.parse(generators)}
+    cond = conditions or oc_mod.Conditions()
+    freq = np.array(tx.frequencies())
+    if "templates" not in gens:  # only the classes some listed generator can make
+        freq = freq * np.isin(tx.codes(), list(gz.class_coverage(gens)))
+        freq = freq / freq.sum()
+    codes = np.array(tx.codes())[rng.choice(len(tx.CLASSES), n_objects, p=freq)]
     order = np.argsort(codes, kind="stable")  # group by class
     codes = codes[order]
+    gen_of = gz.assign(rng, codes, gens)  # no draw with a single generator
+    rank = np.array([list(gens).index(g) for g in gen_of])
+    order = np.lexsort((rank, codes))  # group by (class, generator); identity for one generator
+    codes, gen_of = codes[order], gen_of[order]
     # positions: where the survey looks during the window
     # one entry per distinct pointing (so deep-drilling sequences are not over-weighted)
     _, first = np.unique(np.round(cad.ra[win], 1) * 1000 + np.round(cad.dec[win], 1),
@@ -161,12 +183,14 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     sep = np.full(n_objects, np.nan)
     sep[ix] = np.hypot((t_ra - host_ra) * np.cos(np.radians(host_dec)), t_dec - host_dec) * 3600
     log(f"placed {n_objects} objects, {ix.size} with hosts")
+    obj_cond = oc_mod.draw(rng, cond, galactic_latitude(ra, dec))
 
     hist = cad.window(w_lo - HISTORY_DAYS, w_hi)
     off, vis = visits_covering(cad, hist, ra, dec)
     log(f"matched {vis.size} visits ({vis.size / max(n_objects, 1):.0f} per object)")
 
-    ph, params = _photometry(rng, cad, codes, off, vis, z, host_row, xgal, pool, a, w_lo, w_hi)
+    ph, params = photometry(rng, cad, codes, gen_of, gens, off, vis, z, host_row, xgal, pool, a,
+                            (w_lo, w_hi), obj_cond, log)
     ph.object_id, ph.ra, ph.dec = obj_id, ra, dec
     log(f"photometry: {ph.detected.sum()} detections")
 
@@ -183,7 +207,7 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     meta = pl.DataFrame({
         "diaObjectId": obj_id, "class_code": codes.astype(np.int32),
         "class_name": [tx.name_of(int(c)) for c in codes], "split": split, "ra": ra,
-        "dec": dec, "redshift": z, "host_galaxy_id": host_id,
+        "dec": dec, "redshift": z, "generator": gen_of.astype(str), "host_galaxy_id": host_id,
         "host_sep_arcsec": sep.astype(np.float32),
     }).with_columns(pl.col("redshift").fill_nan(None),
                     pl.when(pl.col("host_galaxy_id") >= 0).then(pl.col("host_galaxy_id"))
@@ -199,19 +223,24 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     pl.concat([meta.select("diaObjectId", "class_code", "class_name", "split", "redshift",
                            "host_galaxy_id", "ra", "dec", "n_alerts"),
                pl.DataFrame({"n_detections": np.bincount(
-                   np.repeat(np.arange(n_objects), np.diff(off)), weights=ph.detected,
-                   minlength=n_objects).astype(np.int32), "params_json": params})],
+                   np.repeat(np.arange(n_objects), np.diff(ph.off)), weights=ph.detected,
+                   minlength=n_objects).astype(np.int32), "params_json": params,
+                   "generator": gen_of.astype(str), "mwebv": obj_cond.mwebv,
+                   "noise_scale": obj_cond.noise_scale,
+                   "precovery_days": obj_cond.precovery_days,
+                   "missing_bands": obj_cond.missing_bands()})],
               how="horizontal").write_parquet(out / "truth.parquet")
-    curves = light_curve_frame(off, ph.mjd, ph.band, ph.flux, ph.flux_err, ph.detected)
+    curves = light_curve_frame(ph.off, ph.mjd, ph.band, ph.flux, ph.flux_err, ph.detected)
     split_counts = write_training(out / "training", meta, curves)
     log("wrote truth, training tables and HATS hosts")
 
     elapsed = time.perf_counter() - t_start
     summ = SimulationSummary(
         out_dir=str(out), seed=seed, cadence=cad.source, start_mjd=w_lo, nights=nights,
-        n_objects=n_objects, n_points=int(vis.size), n_detections=int(ph.detected.sum()),
+        n_objects=n_objects, n_points=int(ph.off[-1]), n_detections=int(ph.detected.sum()),
         n_alerts=int(n_alerts.sum()), alert_files=[p.name for p in paths],
         class_counts={tx.name_of(int(c)): int((codes == c).sum()) for c in np.unique(codes)},
+        generator_counts={g: int((gen_of == g).sum()) for g in gens},
         split_counts=split_counts, elapsed_s=round(elapsed, 3),
         alerts_per_s=round(float(n_alerts.sum()) / max(t_alerts - t_start, 1e-9), 1))
     (out / "summary.json").write_text(json.dumps(asdict(summ), indent=2))
@@ -237,51 +266,3 @@ def _schema() -> dict:
     import lsst.alert.packet as lap
 
     return copy.deepcopy(lap.Schema.from_file(lap.get_path_to_latest_schema()).definition)
-
-
-def _photometry(rng: np.random.Generator, cad: Cadence, codes: np.ndarray, off: np.ndarray,
-                vis: np.ndarray, z: np.ndarray, host_row: np.ndarray, xgal: np.ndarray,
-                pool: pl.DataFrame, host_a: np.ndarray, w_lo: float, w_hi: float
-                ) -> tuple[Photometry, list[str]]:
-    """Noiseless model fluxes, then noise from each visit's five-sigma depth."""
-    mjd, band, m5 = cad.mjd[vis], cad.band[vis].astype(np.int64), cad.m5[vis].astype(np.float64)
-    diff = np.zeros(vis.size)
-    static = np.zeros(vis.size)
-    params_json: list[str] = [""] * codes.size
-    a_full = np.full(codes.size, 1.0)
-    a_full[xgal] = host_a
-    for c in np.unique(codes):
-        rows = np.flatnonzero(codes == c)  # contiguous: codes are grouped
-        sl = slice(off[rows[0]], off[rows[-1] + 1])
-        sub_off = off[rows[0]: rows[-1] + 2] - off[rows[0]]
-        obj = np.repeat(np.arange(rows.size), np.diff(sub_off))
-        if int(c) in mt.SPEC:
-            p = mt.sample_params(int(c), rng, z[rows], w_lo, w_hi)
-            diff[sl] = mt.flux(int(c), p, obj, mjd[sl], band[sl])
-        else:
-            p = mv.sample_params(int(c), rng, rows.size, w_lo, w_hi)
-            if int(c) == 2332:
-                p["z"] = z[rows]
-            diff[sl], static[sl] = mv.flux(int(c), p, sub_off, mjd[sl], band[sl], rng)
-        enc = pl.DataFrame({k: np.round(np.asarray(p[k], dtype=np.float64), 6)
-                            for k in sorted(p)}).select(pl.struct(pl.all()).struct.json_encode())
-        for r, js in zip(rows, enc.to_series().to_list(), strict=True):
-            params_json[r] = js
-    # galaxy light under the PSF for hosted objects
-    obj_all = np.repeat(np.arange(codes.size), np.diff(off))
-    hr = host_row[obj_all]
-    hm = np.stack([pool[f"mag_{b}"].to_numpy() for b in "ugrizy"], axis=1)
-    host_mag = np.where(hr >= 0, hm[np.maximum(hr, 0), band], 99.0)
-    psf_frac = np.minimum(1.0, (0.35 / a_full[obj_all]) ** 2)
-    template = static + np.where(host_mag < 40, mag_to_njy(host_mag) * psf_frac, 0.0)
-    science = template + diff
-    err = flux_error(science, m5)
-    flux = diff + rng.normal(0, 1, vis.size) * err
-    sci_err = flux_error(science, m5)
-    sci = science + rng.normal(0, 1, vis.size) * sci_err
-    detected = np.abs(flux / err) >= 5.0
-    ph = Photometry(off=off, visit=cad.visit[vis], mjd=mjd, band=band.astype(np.int8),
-                    flux=flux, flux_err=err, sci_flux=sci, sci_err=sci_err,
-                    template_flux=template, detected=detected, object_id=np.zeros(0, np.int64),
-                    ra=np.zeros(0), dec=np.zeros(0), extended=xgal)
-    return ph, params_json
