@@ -1,4 +1,8 @@
-"""``alertbroker eval classify|photoz|anomaly``: the model against peers in one run.
+"""``alertbroker eval classify|photoz|anomaly|served``: the model against peers in one run.
+
+``served`` (:mod:`models.evaluate_served`) is the primary view: per ALERT, through the
+``alertbroker run`` enrichment, on a simulated archive. The three below are the secondary,
+per-object views on training tables (full light curves and cuts, a path no alert takes):
 
 * ``classify``: test split of a training-table directory (classes of the model's
   taxonomy), full light curves and cuts at 1..10 detections, vs LightGBM on the
@@ -18,24 +22,18 @@ Each prints a table, writes PNG plots to ``--plots`` and ends with one
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from models.data import TokenData, dc2_path, photometry_tokens, read_photometry
-from models.metrics import ece, photoz_stats, plot_confusion, plot_curves, plot_photoz, recall_at
+from models.metrics import ece, photoz_stats, plot_confusion, plot_curves, plot_photoz, print_table, recall_at
 from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor
 from models.train import class_data
 
 CUTS = (1, 2, 3, 5, 10)
-
-
-def _table(rows: list[tuple], header: tuple[str, ...]) -> None:
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
-    width = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    for line in (list(header), *cells):
-        print("  ".join(f"{v:>{w}}" for v, w in zip(line, width, strict=True)))
 
 
 def _views(data: Path, split: str, ids: tuple[int, ...], max_objects: int) -> dict[str, TokenData]:
@@ -85,7 +83,7 @@ def eval_classify(pred: MultimodalPredictor, data: Path, plots: Path, max_object
             cm = confusion_matrix(td.label[ok], p[ok].argmax(1), labels=range(len(ids)))
             plot_confusion(cm, list(pred.class_names), plots / "models_confusion.png",
                            f"multimodal, full light curves (macro-F1 {f_m:.3f})")
-    _table(rows, ("view", "n", "F1 model", "F1 LightGBM", "ECE model", "ECE LightGBM"))
+    print_table(rows, ("view", "n", "F1 model", "F1 LightGBM", "ECE model", "ECE LightGBM"))
     plot_curves({"multimodal": tuple(np.array(curve_m).T), "LightGBM": tuple(np.array(curve_l).T)},
                 plots / "models_f1_vs_detections.png",
                 "detections so far (cut)", "macro F1", "F1 vs number of detections")
@@ -120,7 +118,7 @@ def eval_photoz(pred: MultimodalPredictor, plots: Path, seed: int) -> dict[str, 
     for name, zp in pts.items():
         s = photoz_stats(zp, zt)
         rows.append((name, s["sigma_nmad"], 100 * s["outliers"], s["bias"]))
-    _table(rows, ("estimator", "sigma_NMAD", "outliers %", "bias"))
+    print_table(rows, ("estimator", "sigma_NMAD", "outliers %", "bias"))
     s = photoz_stats(out[:, 2], zt)
     res.update({"sigma_nmad": s["sigma_nmad"], "outliers": s["outliers"], "bias": s["bias"]})
     s = photoz_stats(pts["LightGBM"], zt)
@@ -194,7 +192,7 @@ def eval_anomaly(pred: MultimodalPredictor, data: Path, plots: Path, max_objects
         rows.append((f"multimodal, <= {k} det.", "all held-out", int(pv.sum()), int(len(pv)), float(auc),
                      recall_at(sv[okv], pv, 0.01), recall_at(sv[okv], pv, 0.05)))
         res[f"auroc_le{k}"] = float(auc)
-    _table(rows, ("scorer", "positives", "anomalies", "n", "AUROC", "recall@1%", "recall@5%"))
+    print_table(rows, ("scorer", "positives", "anomalies", "n", "AUROC", "recall@1%", "recall@5%"))
     plot_curves(curves, plots / "models_anomaly_roc.png", "false positive rate",
                 "true positive rate", "held-out classes vs the rest", diagonal=True)
     return res
@@ -202,15 +200,21 @@ def eval_anomaly(pred: MultimodalPredictor, data: Path, plots: Path, max_objects
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``alertbroker eval``; returns an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["served"]:
+        from models.evaluate_served import cli_main as served_main
+
+        return served_main(args[1:])
     p = argparse.ArgumentParser(prog="alertbroker eval", description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=("classify", "photoz", "anomaly"))
+    p.add_argument("task", choices=("classify", "photoz", "anomaly", "served"),
+                   help="served: per alert through the serving path (see 'eval served --help')")
     p.add_argument("--data", help="training-table directory (classify, anomaly)")
     p.add_argument("--checkpoint", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--plots", default="docs/img", help="folder for the PNG plots")
     p.add_argument("--max-objects", type=int, default=0, help="cap per split (0 = all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    a = p.parse_args(args)
     if a.task != "photoz" and not a.data:
         p.error(f"{a.task} needs --data")
     pred = MultimodalPredictor.from_checkpoint(a.checkpoint, threads=a.threads)

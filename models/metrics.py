@@ -28,6 +28,14 @@ def photoz_stats(zp: np.ndarray, zt: np.ndarray) -> dict[str, float]:
             "outliers": float(np.mean(np.abs(dz) > 0.15)), "bias": med}
 
 
+def print_table(rows: list[tuple], header: tuple[str, ...]) -> None:
+    """Print ``rows`` right-aligned under ``header`` (floats with 4 decimals)."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    width = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in (list(header), *cells):
+        print("  ".join(f"{v:>{w}}" for v, w in zip(line, width, strict=True)))
+
+
 def recall_at(score: np.ndarray, positive: np.ndarray, frac: float) -> float:
     """Fraction of positives among the top ``frac`` highest scores."""
     k = max(int(round(frac * len(score))), 1)

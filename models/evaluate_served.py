@@ -1,0 +1,236 @@
+"""``alertbroker eval served``: score what the stream serves, per ALERT, against the simulator's truth.
+
+The other ``eval`` tasks score the model per object on training tables (full light curves and
+cuts), a path no alert takes. This one enriches a schema-11.1 archive through the ``alertbroker
+run`` path (:mod:`models.served`), reads the scores back from the enriched records, joins them to
+``truth.parquet`` by ``diaObjectId`` and prints, per alert:
+
+* classification (alerts of classes in the model's taxonomy that the gate let through): macro-F1
+  (over the classes present among true and predicted labels), accuracy, ECE and the fraction
+  right among alerts served with p >= 0.9; overall, at <= 3, <= 5, <= 10 and >= 5 detections and
+  on the latest alert per object; and how many alerts each ``classification_state`` holds;
+* photo-z on alerts of hosted (extragalactic) objects that were served one: sigma_NMAD, outlier
+  fraction (|dz|/(1+z) > 0.15) and bias of the PDF median ``q50`` (the mean for comparison), also
+  on the alerts whose matched host is the true host;
+* anomaly AUROC of each held-out class (classes in the truth but not in the model's taxonomy)
+  against the in-taxonomy alerts, on every scored alert and on the latest alert per object.
+
+It ends with one ``key=value`` line (``nan`` where a figure is undefined, e.g. no model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from broker.annotations import CLASSIFICATION_STATES, STATE_CLASSIFIED
+from broker.predict import Predictor
+from broker.settings import Settings
+from models.metrics import ece, photoz_stats, print_table, recall_at
+from models.served import ServedAlerts, enrich_archive, join_truth
+
+#: Detection-count views: name -> (low, high) inclusive bounds on ``n_det``.
+VIEWS: dict[str, tuple[int, int]] = {"all": (0, 1 << 30), "<=3": (0, 3), "<=5": (0, 5), "<=10": (0, 10),
+                                     ">=5": (5, 1 << 30)}  # fmt: skip
+SHORT = {2232: "kn", 2246: "pisn"}  # key names of the usual held-out classes
+NAN = float("nan")
+
+
+def _latest(df: pl.DataFrame) -> pl.DataFrame:
+    """The latest alert (largest ``mjd``) of every object."""
+    return df.sort("mjd").group_by("diaObjectId", maintain_order=True).last()
+
+
+def probabilities(df: pl.DataFrame, class_ids: tuple[int, ...]) -> np.ndarray:
+    """``(n, K)`` served probabilities in the model's class order (absent columns read 0)."""
+    cols = [df[f"p_{c}"].fill_null(NAN).to_numpy() if f"p_{c}" in df.columns else np.zeros(df.height)
+            for c in class_ids]  # fmt: skip
+    return np.stack(cols, 1) if cols else np.zeros((df.height, 0))
+
+
+def class_metrics(df: pl.DataFrame, class_ids: tuple[int, ...]) -> dict[str, float]:
+    """Per-alert class figures of the classified alerts of ``df`` (truth in the taxonomy).
+
+    Returns
+    -------
+    dict
+        ``n`` (alerts), ``classified``, ``f1`` (macro), ``acc``, ``ece``, ``p90_share`` (served
+        with top p >= 0.9) and ``p90_right`` (right among those); NaN where undefined.
+    """
+    from sklearn.metrics import f1_score
+
+    ok = df.filter(pl.col("classification_state") == STATE_CLASSIFIED)
+    res = {"n": float(df.height), "classified": float(ok.height)}
+    p = probabilities(ok, class_ids)
+    fin = np.isfinite(p).all(1) if p.shape[1] else np.zeros(ok.height, bool)
+    if not fin.any():
+        return {**res, "f1": NAN, "acc": NAN, "ece": NAN, "p90_share": NAN, "p90_right": NAN}
+    index = {c: k for k, c in enumerate(class_ids)}
+    y = np.array([index[int(c)] for c in ok["class_code"].to_list()])[fin]
+    p = p[fin]
+    hat, conf = p.argmax(1), p.max(1)
+    sure = conf >= 0.9
+    return {**res, "f1": float(f1_score(y, hat, average="macro")), "acc": float(np.mean(hat == y)),
+            "ece": ece(p, y), "p90_share": float(sure.mean()),
+            "p90_right": float(np.mean(hat[sure] == y[sure])) if sure.any() else NAN}  # fmt: skip
+
+
+def per_class(df: pl.DataFrame, class_ids: tuple[int, ...], class_names: tuple[str, ...]) -> list[tuple]:
+    """Rows ``(class, alerts, classified, precision, recall, F1)`` of the classified in-taxonomy alerts."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    known = df.filter(pl.col("class_code").is_in(list(class_ids)))
+    ok = known.filter(pl.col("classification_state") == STATE_CLASSIFIED)
+    p = probabilities(ok, class_ids)
+    fin = np.isfinite(p).all(1) if p.shape[1] else np.zeros(ok.height, bool)
+    y = np.array([class_ids.index(int(c)) for c in ok["class_code"].to_list()], dtype=int)[fin]
+    hat = p[fin].argmax(1) if fin.any() else np.zeros(0, int)
+    k = len(class_ids)
+    prec, rec, f1, _ = precision_recall_fscore_support(y, hat, labels=range(k), zero_division=0)
+    n_all = known["class_code"].to_numpy()
+    return [(class_names[i], int((n_all == c).sum()), int((y == i).sum()), float(prec[i]), float(rec[i]),
+             float(f1[i])) for i, c in enumerate(class_ids)]  # fmt: skip
+
+
+def classification_report(df: pl.DataFrame, class_ids: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """:func:`class_metrics` per detection view and on the latest alert per object."""
+    known = df.filter(pl.col("class_code").is_in(list(class_ids)))
+    out = {name: class_metrics(known.filter(pl.col("n_det").is_between(lo, hi)), class_ids)
+           for name, (lo, hi) in VIEWS.items()}  # fmt: skip
+    latest = _latest(df)  # the object's latest alert, whatever the gate did with it
+    out["latest"] = class_metrics(latest.filter(pl.col("class_code").is_in(list(class_ids))), class_ids)
+    return out
+
+
+def photoz_report(df: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """Served photo-z of hosted objects' alerts: ``q50`` and ``mean``, all and right-host alerts."""
+    hosted = df.filter((pl.col("host_galaxy_id") >= 0) & (pl.col("redshift") > 0))
+    has = pl.col("photoz_q50").is_not_null()
+    served, latest = hosted.filter(has), _latest(hosted)
+    right = served.filter(pl.col("host_id") == pl.col("host_galaxy_id").cast(pl.Utf8))
+    out: dict[str, dict[str, float]] = {}
+    for name, base, sub, col in (("q50", hosted, served, "photoz_q50"), ("mean", hosted, served, "photoz_mean"),
+                                 ("q50, true host matched", hosted, right, "photoz_q50"),
+                                 ("q50, latest alert per object", latest, latest.filter(has), "photoz_q50")):
+        s = (photoz_stats(sub[col].to_numpy(), sub["redshift"].to_numpy()) if sub.height
+             else {"sigma_nmad": NAN, "outliers": NAN, "bias": NAN})  # fmt: skip
+        out[name] = {"hosted": float(base.height), "n": float(sub.height), **s}
+    return out
+
+
+def anomaly_report(df: pl.DataFrame, class_ids: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """AUROC and top-1 %/5 % recall of each held-out class (and all together) vs in-taxonomy alerts."""
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, dict[str, float]] = {}
+    for view, sub in (("all", df), ("latest", _latest(df))):
+        sub = sub.filter(pl.col("anomaly_score").is_not_null() & pl.col("class_code").is_not_null())
+        known = sub["class_code"].is_in(list(class_ids)).to_numpy()
+        codes = sub["class_code"].to_numpy()
+        groups = {"held-out": ~known, **{str(int(c)): codes == c for c in np.unique(codes[~known])}}
+        for name, pos in groups.items():
+            sel = known | pos
+            s, y = sub["anomaly_score"].to_numpy()[sel], pos[sel]
+            auc = float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else NAN
+            out[f"{view}/{name}"] = {"positives": float(y.sum()), "n": float(y.size), "auroc": auc,
+                                     "recall1": recall_at(s, y, 0.01) if y.any() else NAN,
+                                     "recall5": recall_at(s, y, 0.05) if y.any() else NAN}  # fmt: skip
+    return out
+
+
+def _fmt(v: float) -> str:
+    """Counts as integers, figures with 4 decimals, undefined figures as ``nan``."""
+    return str(v) if isinstance(v, int) else ("nan" if v != v else f"{v:.4f}")
+
+
+def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all") -> dict[str, float]:
+    """Print every table of the served-path evaluation; return the ``key=value`` figures."""
+    df = join_truth(run.alerts, truth) if run.alerts.height else pl.DataFrame()
+    if split != "all" and df.height:
+        df = df.filter(pl.col("split") == split)
+    ids = run.class_ids
+    n_dead = sum(run.dead.values())
+    why = f" {run.dead}" if run.dead else ""
+    print(f"messages read: {run.n_messages}; enriched alerts: {run.alerts.height}; dead letters: {n_dead}{why}; "
+          f"model classes: {len(ids)}; host catalog: {run.host_catalog or 'none'}")  # fmt: skip
+    if not df.height:
+        return {"served_alerts": 0, "served_dead": n_dead}
+    counts = dict(df["classification_state"].fill_null("none").value_counts().iter_rows())
+    no_truth = int(df["class_code"].is_null().sum())
+    cc = pl.col("class_code")
+    group = (pl.when(cc.is_null()).then(pl.lit("no truth")).when(cc.is_in(list(ids)))
+             .then(pl.lit("in taxonomy")).otherwise(pl.lit("outside taxonomy")))
+    tab = df.with_columns(group.alias("truth")).pivot("classification_state", index="truth", values="diaSourceId",
+                                                      aggregate_function="len").fill_null(0)  # fmt: skip
+    print(f"\nalerts by classification_state (split: {split}; {no_truth} without a truth row):")
+    print_table([tuple(r) for r in tab.iter_rows()], tuple(tab.columns))
+    cls = classification_report(df, ids)
+    print("\nclassification per alert (true class in the taxonomy; metrics on the gate's 'classified')")
+    print_table([(v, int(m["n"]), int(m["classified"]), m["f1"], m["acc"], m["ece"], m["p90_share"], m["p90_right"])
+                 for v, m in cls.items()],
+                ("view", "alerts", "classified", "macro-F1", "accuracy", "ECE", "p>=0.9 share", "right if p>=0.9"))
+    if ids and cls["all"]["classified"]:
+        print("\nper class (view 'all'; macro-F1 averages the classes present among true and predicted labels)")
+        print_table(per_class(df, ids, run.class_names), ("class", "alerts", "classified", "precision", "recall", "F1"))
+    pz = photoz_report(df)
+    print("\nphoto-z per alert (hosted objects; served PDF median q50, mean for comparison)")
+    print_table([(k, int(m["hosted"]), int(m["n"]), m["sigma_nmad"], m["outliers"], m["bias"]) for k, m in pz.items()],
+                ("estimate", "hosted alerts", "with photo-z", "sigma_NMAD", "outliers", "bias"))
+    an = anomaly_report(df, ids)
+    print("\nanomaly per alert (held-out class vs in-taxonomy alerts)")
+    print_table([(k, int(m["positives"]), int(m["n"]), m["auroc"], m["recall1"], m["recall5"]) for k, m in an.items()],
+                ("view/held out", "positives", "n", "AUROC", "recall@1%", "recall@5%"))
+    res: dict[str, float] = {"served_alerts": df.height, "served_dead": n_dead, "served_no_truth": no_truth,
+                             **{f"served_{s}": int(counts.get(s, 0)) for s in CLASSIFICATION_STATES}}  # fmt: skip
+    for view, key in (("all", ""), ("<=3", "_le3"), ("<=5", "_le5"), ("<=10", "_le10"), (">=5", "_ge5"),
+                      ("latest", "_latest")):  # fmt: skip
+        res[f"served_f1{key}" if key else "served_macro_f1"] = cls[view]["f1"]
+    res.update({"served_acc": cls["all"]["acc"], "served_ece": cls["all"]["ece"],
+                "served_p90_share": cls["all"]["p90_share"], "served_p90_right": cls["all"]["p90_right"],
+                "served_photoz_n": int(pz["q50"]["n"]), "served_photoz_nmad": pz["q50"]["sigma_nmad"],
+                "served_photoz_outliers": pz["q50"]["outliers"], "served_photoz_bias": pz["q50"]["bias"],
+                "served_heldout_auroc": an.get("all/held-out", {}).get("auroc", NAN),
+                "served_heldout_auroc_latest": an.get("latest/held-out", {}).get("auroc", NAN)})  # fmt: skip
+    for k, m in an.items():
+        view, code = k.split("/")
+        if code != "held-out" and view == "all":
+            res[f"served_{SHORT.get(int(code), code)}_auroc"] = m["auroc"]
+    return res
+
+
+def cli_main(argv: list[str] | None = None, predictor: Predictor | None = None) -> int:
+    """Entry point of ``alertbroker eval served``; ``predictor`` replaces the model (tests)."""
+    p = argparse.ArgumentParser(prog="alertbroker eval served", description=__doc__.split("\n")[0])
+    p.add_argument("--archive", required=True,
+                   help="alert archive: a simulator output dir (its alerts/ is read), a dir, file or tar")
+    p.add_argument("--truth", help="truth.parquet (default: ARCHIVE/truth.parquet)")
+    p.add_argument("--checkpoint", default="default", help="'default' (shipped), a checkpoint path, or 'none'")
+    p.add_argument("--host-catalog", help="HATS galaxy catalog (default: ARCHIVE/hosts if present; 'none': off)")
+    p.add_argument("--max-alerts", type=int, default=0, help="read at most this many messages (0 = all)")
+    p.add_argument("--split", default="all", choices=("all", "train", "validation", "test"),
+                   help="keep only objects of this truth split")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--batch-size", type=int, default=500)
+    a = p.parse_args(argv)
+    archive = Path(a.archive)
+    truth = Path(a.truth) if a.truth else archive / "truth.parquet"
+    if not truth.is_file():
+        p.error(f"no truth table at {truth} (pass --truth)")
+    hosts = a.host_catalog or (str(archive / "hosts") if (archive / "hosts").is_dir() else None)
+    settings = Settings.load(model=a.checkpoint, host_catalog=None if hosts == "none" else hosts,
+                             torch_threads=a.threads, batch_size=a.batch_size)  # fmt: skip
+    t0 = time.perf_counter()
+    alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive  # a simulator output dir
+    run = enrich_archive(alerts, settings, predictor, a.max_alerts)
+    print(f"enriched {alerts} through the serving path in {time.perf_counter() - t0:.1f} s")
+    res = report(run, pl.read_parquet(truth), a.split)
+    print(" ".join(f"{k}={_fmt(v)}" for k, v in res.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main())

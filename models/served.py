@@ -1,0 +1,140 @@
+"""Alerts as they are served: an archive through the ``alertbroker run`` enrichment, read back.
+
+:func:`enrich_archive` reads an alert archive (directory, Avro containers, tar bundles) with the
+same reader as the file source, enriches it micro-batch by micro-batch with the same
+:class:`broker.enrich.Enricher` that ``consumers.app.build_runner`` builds (schema store,
+``BatchDecoder``, ``make_featurizer``, ``make_predictor``, the classification gate), then decodes the
+ENRICHED records and flattens them with :func:`broker.flatten.flatten`: every score comes from the
+published annotations, never from the model directly. :func:`join_truth` attaches the simulator's
+``truth.parquet`` by ``diaObjectId``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from broker.decode import BatchDecoder
+from broker.enrich import Enricher
+from broker.flatten import flatten
+from broker.predict import Predictor
+from broker.settings import Settings
+
+
+@dataclass
+class ServedAlerts:
+    """The enriched alerts of an archive, one flat row each.
+
+    Attributes
+    ----------
+    alerts : pl.DataFrame
+        :func:`broker.flatten.flatten` rows of the enriched records (``best_class_id``,
+        ``p_<classId>``, ``photoz_*``, ``anomaly_score``, ``n_det``, ``classification_state``, ...).
+    n_messages : int
+        Messages read from the archive (alerts plus unreadable pieces).
+    dead : dict of str to int
+        Dead letters by reason (unreadable archive pieces and alerts ``enrich`` rejected).
+    class_ids, class_names : tuple
+        The served model's taxonomy (empty for the null predictor).
+    host_catalog : str or None
+        The host catalog used for host matching (and hence photo-z), if any.
+    """
+
+    alerts: pl.DataFrame
+    n_messages: int
+    dead: dict[str, int] = field(default_factory=dict)
+    class_ids: tuple[int, ...] = ()
+    class_names: tuple[str, ...] = ()
+    host_catalog: str | None = None
+
+
+def make_enricher(settings: Settings, predictor: Predictor | None = None) -> Enricher:
+    """The :class:`broker.enrich.Enricher` of ``build_runner`` for ``settings`` (scores record off).
+
+    Parameters
+    ----------
+    settings : Settings
+        ``model``, ``host_catalog``, ``torch_threads``, ``device``, ``max_history_rows`` and the
+        broker name are used exactly as ``alertbroker run`` uses them.
+    predictor : Predictor, optional
+        Replaces the model named by ``settings.model`` (tests plug a fake one in here).
+
+    Returns
+    -------
+    broker.enrich.Enricher
+    """
+    from broker import __version__
+    from consumers.app import make_featurizer, make_predictor, make_store
+
+    decoder = BatchDecoder(make_store(settings), max_history_rows=settings.max_history_rows)
+    predictor = predictor or make_predictor(settings)
+    return Enricher(decoder, predictor, featurizer=make_featurizer(settings, predictor),
+                    broker_name=settings.broker_name, broker_version=__version__, scores=False,
+                    host_catalog_name=Path(settings.host_catalog or "hosts").name)  # fmt: skip
+
+
+def enrich_archive(archive: str | Path, settings: Settings, predictor: Predictor | None = None,
+                   max_alerts: int = 0) -> ServedAlerts:  # fmt: skip
+    """Enrich every alert of ``archive`` as ``alertbroker run`` would and flatten the outputs.
+
+    The archive is read by the ``run`` command's :class:`consumers.sources.FileSource`; unreadable
+    pieces and alerts that ``enrich`` rejects are counted as dead letters by reason.
+
+    Parameters
+    ----------
+    archive : str or Path
+        A file, or a directory searched recursively for ``.avro`` / ``.tar.gz`` alert files (a
+        simulator output directory works: its Parquet files are skipped).
+    settings : Settings
+        Serving settings (see :func:`make_enricher`); ``batch_size`` sets the micro-batch.
+    predictor : Predictor, optional
+        Replaces the model named by ``settings.model``.
+    max_alerts : int
+        Read at most this many messages, in archive order (0 = all).
+
+    Returns
+    -------
+    ServedAlerts
+    """
+    from consumers.sources import FileSource
+
+    enricher = make_enricher(settings, predictor)
+    reader = BatchDecoder(enricher.decoder.store)
+    source = FileSource(archive, enricher.decoder, max_expanded_bytes=settings.max_expanded_bytes)
+    frames: list[pl.DataFrame] = []
+    dead: Counter[str] = Counter()
+    n = 0
+    while max_alerts <= 0 or n < max_alerts:
+        size = max(settings.batch_size, 1) if max_alerts <= 0 else min(max(settings.batch_size, 1), max_alerts - n)
+        chunk = source.poll_batch(size, 0.0)
+        if not chunk:
+            break
+        n += len(chunk)
+        values: list[bytes | None] = []
+        for m in chunk:
+            if m.error is not None:
+                dead[m.error.reason] += 1
+            else:
+                values.append(m.value)
+        res = enricher.enrich(values)
+        dead.update(d.reason for d in res.dead)
+        out: list[bytes | None] = [o.value for o in res.outputs]
+        if out:
+            frames.append(flatten(reader.decode(out), out))
+    source.close()
+    alerts = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    p = enricher.predictor
+    return ServedAlerts(alerts, n, dict(dead), tuple(p.class_ids), tuple(p.class_names), settings.host_catalog)
+
+
+def join_truth(alerts: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
+    """Attach ``class_code``, ``class_name``, ``redshift``, ``host_galaxy_id`` and ``split`` by ``diaObjectId``.
+
+    A left join: alerts without a truth row keep null truth columns (and are counted as such).
+    """
+    cols = [c for c in ("diaObjectId", "class_code", "class_name", "split", "redshift", "host_galaxy_id")
+            if c in truth.columns]  # fmt: skip
+    return alerts.join(truth.select(cols).unique("diaObjectId"), on="diaObjectId", how="left")
