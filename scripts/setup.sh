@@ -3,7 +3,8 @@
 #   - the package and its Python dependencies (torch from PyPI; it runs on CPU too)
 #   - data that ships inside PyPI packages, used by the simulator, host catalogs and photo-z:
 #       pz-rail-base: DC2 galaxies and LSST filter curves (its data files only, hence --no-deps)
-#       redback:      the Rubin OpSim baseline cadence table, read from the wheel, never imported
+#       redback:      the Rubin OpSim baseline cadence table, read from the wheel (the [dev] extra also
+#                     installs redback and sncosmo for the simulator's --generators zoo; imported lazily)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[dev]"

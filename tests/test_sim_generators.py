@@ -1,0 +1,151 @@
+"""The simulator's generator zoo: physics of every generator and the ``--generators`` run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from broker.decode import BatchDecoder
+from broker.schemas import SchemaStore
+from broker.sim import generators as gz
+from broker.sim import models_transient as mt
+from broker.sim.cli import cli_main
+from broker.sim.gen_redback import pivot_wavelengths
+from broker.sim.photometry import distance_modulus
+from consumers.archive import iter_archive
+
+T_REF = 60000.0
+TIME_KEYS = ("t_peak", "t_exp", "t0")
+# rest-frame days around the reference time that hold the whole light curve, and a step
+GRID: dict[int, tuple[float, float, float]] = {
+    2232: (-2.0, 20.0, 0.02), 2222: (-40.0, 150.0, 0.25), 2223: (-40.0, 120.0, 0.25),
+    2224: (-40.0, 300.0, 0.5), 2242: (-150.0, 400.0, 1.0), 2243: (-100.0, 400.0, 1.0),
+    2246: (-300.0, 800.0, 2.0),
+}
+CASES = [(name, code) for name in gz.names() for code in sorted(gz.get(name).classes)
+         if code in mt.SPEC]
+
+
+def _pair(name: str, code: int, z: tuple[float, float], band: tuple[int, int]
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two objects with identical parameters but redshifts ``z``, seen in bands ``band``.
+
+    Returns the observer-frame grid (days from the reference time) and both light curves.
+    """
+    gen = gz.get(name)
+    rng = np.random.default_rng(code)
+    p = gen.sample(code, rng, np.array(z), T_REF, T_REF + 1.0)
+    p = {k: np.array([v[0], v[0]]) for k, v in p.items()}
+    p["z"] = np.array(z, dtype=np.float64)
+    for k in TIME_KEYS:
+        if k in p:
+            p[k][:] = T_REF
+    lo, hi, step = GRID[code]
+    t = np.arange(lo, hi, step) * (1.0 + max(z))
+    mjd = np.concatenate([T_REF + t, T_REF + t])
+    bands = np.concatenate([np.full(t.size, band[0]), np.full(t.size, band[1])])
+    diff, static = gen.flux(code, p, np.array([0, t.size, 2 * t.size]), mjd, bands, rng)
+    assert np.isfinite(diff).all() and np.isfinite(static).all()
+    return t, diff[: t.size], diff[t.size:]
+
+
+def _width(t: np.ndarray, f: np.ndarray) -> float:
+    """Equivalent width (days): area over peak, which scales exactly with time dilation."""
+    return float(np.trapezoid(f, t) / f.max())
+
+
+@pytest.mark.parametrize(("name", "code"), CASES)
+def test_time_dilation(name: str, code: int) -> None:
+    # i at z_far sees the rest-frame wavelength that g sees at z=0.01 (pivot wavelengths), so
+    # colour evolution cannot masquerade as (or hide) time dilation
+    lam = pivot_wavelengths()
+    z_far = float(lam[3] / lam[1] * 1.01 - 1.0)
+    t, near, far = _pair(name, code, (0.01, z_far), (1, 3))
+    assert near.max() > 0 and far.max() > 0
+    ratio = _width(t, far) / _width(t, near)
+    assert ratio == pytest.approx((1.0 + z_far) / 1.01, rel=0.06), ratio
+
+
+@pytest.mark.parametrize(("name", "code"), CASES)
+def test_distance_dimming(name: str, code: int) -> None:
+    t, near, far = _pair(name, code, (0.02, 0.04), (2, 2))
+    dm = -2.5 * np.log10(far.max() / near.max())
+    assert dm == pytest.approx(float(distance_modulus(0.04) - distance_modulus(0.02)), abs=0.1)
+
+
+@pytest.mark.parametrize("name", gz.names())
+def test_generators_make_only_their_classes(name: str) -> None:
+    gen = gz.get(name)
+    assert gen.classes <= set(gz.TemplatesGenerator.classes)
+    rng = np.random.default_rng(0)
+    for code in gz.TemplatesGenerator.classes - gen.classes:
+        with pytest.raises(ValueError):
+            gen.sample(code, rng, np.array([0.1]), T_REF, T_REF + 1.0)
+    codes = np.array(sorted(gz.TemplatesGenerator.classes) * 3)
+    mixed = gz.assign(rng, codes, {"templates": gz.get("templates"), name: gen})
+    for c, g in zip(codes, mixed, strict=True):
+        assert int(c) in gz.get(str(g)).classes
+
+
+def test_unknown_generator_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown generator"):
+        gz.parse("templates,nope")
+    assert gz.parse("redback, sncosmo,redback") == ("redback", "sncosmo")
+
+
+def _decode_all(alerts: Path) -> tuple[int, set[int]]:
+    decoder = BatchDecoder(SchemaStore())
+    msgs = list(iter_archive(alerts, decoder))
+    assert msgs and all(m.error is None for m in msgs)
+    res = decoder.decode([m.value for m in msgs])
+    assert not res.errors
+    return len(res.batch), set(res.batch.table.columns["diaObjectId"].tolist())
+
+
+def test_simulate_with_three_generators(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "zoo"
+    rc = cli_main(["--objects", "80", "--seed", "11", "--out", str(out), "--quiet",
+                   "--generators", "templates,redback,sncosmo", "--randomise-conditions"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    truth = pl.read_parquet(out / "truth.parquet")
+    assert truth["generator"].n_unique() > 1
+    for row in truth.select("class_code", "generator").iter_rows():
+        assert row[0] in gz.get(row[1]).classes
+    assert summary["generators"] == dict(truth["generator"].value_counts().iter_rows())
+    train = pl.read_parquet(out / "training" / "train.parquet")
+    assert "generator" in train.columns
+    n, ids = _decode_all(out / "alerts")
+    assert n == summary["n_alerts"] == truth["n_alerts"].sum()
+    assert ids <= set(truth["diaObjectId"].to_list())
+    # randomised conditions are recorded per object and are not all trivial
+    assert (truth["mwebv"] > 0).all() and truth["noise_scale"].n_unique() > 1
+    assert (truth["precovery_days"] <= 365.0).all()
+
+
+def test_generators_without_templates_restrict_the_classes(tmp_path: Path) -> None:
+    out = tmp_path / "sncosmo"
+    assert cli_main(["--objects", "20", "--seed", "2", "--out", str(out), "--quiet",
+                     "--generators", "sncosmo"]) == 0
+    truth = pl.read_parquet(out / "truth.parquet")
+    assert set(truth["class_code"].to_list()) == {2222}
+    assert set(truth["generator"].to_list()) == {"sncosmo"}
+
+
+def test_default_run_is_the_templates_run(tmp_path: Path) -> None:
+    a, b = tmp_path / "default", tmp_path / "templates"
+    assert cli_main(["--objects", "60", "--seed", "4", "--out", str(a), "--quiet"]) == 0
+    assert cli_main(["--objects", "60", "--seed", "4", "--out", str(b), "--quiet",
+                     "--generators", "templates", "--precovery-days", "365"]) == 0
+    fa, fb = sorted((a / "alerts").iterdir()), sorted((b / "alerts").iterdir())
+    assert [f.name for f in fa] == [f.name for f in fb]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(fa, fb, strict=True))
+    truth = pl.read_parquet(a / "truth.parquet")
+    assert set(truth["generator"].to_list()) == {"templates"}
+    assert (truth["mwebv"] == 0).all() and (truth["noise_scale"] == 1).all()
+    assert (truth["missing_bands"] == "").all()
+    _decode_all(a / "alerts")
