@@ -103,7 +103,7 @@ def enrich_archive(archive: str | Path, settings: Settings, predictor: Predictor
 
     enricher = make_enricher(settings, predictor)
     reader = BatchDecoder(enricher.decoder.store)
-    source = FileSource(archive, enricher.decoder, max_expanded_bytes=settings.max_expanded_bytes)
+    source = FileSource(archive, enricher.decoder)  # default size caps, as a default ``run``
     frames: list[pl.DataFrame] = []
     dead: Counter[str] = Counter()
     n = 0
