@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from broker.tokens import FEAT_FIELDS, LC_FIELDS
+from broker.tokens import FEAT_FIELDS, HOST_KIND_MAG, LC_FIELDS
 from models.anomaly import DESCRIPTORS, AnomalyForest, ForestConfig
 from models.encoder import EncoderConfig, PerceiverEncoder
 from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
@@ -115,11 +115,16 @@ class MultimodalModel(nn.Module):
         masked. Served with an alert's light curve and features present, its inputs are out of
         distribution (on simulated hosted transients: sigma_NMAD 0.133 and 38 % outliers, against
         0.038 and 6.3 % host-only), so serving uses the path it was trained on.
+
+        Only the magnitude tokens are kept: the DC2 training galaxies have no separation or
+        directional-light-radius tokens, and adding them to a served alert's host raised the
+        outlier fraction from 3 % to 22-26 % (``alertbroker eval served``, see docs/models.md).
         """
         n = host.shape[0]
         lc, feat = host.new_zeros(n, 0, len(LC_FIELDS)), host.new_zeros(n, 0, len(FEAT_FIELDS))
         empty = torch.zeros(n, 0, dtype=torch.bool, device=host.device)
-        out = self.forward(lc, empty, host, host_mask, feat, empty)
+        mags = host_mask & (host[..., 0] == HOST_KIND_MAG)
+        out = self.forward(lc, empty, host, mags, feat, empty)
         return mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
 
 

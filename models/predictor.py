@@ -81,8 +81,9 @@ class MultimodalPredictor:
         #: Registry features this model does not read (said once at load, never dropped silently).
         self.unread_features: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in read)
         if self.unread_features:
-            log.warning("model reads %d of %d summary features; not read: %s", len(read), len(FEATURE_NAMES),
-                        ", ".join(self.unread_features))
+            log.warning("model reads %d of %d summary features (%d not read, e.g. %s; see "
+                        "MultimodalPredictor.unread_features)", len(read), len(FEATURE_NAMES),
+                        len(self.unread_features), ", ".join(self.unread_features[-6:]))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kw: Any) -> MultimodalPredictor:

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from broker.features import FeatureConfig, featurize  # noqa: E402
 from broker.features.synth import make_batch  # noqa: E402
-from broker.tokens import HOST_KIND_MAG  # noqa: E402
+from broker.tokens import HOST_KIND_DLR, HOST_KIND_MAG, HOST_KIND_SEP  # noqa: E402
 from models.model import TOKEN_KEYS  # noqa: E402
 from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor  # noqa: E402
 
@@ -41,3 +41,9 @@ def test_served_photoz_ignores_the_light_curve_and_matches_the_host_path() -> No
         ref = pred.model.infer(**{k: torch.from_numpy(v) for k, v in host_only.items()})["photoz"].numpy()
     np.testing.assert_allclose(pa.photoz, ref, rtol=1e-4, atol=1e-4)
     assert not np.allclose(pa.probs, pb.probs), "the classes still use the light curve"
+    # separation and DLR tokens (slots 6-7 of a matched host) were never in the photo-z training set
+    c = {**a, "host": a["host"].copy(), "host_mask": a["host_mask"].copy()}
+    c["host"][:, 6] = [float(HOST_KIND_SEP), -1.0, 1.5, 0.0]
+    c["host"][:, 7] = [float(HOST_KIND_DLR), -1.0, 0.8, 0.0]
+    c["host_mask"][:, 6:8] = True
+    np.testing.assert_allclose(pred.predict_tokens(c).photoz, pa.photoz, rtol=1e-5, atol=1e-5)
