@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.train", "cli_main"))
 
-    p = sub.add_parser("eval", help="evaluate classify | photoz | anomaly against peers, in one run", add_help=False)
+    p = sub.add_parser("eval", help="evaluate classify | photoz | anomaly | served (per alert, through enrich())", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.evaluate", "cli_main"))
 
