@@ -91,6 +91,33 @@ def test_generators_make_only_their_classes(name: str) -> None:
         assert int(c) in gz.get(str(g)).classes
 
 
+def test_lynx_agn_dims_with_distance_and_varies_about_its_mean() -> None:
+    gen = gz.get("lightcurvelynx")
+    rng = np.random.default_rng(3)
+    p = gen.sample(2332, rng, np.array([0.02, 0.04]), T_REF, T_REF + 1.0)
+    p = {k: np.array([v[0], v[0]]) for k, v in p.items()} | {"z": np.array([0.02, 0.04])}
+    t = T_REF + np.arange(0.0, 300.0, 3.0)
+    diff, static = gen.flux(2332, p, np.array([0, t.size, 2 * t.size]), np.r_[t, t],
+                            np.full(2 * t.size, 2), rng)
+    assert np.isfinite(diff).all() and (static > 0).all()
+    dm = -2.5 * np.log10(static[t.size] / static[0])
+    assert dm == pytest.approx(float(distance_modulus(0.04) - distance_modulus(0.02)), abs=0.15)
+    assert abs(diff[: t.size].mean()) < 1e-6 * static[0] and diff[: t.size].std() > 0
+
+
+def test_lynx_eclipsing_binary_is_periodic_and_only_dims() -> None:
+    gen = gz.get("lightcurvelynx")
+    rng = np.random.default_rng(5)
+    p = gen.sample(2325, rng, np.full(3, np.nan), T_REF, T_REF + 1.0)
+    t = T_REF + np.linspace(0.0, 1.0, 200) * p["period"][0]
+    t = np.r_[t, t + 3.0 * p["period"][0]]  # the same phases three periods later
+    diff, static = gen.flux(2325, {k: v[:1] for k, v in p.items()}, np.array([0, t.size]), t,
+                            np.full(t.size, 2), rng)
+    assert (diff <= 1e-9 * static).all() and diff.min() < -0.01 * static[0]
+    np.testing.assert_allclose(diff[:200], diff[200:], rtol=1e-6, atol=1e-9 * static[0])
+    assert float(-2.5 * np.log10(static[0]) + 31.4) == pytest.approx(p["m_r"][0], abs=1e-6)
+
+
 def test_unknown_generator_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown generator"):
         gz.parse("templates,nope")
@@ -109,11 +136,12 @@ def _decode_all(alerts: Path) -> tuple[int, set[int]]:
 def test_simulate_with_three_generators(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "zoo"
     rc = cli_main(["--objects", "80", "--seed", "11", "--out", str(out), "--quiet",
-                   "--generators", "templates,redback,sncosmo", "--randomise-conditions"])
+                   "--generators", "templates,redback,sncosmo,lightcurvelynx",
+                   "--randomise-conditions"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     truth = pl.read_parquet(out / "truth.parquet")
-    assert truth["generator"].n_unique() > 1
+    assert truth["generator"].n_unique() >= 3
     for row in truth.select("class_code", "generator").iter_rows():
         assert row[0] in gz.get(row[1]).classes
     assert summary["generators"] == dict(truth["generator"].value_counts().iter_rows())
@@ -122,9 +150,22 @@ def test_simulate_with_three_generators(tmp_path: Path, capsys: pytest.CaptureFi
     n, ids = _decode_all(out / "alerts")
     assert n == summary["n_alerts"] == truth["n_alerts"].sum()
     assert ids <= set(truth["diaObjectId"].to_list())
-    # randomised conditions are recorded per object and are not all trivial
+    # randomised conditions are recorded per object and obeyed by the light curves
     assert (truth["mwebv"] > 0).all() and truth["noise_scale"].n_unique() > 1
     assert (truth["precovery_days"] <= 365.0).all()
+    curves = pl.concat([pl.read_parquet(out / "training" / f"{s}.parquet")
+                        for s in ("train", "validation", "test")])
+    rows = curves.join(truth.select("diaObjectId", "precovery_days", "missing_bands"),
+                       on="diaObjectId")
+    assert rows.height == truth.height
+    cut = 0
+    for r in rows.iter_rows(named=True):
+        assert not set(r["band"]) & set(r["missing_bands"])
+        if any(r["is_detection"]):
+            first = min(m for m, d in zip(r["mjd"], r["is_detection"], strict=True) if d)
+            assert min(r["mjd"]) >= first - r["precovery_days"] - 1e-9
+            cut += min(r["mjd"]) > first - 365.0
+    assert cut > 0
 
 
 def test_generators_without_templates_restrict_the_classes(tmp_path: Path) -> None:

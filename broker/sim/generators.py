@@ -7,13 +7,11 @@ those named on the command line that can make the object's class (uniformly), an
 the choice to ``truth.parquet`` and the training tables (``generator`` column), so that a
 classifier can be trained on some generators and tested on another.
 
-=============  ==========================================  ===================================
-name           module                                      classes
-=============  ==========================================  ===================================
-``templates``  ``models_transient`` / ``models_variable``  all 14 (the original simulator)
-``redback``    :mod:`broker.sim.gen_redback`               Ia, Ibc, II, SLSN, TDE, KN, PISN
-``sncosmo``    :mod:`broker.sim.gen_sncosmo`               Ia (``hsiao-subsampled``)
-=============  ==========================================  ===================================
+- ``templates``: ``models_transient`` / ``models_variable``, all 14 classes (the original
+  simulator);
+- ``redback``: :mod:`broker.sim.gen_redback`, SN Ia, SN Ibc, SN II, SLSN, TDE, KN, PISN;
+- ``sncosmo``: :mod:`broker.sim.gen_sncosmo`, SN Ia (``hsiao-subsampled``);
+- ``lightcurvelynx``: :mod:`broker.sim.gen_lynx`, AGN and eclipsing binaries.
 
 The external packages are imported lazily, only when their generator is used: the
 default run (``templates`` only) needs numpy alone and draws exactly the same random
@@ -122,7 +120,7 @@ class TemplatesGenerator:
 
 def names() -> tuple[str, ...]:
     """Every generator name, in a fixed order."""
-    return ("templates", "redback", "sncosmo")
+    return ("templates", "redback", "sncosmo", "lightcurvelynx")
 
 
 def get(name: str) -> Generator:
@@ -137,6 +135,10 @@ def get(name: str) -> Generator:
         from .gen_sncosmo import SncosmoGenerator
 
         return SncosmoGenerator()
+    if name == "lightcurvelynx":
+        from .gen_lynx import LynxGenerator
+
+        return LynxGenerator()
     raise ValueError(f"unknown generator {name!r}; choose from {', '.join(names())}")
 
 
