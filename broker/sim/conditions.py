@@ -57,7 +57,22 @@ class ObjectConditions:
 
 
 def draw(rng: np.random.Generator, cond: Conditions, gal_b: np.ndarray) -> ObjectConditions:
-    """Draw per-object conditions for objects at Galactic latitudes ``gal_b`` (deg)."""
+    """Draw per-object conditions.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random state; untouched unless ``cond.randomise``.
+    cond : Conditions
+        Settings.
+    gal_b : numpy.ndarray
+        Galactic latitude (deg) per object.
+
+    Returns
+    -------
+    ObjectConditions
+        Dust, noise factor, precovery depth and observed bands per object.
+    """
     n = gal_b.size
     if not cond.randomise:
         return ObjectConditions(np.zeros(n), np.ones(n), np.full(n, float(cond.precovery_days)),
@@ -74,7 +89,20 @@ def draw(rng: np.random.Generator, cond: Conditions, gal_b: np.ndarray) -> Objec
 
 
 def transmission(oc: ObjectConditions, obj: np.ndarray, band: np.ndarray) -> np.ndarray:
-    """Milky-Way dust transmission ``10^(-0.4 R_b E(B-V))`` per point."""
+    """Milky-Way dust transmission ``10^(-0.4 R_b E(B-V))`` per point.
+
+    Parameters
+    ----------
+    oc : ObjectConditions
+        Per-object draws.
+    obj, band : numpy.ndarray
+        Object row and band index (0..5) per point.
+
+    Returns
+    -------
+    numpy.ndarray
+        Flux multiplier per point (exactly 1 where ``E(B-V) = 0``).
+    """
     return np.power(10.0, -0.4 * R_LSST[band] * oc.mwebv[obj])
 
 
@@ -85,6 +113,22 @@ def keep_points(oc: ObjectConditions, off: np.ndarray, mjd: np.ndarray, band: np
     Forced photometry earlier than ``first detection - precovery`` is dropped; an object
     never detected is cut relative to ``ref_mjd`` (the start of the alert window).
     Detections in observed bands are always kept.
+
+    Parameters
+    ----------
+    oc : ObjectConditions
+        Per-object draws.
+    off : numpy.ndarray
+        CSR offsets per object.
+    mjd, band, detected : numpy.ndarray
+        Time, band index and detection flag per point.
+    ref_mjd : float
+        Reference for objects without a detection.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of the points to keep.
     """
     n = off.size - 1
     obj = np.repeat(np.arange(n), np.diff(off))

@@ -124,7 +124,23 @@ def names() -> tuple[str, ...]:
 
 
 def get(name: str) -> Generator:
-    """The generator called ``name`` (imports its package on first use)."""
+    """The generator called ``name`` (imports its package on first use).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`names`.
+
+    Returns
+    -------
+    Generator
+        A fresh generator object.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    """
     if name == "templates":
         return TemplatesGenerator()
     if name == "redback":
@@ -143,7 +159,23 @@ def get(name: str) -> Generator:
 
 
 def parse(spec: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Normalise ``"templates,redback"`` (or a sequence) to a tuple of known names."""
+    """Normalise ``"templates,redback"`` (or a sequence) to a tuple of known names.
+
+    Parameters
+    ----------
+    spec : str or sequence of str or None
+        Comma-separated names or a sequence; ``None`` means :data:`DEFAULT`.
+
+    Returns
+    -------
+    tuple of str
+        Unique names in the given order.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or an empty list.
+    """
     if spec is None:
         return DEFAULT
     items = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -157,7 +189,18 @@ def parse(spec: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def class_coverage(gens: dict[str, Generator]) -> set[int]:
-    """Class codes that at least one of ``gens`` can make."""
+    """Class codes that at least one of ``gens`` can make.
+
+    Parameters
+    ----------
+    gens : dict of str to Generator
+        Generators by name.
+
+    Returns
+    -------
+    set of int
+        The union of their classes.
+    """
     return set().union(*(g.classes for g in gens.values()))
 
 
@@ -166,6 +209,25 @@ def assign(rng: np.random.Generator, codes: np.ndarray, gens: dict[str, Generato
 
     With a single generator no random number is drawn, so default runs keep their
     random stream (and their bytes).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random state.
+    codes : numpy.ndarray
+        Class code per object.
+    gens : dict of str to Generator
+        The generators in use, by name.
+
+    Returns
+    -------
+    numpy.ndarray
+        Generator name per object (object dtype).
+
+    Raises
+    ------
+    ValueError
+        When no generator makes one of the classes.
     """
     keys = list(gens)
     if len(keys) == 1:
