@@ -126,7 +126,7 @@ def build_runner(
             conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
         src = KafkaSource(conf, parsed.topic.split(","), metrics, on_revoke=lambda: runner_box[0].drain())
     else:
-        src = FileSource(parsed.path, decoder)
+        src = FileSource(parsed.path, decoder, max_expanded_bytes=settings.max_expanded_bytes)
     args = (src, enricher, out, dlq_sink, scores_sink, metrics, settings.batch_size, settings.batch_timeout_s,
             settings.max_inflight_batches, max_idle_s, __version__)  # fmt: skip
     runner = ExactlyOnceRunner(*args, producer=producer) if producer is not None else Runner(*args)

@@ -18,8 +18,10 @@ from consumers.archive import iter_archive
 from consumers.uri import KafkaURI, parse_uri
 
 
-def describe(value: bytes | None, store: SchemaStore) -> dict[str, Any]:
-    """Summary of one wire-format message (or its error)."""
+def describe(value: bytes | AlertError | None, store: SchemaStore) -> dict[str, Any]:
+    """Summary of one wire-format message, or of the error an archive reader already named for it."""
+    if isinstance(value, AlertError):  # re-parsing a broken archive piece would misname its error
+        return {"error": value.reason, "detail": value.detail}
     try:
         sid, rec = read_message(value or b"", store)
     except AlertError as e:
@@ -45,15 +47,17 @@ def describe(value: bytes | None, store: SchemaStore) -> dict[str, Any]:
 
 
 def iter_values(target: str, store: SchemaStore, limit: int | None, timeout: float,
-                settings: Settings | None = None) -> Iterator[bytes | None]:  # fmt: skip
+                settings: Settings | None = None) -> Iterator[bytes | AlertError | None]:  # fmt: skip
     """Message values from a path or a ``kafka://`` URI (read from the beginning, own group).
 
     ``settings`` (default: from the environment) give the Kafka security settings.
     """
     parsed = parse_uri(target)
     if not isinstance(parsed, KafkaURI):
-        for m in iter_archive(parsed.path, BatchDecoder(store)):
-            yield m.value
+        cap = settings.max_expanded_bytes if settings is not None else None
+        for m in iter_archive(parsed.path, BatchDecoder(store), max_expanded_bytes=cap):
+            # a piece the archive reader could not use comes as its own error, as `run` names it
+            yield m.error if m.error is not None else m.value
         return
     from consumers.kafka_clients import fresh_group, make_consumer
 

@@ -33,12 +33,17 @@ class Source(Protocol):
 
 
 class FileSource:
-    """Alerts from a file, an archive or a directory of them (see :mod:`consumers.archive`)."""
+    """Alerts from a file, an archive or a directory of them (see :mod:`consumers.archive`).
+
+    ``max_expanded_bytes`` caps one archive member, container block or file held in
+    memory (None: ``Settings().max_expanded_bytes``); larger ones are dead letters.
+    """
 
     finite = True
 
-    def __init__(self, path: str | os.PathLike[str], decoder: BatchDecoder) -> None:
-        self._it: Iterator[InMessage] = iter_archive(path, decoder)
+    def __init__(self, path: str | os.PathLike[str], decoder: BatchDecoder,
+                 max_expanded_bytes: int | None = None) -> None:  # fmt: skip
+        self._it: Iterator[InMessage] = iter_archive(path, decoder, max_expanded_bytes=max_expanded_bytes)
 
     def poll_batch(self, max_messages: int, timeout: float) -> list[InMessage] | None:
         """The next messages of the archive, or None at the end."""

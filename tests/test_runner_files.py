@@ -62,8 +62,9 @@ def test_cli_run_and_inspect(tmp_path: Path, store: SchemaStore, capsys) -> None
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["enriched"] == 55 and summary["dead_lettered"] == 2
     assert not (tmp_path / "out" / "scores").exists()
-    assert main(["inspect", str(tmp_path / "out"), "--limit", "3"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert main(["inspect", str(tmp_path / "out"), "--limit", "4"]) == 0
+    first, *lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert first["error"] == "not_an_alert" and "dlq.jsonl" in first["detail"]  # files are read by content
     assert len(lines) == 3
     assert all(x["enriched"] and isinstance(x["diaSourceId"], str) and "annotations" in x for x in lines)
     assert main(["inspect", str(tmp_path / "in" / "junk.avro")]) == 0
