@@ -1,12 +1,16 @@
 """What ``enrich()`` returns: exactly one outcome per input message.
 
 Either an :class:`Output` (the enriched alert, plus an optional scores record)
-or a :class:`DeadLetter`. Nothing is ever dropped: the runner checks that the
-outcomes cover the inputs before it stores any offset.
+or a :class:`DeadLetter`. Nothing is ever dropped: the runner checks, per batch,
+that the outcomes (the enricher's, plus the dead letters it makes itself for
+source errors and oversized messages) cover the inputs exactly once before it
+queues any record, and stops without storing offsets when they do not
+(:meth:`EnrichResult.problem`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -40,5 +44,28 @@ class EnrichResult:
 
     def covers(self, n: int) -> bool:
         """True when every input index ``0..n-1`` has exactly one outcome."""
-        seen = sorted([o.index for o in self.outputs] + [d.index for d in self.dead])
-        return seen == list(range(n))
+        return self.problem(n) is None
+
+    def problem(self, n: int) -> str | None:
+        """What is wrong with the outcomes of ``n`` inputs, or None when each has exactly one.
+
+        Parameters
+        ----------
+        n : int
+            Number of input messages of the batch.
+
+        Returns
+        -------
+        str or None
+            A short description (missing, duplicated and out-of-range indices, a few of each).
+        """
+        counts = Counter([o.index for o in self.outputs] + [d.index for d in self.dead])
+        missing = [i for i in range(n) if i not in counts]
+        twice = sorted(i for i, c in counts.items() if c > 1)
+        outside = sorted(i for i in counts if not 0 <= i < n)
+        if not (missing or twice or outside):
+            return None
+        parts = [f"{name} {idx[:5]}{'...' if len(idx) > 5 else ''}"
+                 for name, idx in (("missing", missing), ("more than one outcome", twice),
+                                   ("out of range", outside)) if idx]  # fmt: skip
+        return f"outcomes of {n} inputs: " + "; ".join(parts)

@@ -14,7 +14,8 @@ from broker.metrics import Metrics
 from broker.predict import NullPredictor, Predictor
 from broker.schemas import SchemaStore
 from broker.settings import Settings
-from consumers.eos import ExactlyOnceRunner, default_transactional_id
+from consumers.checkpoint import AtLeastOnce, Checkpoint
+from consumers.eos import Transactional, default_transactional_id
 from consumers.kafka_clients import client_conf, producer_conf
 from consumers.runner import Runner
 from consumers.sinks import AvroDirSink, DLQFileSink, KafkaSink, Sink, make_producer
@@ -129,6 +130,11 @@ def build_runner(
         src = FileSource(parsed.path, decoder, max_expanded_bytes=settings.max_expanded_bytes)
     args = (src, enricher, out, dlq_sink, scores_sink, metrics, settings.batch_size, settings.batch_timeout_s,
             settings.max_inflight_batches, max_idle_s, __version__)  # fmt: skip
-    runner = ExactlyOnceRunner(*args, producer=producer) if producer is not None else Runner(*args)
+    checkpoint: Checkpoint = AtLeastOnce(src)
+    if producer is not None:
+        assert isinstance(src, KafkaSource)  # _transactional_producer checked every URI
+        checkpoint = Transactional(producer, src)
+    runner = Runner(*args, checkpoint=checkpoint, max_message_bytes=settings.max_message_bytes,
+                    dlq_max_payload_bytes=settings.dlq_max_payload_bytes)  # fmt: skip
     runner_box.append(runner)
     return runner

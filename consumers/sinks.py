@@ -1,8 +1,11 @@
 """Sinks: where enriched alerts, scores and dead letters go (Kafka topics or files).
 
-All sinks share one contract: ``produce(..., on_delivery)`` calls ``on_delivery(None)``
-once the record is durably handed over (Kafka ack, or written to a file), or
-``on_delivery("error text")``. The runner stores offsets only after that.
+All sinks share one contract: ``produce(..., on_delivery)`` either queues the record
+and later calls ``on_delivery(None)`` once it is durably handed over (Kafka ack, or
+written to a file) or ``on_delivery("error text")``; or it raises
+:class:`ProduceError`, and then the record was never queued and no callback will
+ever come (the runner counts a record as pending only once ``produce`` returned).
+The runner stores offsets only after every callback of a batch came back clean.
 """
 
 from __future__ import annotations
@@ -22,6 +25,22 @@ from broker.wire import HEADER_SIZE, parse_header
 
 Delivery = Callable[[str | None], None]
 Headers = list[tuple[str, bytes]]
+
+
+class ProduceError(Exception):
+    """A record was refused synchronously: it was not queued and its delivery callback will never run.
+
+    Attributes
+    ----------
+    too_large : bool
+        The client refused it for its size (librdkafka ``MSG_SIZE_TOO_LARGE``).
+    fatal : bool
+        The producer itself is broken (fatal or fenced): every later record would fail too.
+    """
+
+    def __init__(self, detail: str, too_large: bool = False, fatal: bool = False) -> None:
+        super().__init__(detail)
+        self.too_large, self.fatal = too_large, fatal
 
 
 class Sink(Protocol):
@@ -60,23 +79,44 @@ class KafkaSink:
     topic : str
     """
 
+    #: Longest wait for room in the local queue before giving up (a broker gone for this long is an outage).
+    max_block_s = 60.0
+
     def __init__(self, conf: dict[str, Any], topic: str, producer: Any = None) -> None:
         self.producer = producer if producer is not None else make_producer(conf)
         self.topic = topic
         self._owned = producer is None
 
     def produce(self, key: bytes | None, value: bytes, headers: Headers | None, on_delivery: Delivery) -> None:
-        """Queue a record; waits (serving callbacks) while the local queue is full."""
+        """Queue a record; waits (serving callbacks, at most :attr:`max_block_s`) while the local queue is full.
+
+        Raises
+        ------
+        ProduceError
+            The client refused the record (too large, unknown partition, fatal producer...): it is not
+            queued, so ``on_delivery`` will never be called for it.
+        """
+        from confluent_kafka import KafkaError, KafkaException
+
         def cb(err: Any, _msg: Any) -> None:
             on_delivery(None if err is None else str(err))
 
+        give_up = time.monotonic() + self.max_block_s
         while True:
             try:
                 self.producer.produce(self.topic, value=value, key=key, headers=headers,  # type: ignore[arg-type]
                                       on_delivery=cb)
                 return
-            except BufferError:  # local queue full: back-pressure
+            except BufferError:  # local queue full: back-pressure, but not forever
+                if time.monotonic() > give_up:
+                    raise ProduceError(f"local queue of {self.topic} full for {self.max_block_s:.0f} s",
+                                       fatal=True) from None  # fmt: skip
                 self.producer.poll(0.1)
+            except KafkaException as e:
+                err = e.args[0]
+                too_large = isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+                fatal = isinstance(err, KafkaError) and bool(err.fatal())
+                raise ProduceError(f"{self.topic}: {err} ({len(value)} bytes)", too_large, fatal) from e
 
     def poll(self, timeout: float) -> None:
         """Serve delivery callbacks."""
@@ -90,6 +130,15 @@ class KafkaSink:
         """Flush (up to 30 s) a producer this sink owns."""
         if self._owned:
             self.producer.flush(30)
+
+    def abort(self) -> None:
+        """Drop every queued and in-flight record (the worker is stopping without committing them).
+
+        Their callbacks report a purge error; :meth:`close` then returns at once instead of
+        waiting for a broker that may never answer.
+        """
+        self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self.producer.poll(0)
 
 
 class _FileSink:

@@ -128,15 +128,25 @@ class KafkaSource:
             except Exception as e:  # noqa: BLE001 - partition revoked meanwhile: it will be reprocessed
                 log.warning("could not store offsets (%s); those alerts will be reprocessed", e)
 
-    def commit(self) -> None:
-        """Synchronously commit stored offsets (no-op when nothing is stored)."""
+    def commit(self, asynchronous: bool = False) -> None:
+        """Commit stored offsets (no-op when nothing is stored); ``asynchronous`` does not wait for the broker."""
         from confluent_kafka import KafkaException
 
         try:
-            self.consumer.commit(asynchronous=False)
+            self.consumer.commit(asynchronous=asynchronous)
         except KafkaException as e:
             if "NO_OFFSET" not in str(e):
                 log.warning("commit failed: %s", e)
+
+    def group_metadata(self) -> Any:
+        """The consumer group's metadata, for ``send_offsets_to_transaction`` (exactly-once)."""
+        return self.consumer.consumer_group_metadata()
+
+    def rewind_to_committed(self) -> None:
+        """Seek every assigned partition back to its committed offset (after an aborted transaction)."""
+        for tp in self.consumer.committed(self.consumer.assignment(), 30):
+            if tp.offset >= 0:
+                self.consumer.seek(tp)
 
     def close(self) -> None:
         """Commit stored offsets and leave the group."""

@@ -84,7 +84,9 @@ class Watcher:
         while not self._stop:
             for m in self._c.consume(500, 0.2):
                 if m.error() is None:
-                    self.ids.append(int(dict(m.headers() or [])["diaSourceId"]))
+                    sid = dict(m.headers() or [])["diaSourceId"]
+                    assert sid is not None
+                    self.ids.append(int(sid))
 
     def unique(self) -> int:
         return len(set(self.ids))

@@ -1,6 +1,6 @@
 """Fault injection against the real Kafka: kill workers, the broker, a rebalance, the DLQ.
 
-Every test prints its counts (killed, restarted, in, out, DLQ, lost, duplicated).
+Every test prints its counts (killed, restarted, in, out, DLQ, lost, duplicated, and duplicated per kill).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def _report(name: str, killed: int, n_valid: int, ids: list[int], dlq: int, n_ba
     """Print the counts; ``lost`` counts valid alerts with no output and bad inputs with no dead letter."""
     lost = n_valid - len(set(ids) & set(range(1, n_valid + 1))) + max(0, n_bad - dlq)
     dup = sum(c - 1 for c in Counter(ids).values())
+    per_kill = f" duplicated_per_kill={dup / killed:.1f}" if killed else ""
     report_counts(f"{name}: killed={killed} restarted={killed} in={n_valid + n_bad} out={len(ids)} dlq={dlq} "
-          f"lost={lost} duplicated={dup}")
+          f"lost={lost} duplicated={dup}{per_kill}")
     return lost, dup
 
 
@@ -65,7 +66,7 @@ def test_twenty_sigkills_during_a_20k_replay(kafka_bootstrap: str, topic_prefix:
     rng = random.Random(7)
     points = sorted(rng.uniform(0.02, 0.95) for _ in range(20))
     watch = Watcher(kafka_bootstrap, dst, committed_only=eos)
-    killed, at = 0, []
+    killed, at, exited = 0, [], []
     try:
         for frac in points:
             w = worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g", *extra, env=env, idle=60)
@@ -76,6 +77,8 @@ def test_twenty_sigkills_during_a_20k_replay(kafka_bootstrap: str, topic_prefix:
                 w.send_signal(signal.SIGKILL)
                 killed += 1
                 at.append(watch.unique())
+            else:  # it stopped by itself: keep why, for the assertion message
+                exited.append(f"rc={w.returncode}: {w.communicate()[1].decode()[-600:]}")
             w.wait(30)
         w = worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g", *extra, env=env, idle=10)
         _, err = w.communicate(timeout=600)
@@ -85,10 +88,16 @@ def test_twenty_sigkills_during_a_20k_replay(kafka_bootstrap: str, topic_prefix:
     ids = _ids(read_topic(kafka_bootstrap, dst, expect=N, committed_only=eos))
     dlq = read_topic(kafka_bootstrap, f"{dst}-dlq", committed_only=eos)
     lost, dup = _report(f"{mode} x20 SIGKILL", killed, N, ids, len(dlq), n_bad=1)
-    assert killed == 20 and sum(a < N for a in at) >= 15, f"kills must land mid-stream: {at}"
+    assert killed == 20 and sum(a < N for a in at) >= 15, f"kills must land mid-stream: {at}; exited: {exited}"
     assert lost == 0 and set(ids) == set(range(1, N + 1)) and len(dlq) >= 1
     if eos:
         assert dup == 0 and len(dlq) == 1
+    else:
+        # A SIGKILL re-delivers what was produced but not committed: at most max_inflight_batches (4) batches
+        # wait for acknowledgements, and a delivered batch's offsets are committed within ~50 ms (the
+        # runner serves acknowledgements every 50 ms and commits right after storing). So a kill costs at
+        # most batch x max_inflight = 400 re-deliveries, about one batch in practice.
+        assert dup / killed <= 100 * 4, f"{dup} duplicates for {killed} kills"
 
 
 def test_kafka_broker_killed_and_restarted_mid_stream(topic_prefix: str, alerts: list[bytes],
