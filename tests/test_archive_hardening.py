@@ -99,6 +99,16 @@ def test_empty_blocks_are_skipped_and_data_without_records_is_corrupt(tmp_path: 
     assert reasons(msgs) == ["ok", "corrupt_archive", "ok"]
 
 
+def test_one_record_blocks_are_not_split_but_still_checked(tmp_path: Path, store: SchemaStore) -> None:
+    good = bodies(store, 1)[0]
+    data = container(store.get(1101).definition, [(1, good), (1, good + b"\x00\x01"), (1, good[:-9])])
+    (tmp_path / "one.avro").write_bytes(data)
+    msgs, _ = read(tmp_path / "one.avro", store)
+    assert reasons(msgs) == ["ok", "ok", "ok"]  # passed on whole: the decoder, not the splitter, judges them
+    res = BatchDecoder(store).decode([m.value for m in msgs])
+    assert len(res.batch) == 1 and [e.reason for _, e in res.errors] == ["malformed_body", "malformed_body"]
+
+
 def test_count_bound_is_the_smallest_record_of_the_schema(store: SchemaStore) -> None:
     assert min_record_bytes({"type": "record", "name": "r", "fields": [
         {"name": "a", "type": "long"}, {"name": "b", "type": ["null", "double"]},
@@ -214,15 +224,18 @@ def test_inspect_reports_the_archive_error_like_run(tmp_path: Path, store: Schem
 def test_headers_are_identified_without_scanning_every_schema() -> None:
     from broker.annotations import enriched_definition, enriched_schema_id
 
+    def js(schema: dict) -> str:  # type: ignore[type-arg]
+        return json.dumps(schema, sort_keys=True)  # the header as the reader keys it
+
     fresh, reference = SchemaStore(), SchemaStore()
     dec = BatchDecoder(fresh)
     for sid in (701, 1000, 1101):
         plain = fresh.get(sid).definition
-        assert _identify(dec, plain) == reference.identify(plain) == sid
-        assert _identify(dec, enriched_definition(plain)) == enriched_schema_id(sid)
+        assert _identify(dec, js(plain)) == reference.identify(plain) == sid
+        assert _identify(dec, js(enriched_definition(plain))) == enriched_schema_id(sid)
     assert not fresh._fingerprints  # the all-versions scan (seconds on first use) never ran
     odd = {"type": "record", "name": "lsst.v7_1.alert", "fields": [{"name": "x", "type": "long"}]}
-    assert _identify(dec, odd) == reference.identify(odd)  # a lookalike falls back to the full scan
+    assert _identify(dec, js(odd)) == reference.identify(odd)  # a lookalike falls back to the full scan
 
 
 def test_real_containers_and_wire_files_stream_identically(tmp_path: Path, store: SchemaStore) -> None:
