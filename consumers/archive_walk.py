@@ -48,13 +48,17 @@ def walk(root: Path) -> Iterator[tuple[Path, Path, AlertError | None]]:
         log.warning("skipped %d hidden entries under %s: %s", len(hidden), root, ", ".join(hidden[:10]))
 
 
-def _walk_dir(d: Path, top: Path, hidden: list[str]) -> Iterator[tuple[Path, Path, AlertError | None]]:
-    try:
-        entries = sorted(os.scandir(d), key=lambda e: e.name)
-    except OSError as exc:
-        yield d, d, CorruptArchive(f"{d}: unreadable folder: {exc}")
-        return
-    for e in entries:
+def _walk_dir(root: Path, top: Path, hidden: list[str]) -> Iterator[tuple[Path, Path, AlertError | None]]:
+    # an explicit stack, not recursion: a hostile tree of 2,000 nested folders must not raise RecursionError
+    stack: list[Iterator[os.DirEntry[str]]] = []
+    opened = _listing(root, stack)
+    if opened is not None:
+        yield opened
+    while stack:
+        e = next(stack[-1], None)
+        if e is None:
+            stack.pop()
+            continue
         p = Path(e.path)
         if e.name.startswith("."):
             hidden.append(str(p))
@@ -63,7 +67,9 @@ def _walk_dir(d: Path, top: Path, hidden: list[str]) -> Iterator[tuple[Path, Pat
             if e.is_symlink():
                 yield _link(p, top)
             elif e.is_dir(follow_symlinks=False):
-                yield from _walk_dir(p, top, hidden)
+                failed = _listing(p, stack)
+                if failed is not None:
+                    yield failed
             elif e.is_file(follow_symlinks=False):
                 yield p, p, None
             else:  # a FIFO would block the reader forever; devices and sockets hold no alerts
@@ -72,9 +78,22 @@ def _walk_dir(d: Path, top: Path, hidden: list[str]) -> Iterator[tuple[Path, Pat
             yield p, p, CorruptArchive(f"{p}: {err}")
 
 
+def _listing(d: Path, stack: list[Iterator[os.DirEntry[str]]]) -> tuple[Path, Path, AlertError | None] | None:
+    """Push ``d``'s entries (sorted by name) on ``stack``, or return the error entry for an unreadable folder."""
+    try:
+        with os.scandir(d) as it:
+            stack.append(iter(sorted(it, key=lambda e: e.name)))
+    except OSError as exc:
+        return d, d, CorruptArchive(f"{d}: unreadable folder: {exc}")
+    return None
+
+
 def _link(p: Path, top: Path) -> tuple[Path, Path, AlertError | None]:
     """Read a symlink only when it resolves to a regular file inside the folder."""
-    target = p.resolve()
+    try:
+        target = p.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13)
+        return p, p, NotAnAlert(f"{p}: unresolvable symlink ({e}): not followed")
     if not target.is_relative_to(top):
         return p, target, NotAnAlert(f"{p}: symlink to {target}, outside {top}: not followed")
     if target.is_dir():

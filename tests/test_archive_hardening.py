@@ -192,6 +192,7 @@ def test_folder_is_read_by_content_and_nothing_is_silent(tmp_path: Path, store: 
     (d / "z_out").symlink_to(outside)
     (d / "z_in").symlink_to(d / "m0.bin")
     (d / "z_dir").symlink_to(d / "sub")
+    (d / "z_loop").symlink_to(d / "z_loop")  # resolving it raised RuntimeError out of the walk
     os.mkfifo(d / "z_fifo")  # opening it would hang the reader
     with caplog.at_level(logging.WARNING, logger="consumers.archive_walk"):
         msgs, _ = read(d, store)
@@ -199,9 +200,23 @@ def test_folder_is_read_by_content_and_nothing_is_silent(tmp_path: Path, store: 
     assert [m.topic for m in msgs].count(str(d / "sub" / "container.dat")) == 2
     assert got == {"README.md": "not_an_alert", "empty": "not_an_alert", "m0.bin": "ok", "m1.bin": "ok",
                    "m2.bin": "ok", "container.dat": "ok", "z_dir": "not_an_alert", "z_fifo": "not_an_alert",
-                   "z_in": "ok", "z_out": "not_an_alert"}  # fmt: skip
+                   "z_in": "ok", "z_loop": "not_an_alert", "z_out": "not_an_alert"}  # fmt: skip
     assert "outside" in next(m for m in msgs if m.topic.endswith("z_out")).error.detail  # type: ignore[union-attr]
     assert "skipped 2 hidden entries" in caplog.text
+
+
+def test_deeply_nested_folders_are_walked_without_recursion(tmp_path: Path, store: SchemaStore,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    alert = (REAL / "wire" / "or4_3068429599923765251.bin").read_bytes()
+    deep = tmp_path / "d"
+    deep.mkdir()
+    monkeypatch.chdir(deep)  # relative mkdirs (cheap); the working folder is restored afterwards
+    for _ in range(1500):
+        os.mkdir("a")
+        os.chdir("a")
+    Path("x.bin").write_bytes(alert)
+    msgs, _ = read(deep, store)
+    assert reasons(msgs) == ["ok"] and msgs[0].value == alert
 
 
 def test_oversize_single_file_is_a_dead_letter_not_read(tmp_path: Path, store: SchemaStore) -> None:
