@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -111,11 +112,22 @@ def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, topic_prefix: st
 def test_worker_stops_cleanly_on_sigterm(kafka_bootstrap: str, topic_prefix: str) -> None:
     src, dst = f"{topic_prefix}-in", f"{topic_prefix}-out"
     create_topics(kafka_bootstrap, [src, dst])
-    w = worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g", idle=600)
-    time.sleep(6)
+    port = 17000 + os.getpid() % 1000
+    w = worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g", "--metrics-port", str(port), idle=600)
+    # SIGTERM once the loop turns (/readyz): a fixed sleep raced the worker's start on a busy machine
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and w.poll() is None:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    t0 = time.monotonic()
     w.send_signal(signal.SIGTERM)
     out, err = w.communicate(timeout=60)
     assert w.returncode == 0, err.decode()[-2000:]
+    assert time.monotonic() - t0 < 30, "SIGTERM must end an idle worker promptly"
     assert json.loads(out.decode().strip().splitlines()[-1])["consumed"] == 0
 
 
@@ -169,8 +181,6 @@ def test_unknown_id_resolved_through_schema_registry(kafka_bootstrap: str, topic
 
 
 def test_metrics_are_exported(kafka_bootstrap: str, topic_prefix: str) -> None:
-    import urllib.request
-
     src, dst = f"{topic_prefix}-in", f"{topic_prefix}-out"
     create_topics(kafka_bootstrap, [src, dst])
     from confluent_kafka import Producer
