@@ -21,17 +21,27 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Consume, enrich, produce until stopped (or until a file source ends)."""
+    import signal
+
     from consumers.app import build_runner
     from consumers.ops import serve, setup_logging
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
+    # Loading the model and compiling kernels takes seconds: a SIGTERM that arrives meanwhile is
+    # remembered and honoured as soon as the runner exists (a clean exit, nothing consumed),
+    # rather than killing the process with the default handler.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     runner = build_runner(args.source, args.sink, settings, dlq=args.dlq, scores=args.scores,
                           max_idle_s=args.max_idle_s, exactly_once=args.exactly_once or settings.exactly_once)
     if settings.metrics_port:  # /metrics, /healthz, /readyz
         serve(settings.metrics_port, runner.metrics.registry, runner.health, host=settings.metrics_host)
     logging.getLogger("alertbroker").info("worker started", extra={"source": args.source, "sink": args.sink})
     runner.install_signal_handlers()
+    if early:
+        runner.stop()
     summary = runner.run()
     print(json.dumps(summary.as_dict()))
     return 0
@@ -197,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.train", "cli_main"))
 
-    p = sub.add_parser("eval", help="evaluate classify | photoz | anomaly | served (per alert, through enrich())", add_help=False)
+    p = sub.add_parser("eval", help="evaluate served (per alert, through enrich()) | classify | photoz | anomaly",
+                       add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.evaluate", "cli_main"))
 
