@@ -211,12 +211,20 @@ def test_deeply_nested_folders_are_walked_without_recursion(tmp_path: Path, stor
     deep = tmp_path / "d"
     deep.mkdir()
     monkeypatch.chdir(deep)  # relative mkdirs (cheap); the working folder is restored afterwards
-    for _ in range(1500):
-        os.mkdir("a")
-        os.chdir("a")
-    Path("x.bin").write_bytes(alert)
-    msgs, _ = read(deep, store)
-    assert reasons(msgs) == ["ok"] and msgs[0].value == alert
+    depth = 0
+    try:
+        for _ in range(1500):
+            os.mkdir("a")
+            os.chdir("a")
+            depth += 1
+        Path("x.bin").write_bytes(alert)
+        msgs, _ = read(deep, store)
+        assert reasons(msgs) == ["ok"] and msgs[0].value == alert
+    finally:  # remove it bottom-up here: pytest's recursive tmp cleanup would hit the recursion limit
+        Path("x.bin").unlink(missing_ok=True)
+        for _ in range(depth):
+            os.chdir("..")
+            os.rmdir("a")
 
 
 def test_oversize_single_file_is_a_dead_letter_not_read(tmp_path: Path, store: SchemaStore) -> None:

@@ -60,10 +60,17 @@ def _api() -> tuple[dict[str, Callable[..., Any]], Any]:
     """Import redback lazily (about 10 s) and return its models and our cosmology."""
     import logging
 
+    import matplotlib
     from astropy.cosmology import FlatLambdaCDM
+
+    saved = dict(matplotlib.rcParams)
     from redback.transient_models import kilonova_models as kn
     from redback.transient_models import supernova_models as sn
     from redback.transient_models import tde_models as tde
+
+    # Why: importing redback switches matplotlib to LaTeX text (text.usetex) for the whole
+    # process, which breaks every later plot on a machine without latex (alertbroker plot).
+    matplotlib.rcParams.update(saved)
 
     for name in ("redback", "bilby"):  # their INFO banners would drown the progress log
         logging.getLogger(name).setLevel(logging.WARNING)
