@@ -28,6 +28,7 @@ from broker.predict import Predictions
 from broker.tokens import HOST_KIND_MAG, LC_FIELDS
 from models.checkpoint import load_checkpoint
 from models.model import TOKEN_KEYS, MultimodalModel
+from models.photoz_cache import HostPhotozCache
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class MultimodalPredictor:
         self.batch_size = batch_size
         self.min_detections = min_detections
         self.min_host_bands = min_host_bands
+        self.photoz_cache = HostPhotozCache(self._host_photoz, self.device)
         read = set(model.cfg.encoder.feature_names)
         #: Registry features this model does not read (said once at load, never dropped silently).
         self.unread_features: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in read)
@@ -91,6 +93,10 @@ class MultimodalPredictor:
         model, meta = load_checkpoint(path, device)
         return cls(model, meta, device=device, **kw)
 
+    def _host_photoz(self, host: torch.Tensor, host_mask: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return self.model.photoz_from_host(host, host_mask)
+
     def gates(self, tokens: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``can_predict`` per alert: (class/anomaly gate, photo-z gate), bool (n,) each."""
         det = (tokens["lc"][..., LC_FIELDS.index("is_detection")] > 0.5) & tokens["lc_mask"]
@@ -104,8 +110,11 @@ class MultimodalPredictor:
         probs = np.full((n, k), np.nan, np.float32)
         photoz = np.full((n, 8), np.nan, np.float32)
         anomaly = np.full(n, np.nan, np.float32)
-        todo = np.flatnonzero(cls_ok | z_ok)
+        todo = np.flatnonzero(cls_ok)
         cuda = self.device.type == "cuda"
+        zi = np.flatnonzero(z_ok)
+        if len(zi):  # photo-z from the host tokens alone: the inputs its head was trained on
+            photoz[zi] = self.photoz_cache(tokens["host"][zi], tokens["host_mask"][zi])
         for s in range(0, len(todo), self.batch_size):
             idx = todo[s : s + self.batch_size]
             tb, sub = {}, {k: tokens[k][idx] for k in TOKEN_KEYS}
@@ -117,12 +126,8 @@ class MultimodalPredictor:
                 tb[key] = t.pin_memory().to(self.device, non_blocking=True) if cuda else t
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
                 out = self.model.infer(**tb)
-                # photo-z from the host tokens alone: the inputs its head was trained on
-                pz = self.model.photoz_from_host(tb["host"], tb["host_mask"])
-            c, z = cls_ok[idx], z_ok[idx]
-            probs[idx[c]] = out["probs"].float().cpu().numpy()[c]
-            anomaly[idx[c]] = out["anomaly"].float().cpu().numpy()[c]
-            photoz[idx[z]] = pz.float().cpu().numpy()[z]
+            probs[idx] = out["probs"].float().cpu().numpy()
+            anomaly[idx] = out["anomaly"].float().cpu().numpy()
         return Predictions(probs=probs, photoz=photoz, anomaly=anomaly)
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:

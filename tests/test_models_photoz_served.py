@@ -47,3 +47,20 @@ def test_served_photoz_ignores_the_light_curve_and_matches_the_host_path() -> No
     c["host"][:, 7] = [float(HOST_KIND_DLR), -1.0, 0.8, 0.0]
     c["host_mask"][:, 6:8] = True
     np.testing.assert_allclose(pred.predict_tokens(c).photoz, pa.photoz, rtol=1e-5, atol=1e-5)
+
+
+def test_host_photoz_is_computed_once_per_host_and_cached() -> None:
+    pred = MultimodalPredictor.from_checkpoint(DEFAULT_WEIGHTS)
+    a = _tokens(seed=1)
+    first = pred.predict_tokens(a).photoz
+    cache = pred.photoz_cache
+    assert cache.misses == 6 and cache.hits == 0
+    twice = {k: np.concatenate([v, v]) for k, v in a.items()}  # the same six hosts, twice, in one batch
+    second = pred.predict_tokens(twice).photoz
+    assert cache.misses == 6 and cache.hits == 12, "known hosts come from the cache"
+    np.testing.assert_array_equal(second[:6], first)
+    np.testing.assert_array_equal(second[6:], first)
+    cache.clear()
+    fresh = pred.predict_tokens(twice).photoz  # inside one batch a repeated host is scored once
+    assert cache.misses == 6 + 12 and len(cache._lru) == 6
+    np.testing.assert_allclose(fresh, second, rtol=1e-5, atol=1e-6)
