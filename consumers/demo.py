@@ -50,18 +50,22 @@ def run_demo(out: str, objects: int, seed: int) -> int:
     shutil.rmtree(root, ignore_errors=True)
     store = SchemaStore()
     t = time.perf_counter()
-    what = build_night(root / "archive" / "night", objects, seed)
+    what = build_night(root / "night", objects, seed)
+    # the source folder holds alerts only: truth, training tables and host catalog stay beside it
+    # (every other file in a source folder would be a not_an_alert dead letter)
+    (root / "archive").mkdir(parents=True)
+    shutil.move(root / "night" / "alerts", root / "archive" / "night")
     n = write_sample_archive(root / "archive" / "samples", store)
     print(f"built {what}; plus {n} lsst-alert-packet sample alerts (one per schema version) "
           f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
-    hosts = root / "archive" / "night" / "hosts"
+    hosts = root / "night" / "hosts"
     settings = Settings.load(host_catalog=str(hosts) if hosts.exists() else None)
     runner = build_runner(f"file://{root.resolve() / 'archive'}", f"file://{root.resolve() / 'enriched'}",
                           settings)  # fmt: skip
     summary = runner.run()
     print(json.dumps(summary.as_dict()))
     print(f"outputs in {root / 'enriched'} (Avro containers; scores/ and dlq/ beside them)")
-    show_night(root / "enriched", root / "archive" / "night" / "truth.parquet")
+    show_night(root / "enriched", root / "night" / "truth.parquet")
     return 0
 
 
