@@ -93,8 +93,8 @@ def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host, v2) -> None
     solar, rel, state = v2
     got = enc.encode(probs, photoz, anomaly, host, 5, 7, 1_700_000_000_123, 1_700_000_000_456, solar, rel, state)
     want = encode_annotations({
-        "schemaVersion": ANNOTATIONS_VERSION, "brokerName": "b", "brokerVersion": "1.2", "modelName": "m", "modelVersion": None,
-        "taxonomy": "tax",
+        "schemaVersion": ANNOTATIONS_VERSION, "brokerName": "b", "brokerVersion": "1.2", "modelName": "m",
+        "modelVersion": None, "taxonomy": "tax",
         "classifications": None if probs is None else [
             {"classId": 1, "className": "one", "probability": 0.1}, {"classId": 2, "className": "two",
                                                                    "probability": 0.9}],
