@@ -25,11 +25,12 @@ from typing import Any, Protocol
 
 from broker.annotations_codec import avro_string, zigzag
 from broker.errors import AlertError, CorruptArchive, DecompressionBomb
+from broker.settings import Settings
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
-#: Default cap on one block's decompressed size (``Settings.max_expanded_bytes`` overrides it).
-DEFAULT_MAX_EXPANDED_BYTES = 256 * 1024 * 1024
+#: Default cap on one block's decompressed size: the default of ``Settings.max_expanded_bytes``.
+DEFAULT_MAX_EXPANDED_BYTES: int = Settings.model_fields["max_expanded_bytes"].default
 _CHUNK = 1 << 20  # inflate/skip step: the most a bomb ever costs in memory beyond its compressed bytes
 _PRIMITIVE_MIN = {"null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8, "bytes": 1, "string": 1}
 

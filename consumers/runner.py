@@ -1,20 +1,18 @@
 """The worker loop: consume -> enrich -> produce -> (after delivery) checkpoint.
 
-Per micro-batch the runner dead-letters what it can judge without decoding (source
-errors, messages over ``max_message_bytes``), enriches the rest, checks that every
-input has exactly one outcome (else :class:`InvariantViolation`, nothing stored),
-queues every record, and hands the batch to its :class:`~consumers.checkpoint.Checkpoint`:
-:class:`~consumers.checkpoint.AtLeastOnce` (default) stores offsets once every record of
-the batch and of all older batches is acknowledged; :class:`~consumers.eos.Transactional`
-commits records and offsets in one transaction.
+Per micro-batch the runner dead-letters what it can judge without decoding (source errors, messages over
+``max_message_bytes``), enriches the rest, checks that every input has exactly one outcome (else
+:class:`InvariantViolation`, nothing stored), queues every record, and hands the batch to its
+:class:`~consumers.checkpoint.Checkpoint`: :class:`~consumers.checkpoint.AtLeastOnce` (default) stores
+offsets once every record of the batch and of all older batches is acknowledged;
+:class:`~consumers.eos.Transactional` commits records and offsets in one transaction.
 
-No wait depends on a record that was not queued: a record counts as pending only once
-``produce`` accepted it; one refused synchronously (too large, or any non-fatal client error)
-sends its input to the DLQ as ``message_too_large``. Sinks are polled every ``tick_s``, idle
-or not, so offsets are stored and committed within tens of milliseconds of delivery. A failed
-delivery stops the worker without storing anything past it; SIGTERM/SIGINT deliver within
-``shutdown_timeout_s`` or stop with :class:`DeliveryTimeout`, storing nothing undelivered
-(a watchdog ends the process if even that hangs).
+No wait depends on a record that was not queued: a record counts as pending only once ``produce``
+accepted it; one refused synchronously (too large, or any non-fatal client error) sends its input to the
+DLQ as ``message_too_large``. Sinks are polled every ``tick_s``, idle or not, so offsets are stored and
+committed within tens of milliseconds of delivery. A failed delivery stops the worker without storing
+anything past it; SIGTERM/SIGINT deliver within ``shutdown_timeout_s`` or stop with
+:class:`DeliveryTimeout`, storing nothing undelivered (a watchdog ends the process if even that hangs).
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from broker.enrich import Enricher
 from broker.errors import DeliveryFailed, MessageTooLarge, RegistryUnavailable
 from broker.metrics import Metrics
 from broker.records import DeadLetter, EnrichResult
+from broker.settings import Settings
 from broker.wire import frame
 from consumers import outcomes
 from consumers.checkpoint import AtLeastOnce, Checkpoint
@@ -39,6 +38,7 @@ from consumers.sinks import Headers, ProduceError, Sink
 from consumers.sources import Source
 
 log = logging.getLogger(__name__)
+_LIM = {k: Settings.model_fields[k].default for k in ("max_message_bytes", "dlq_max_payload_bytes")}  # stated once
 
 
 class Runner:
@@ -68,8 +68,9 @@ class Runner:
     def __init__(self, source: Source, enricher: Enricher, out: Sink, dlq: Sink, scores: Sink | None = None,
                  metrics: Metrics | None = None, batch_size: int = 500, batch_timeout_s: float = 0.5,
                  max_inflight: int = 4, max_idle_s: float | None = None, broker_version: str = "0", *,
-                 checkpoint: Checkpoint | None = None, max_message_bytes: int = 16 * 1024 * 1024,
-                 dlq_max_payload_bytes: int = 1024 * 1024, shutdown_timeout_s: float = 8.0) -> None:  # fmt: skip
+                 checkpoint: Checkpoint | None = None, max_message_bytes: int = _LIM["max_message_bytes"],
+                 dlq_max_payload_bytes: int = _LIM["dlq_max_payload_bytes"], shutdown_timeout_s: float = 8.0,
+                 ) -> None:  # fmt: skip
         self.source, self.enricher, self.out, self.dlq, self.scores = source, enricher, out, dlq, scores
         self.metrics = metrics or Metrics()
         self.batch_size, self.timeout, self.max_inflight = batch_size, batch_timeout_s, max_inflight
