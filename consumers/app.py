@@ -93,6 +93,19 @@ def _transactional_producer(source: str, sink: str, dlq: str | None, scores: str
     return make_producer(producer_conf(settings, first, transactional_id=tid))
 
 
+def make_enricher(settings: Settings, predictor: Predictor | None = None, scores: bool | None = None) -> Enricher:
+    """The enrichment stage of ``alertbroker run`` for ``settings`` (also used by ``eval served``).
+
+    ``predictor`` replaces the model named by ``settings.model``; ``scores`` defaults to ``settings.scores``.
+    """
+    decoder = BatchDecoder(make_store(settings), max_history_rows=settings.max_history_rows)
+    predictor = predictor or make_predictor(settings)
+    return Enricher(decoder, predictor, featurizer=make_featurizer(settings, predictor),
+                    broker_name=settings.broker_name, broker_version=__version__,
+                    scores=settings.scores if scores is None else scores,
+                    host_catalog_name=Path(settings.host_catalog or "hosts").name)  # fmt: skip
+
+
 def build_runner(
     source: str, sink: str, settings: Settings, dlq: str | None = None, scores: str | None = None,
     predictor: Predictor | None = None, max_idle_s: float | None = None, metrics: Metrics | None = None,
@@ -102,14 +115,9 @@ def build_runner(
 
     ``exactly_once`` needs Kafka for the source and every sink (one transactional producer).
     """
-    store = make_store(settings)
-    decoder = BatchDecoder(store, max_history_rows=settings.max_history_rows)
     metrics = metrics or Metrics()
-    predictor = predictor or make_predictor(settings)
-    enricher = Enricher(decoder, predictor, featurizer=make_featurizer(settings, predictor),
-                        broker_name=settings.broker_name, broker_version=__version__,
-                        scores=settings.scores and scores != "none",
-                        host_catalog_name=Path(settings.host_catalog or "hosts").name)  # fmt: skip
+    enricher = make_enricher(settings, predictor, scores=settings.scores and scores != "none")
+    store, decoder = enricher.decoder.store, enricher.decoder
     producer = None
     if exactly_once:
         producer = _transactional_producer(source, sink, dlq, scores, settings)

@@ -52,28 +52,10 @@ class ServedAlerts:
 
 
 def make_enricher(settings: Settings, predictor: Predictor | None = None) -> Enricher:
-    """The :class:`broker.enrich.Enricher` of ``build_runner`` for ``settings`` (scores record off).
+    """The enrichment stage of ``alertbroker run`` (:func:`consumers.app.make_enricher`), scores record off."""
+    from consumers.app import make_enricher as run_enricher
 
-    Parameters
-    ----------
-    settings : Settings
-        ``model``, ``host_catalog``, ``torch_threads``, ``device``, ``max_history_rows`` and the
-        broker name are used exactly as ``alertbroker run`` uses them.
-    predictor : Predictor, optional
-        Replaces the model named by ``settings.model`` (tests plug a fake one in here).
-
-    Returns
-    -------
-    broker.enrich.Enricher
-    """
-    from broker import __version__
-    from consumers.app import make_featurizer, make_predictor, make_store
-
-    decoder = BatchDecoder(make_store(settings), max_history_rows=settings.max_history_rows)
-    predictor = predictor or make_predictor(settings)
-    return Enricher(decoder, predictor, featurizer=make_featurizer(settings, predictor),
-                    broker_name=settings.broker_name, broker_version=__version__, scores=False,
-                    host_catalog_name=Path(settings.host_catalog or "hosts").name)  # fmt: skip
+    return run_enricher(settings, predictor, scores=False)
 
 
 def enrich_archive(archive: str | Path, settings: Settings, predictor: Predictor | None = None,

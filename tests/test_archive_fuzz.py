@@ -12,7 +12,6 @@ import gzip
 import io
 import shutil
 import tarfile
-import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from broker.errors import ALL_REASONS
 from broker.schemas import SchemaStore
 from consumers.archive import DLQ_PIECE_MAX, iter_archive
 from consumers.messages import InMessage
-from tests.test_archive_hardening import REAL, MiB, bodies, container
+from tests.test_archive_hardening import REAL, MiB, bodies, container, read
 
 CAP = 256 * 1024
 BOMB = zlib.compress(bytes(4 * CAP))[2:-4]  # raw deflate, 16x the cap once inflated
@@ -39,12 +38,7 @@ def _deflate(data: bytes) -> bytes:
 
 
 def _check(path: Path, store: SchemaStore) -> list[InMessage]:
-    tracemalloc.start()
-    try:
-        msgs = list(iter_archive(path, BatchDecoder(store), max_expanded_bytes=CAP))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    msgs, peak = read(path, store, cap=CAP)
     for m in msgs:
         assert (m.error is None and m.value) or (m.error is not None and m.error.reason in ALL_REASONS)
         # an alert is at most a block (+ header); a dead letter carries at most a small raw piece, never an expansion
