@@ -40,7 +40,7 @@ EXPR = [pl.col("p_2222") > 0.5, pl.col("snr") > 10]  # the same two clauses, as 
 def values() -> list[bytes]:
     """The 75 real alerts, enriched (wire format), in two schema versions."""
     raw = [p.read_bytes() for p in sorted(WIRE.glob("*.bin"))]
-    return [o.value for o in Enricher(BatchDecoder(SchemaStore()), TwoClass()).enrich(raw).outputs]
+    return [o.value for o in Enricher(BatchDecoder(SchemaStore()), TwoClass()).enrich(raw).outputs]  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
