@@ -3,6 +3,10 @@
 A simulated night is replayed into a topic with P partitions, then W worker processes consume
 it together (same group) until every alert has an output; alerts/s is measured from the
 10th to the 90th percentile output (start-up excluded). Workers share the cores with Kafka.
+
+With ``--rate R[,R2...]`` it measures latency instead: the night is produced at R alerts/s while the
+workers run, and p50, p99 and max exposure-to-output latency are reported per rate and worker count
+(see :mod:`benchmarks.bench_latency`).
 """
 
 from __future__ import annotations
@@ -48,11 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--model", default="default", help="worker --model: 'default' (features + model) or 'none'")
+    ap.add_argument("--rate", help="alerts/s, comma-separated: paced arrivals, latency instead of throughput")
     args = ap.parse_args(argv)
     from broker.sim import simulate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     s = simulate(n_objects=args.objects, seed=3, out_dir=tmp / "night", progress=False)
+    if args.rate:
+        return _latency(args, tmp / "night" / "alerts")
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     settings = Settings.load()  # Kafka security from the environment, like the workers
     admin = make_admin(settings, f"kafka://{args.bootstrap}/{topic}")
@@ -84,4 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{w:>8} {times[-1] - t0:>8.1f} {rates[w]:>9.0f}")
     if 1 in rates and 2 in rates:
         print(f"scale_2_over_1={rates[2] / rates[1]:.2f}")
+    return 0
+
+
+def _latency(args: argparse.Namespace, alerts_dir: Path) -> int:
+    from benchmarks.bench_latency import Paced, print_table, run_paced
+
+    alerts = Paced.load(alerts_dir, BatchDecoder(SchemaStore()))
+    settings = Settings.load()
+    print(f"{len(alerts.ids)} simulated alerts (first 100 for warm-up), {args.partitions} partitions, "
+          f"{os.cpu_count()} cores, batch_size={settings.batch_size} batch_timeout_s={settings.batch_timeout_s} "
+          f"batch_linger_s={getattr(settings, 'batch_linger_s', None)}")  # fmt: skip
+    rows = [run_paced(alerts, settings, args.bootstrap, float(r), int(w), args.model, args.partitions)
+            for r in args.rate.split(",") for w in args.workers.split(",")]  # fmt: skip
+    print_table(rows)
     return 0
