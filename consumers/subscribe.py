@@ -82,7 +82,7 @@ class ParquetRoller:
 
 
 class StopRequest:
-    """While entered (main thread only), SIGINT and SIGTERM ask for a stop; ``bool(self)`` says whether one came.
+    """While entered (main thread only), SIGINT and SIGTERM ask for a stop; calling it says whether one came.
 
     A second signal raises :class:`KeyboardInterrupt`, unless :attr:`final` is set (the outputs are
     being flushed: that must finish).

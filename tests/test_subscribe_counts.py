@@ -134,8 +134,9 @@ def test_kafka_counts_match_polars(kafka_bootstrap: str, topic_prefix: str, valu
 
 
 @pytest.mark.kafka
-def test_sigint_on_an_idle_topic_prints_counts_and_flushes_parquet(
-    kafka_bootstrap: str, topic_prefix: str, values: list[bytes], tmp_path: Path
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_on_an_idle_topic_prints_counts_and_flushes_parquet(
+    kafka_bootstrap: str, topic_prefix: str, values: list[bytes], tmp_path: Path, sig: signal.Signals
 ) -> None:
     topic = f"{topic_prefix}-enriched"
     create_topics(kafka_bootstrap, [topic])
@@ -155,7 +156,7 @@ def test_sigint_on_an_idle_topic_prints_counts_and_flushes_parquet(
         assert len(lines) == want["matched"], proc.stderr.read() if proc.poll() is not None else lines  # type: ignore[union-attr]
         time.sleep(1.5)  # the topic is idle: the subscriber sits in a poll
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stderr = proc.communicate(timeout=20)[1]
         took = time.monotonic() - t0
     finally:
