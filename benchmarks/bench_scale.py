@@ -3,11 +3,16 @@
 A simulated night is replayed into a topic with P partitions, then W worker processes consume
 it together (same group) until every alert has an output; alerts/s is measured from the
 10th to the 90th percentile output (start-up excluded). Workers share the cores with Kafka.
+
+With ``--rate R[,R2...]`` it measures latency instead: the night is produced at R alerts/s while the
+workers run, and p50, p99 and max exposure-to-output latency are reported per rate and worker count
+(see :mod:`benchmarks.bench_latency`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -48,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--model", default="default", help="worker --model: 'default' (features + model) or 'none'")
+    ap.add_argument("--rate", help="alerts/s, comma-separated: paced arrivals, latency instead of throughput")
     args = ap.parse_args(argv)
     from broker.sim import simulate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     s = simulate(n_objects=args.objects, seed=3, out_dir=tmp / "night", progress=False)
+    if args.rate:
+        return _latency(args, tmp / "night" / "alerts")
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     settings = Settings.load()  # Kafka security from the environment, like the workers
     admin = make_admin(settings, f"kafka://{args.bootstrap}/{topic}")
@@ -65,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     mean_kb = sum(p.stat().st_size for p in (tmp / "night" / "alerts").glob("*.avro")) / max(n, 1) / 1024
     print(f"{n} simulated alerts (~{mean_kb:.0f} KiB each), {args.partitions} partitions, {os.cpu_count()} cores, "
           f"model={args.model}")
-    print(f"{'workers':>8} {'wall s':>8} {'alerts/s':>9}  (alerts/s between 10% and 90% of outputs)")
+    print(f"{'workers':>8} {'wall s':>8} {'alerts/s':>9} {'batch':>6}  (alerts/s between 10% and 90% of outputs)")
     rates = {}
     for w in (int(x) for x in args.workers.split(",")):
         out = f"{topic}-out{w}"
@@ -73,15 +81,29 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         procs = [subprocess.Popen([sys.executable, "-m", "consumers", "run", "--source",
                                    f"kafka://{args.bootstrap}/{topic}", "--sink", f"kafka://{args.bootstrap}/{out}",
-                                   "--max-idle-s", "8", "--model", args.model], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for _ in range(w)]  # fmt: skip
+                                   "--max-idle-s", "8", "--model", args.model], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True) for _ in range(w)]  # fmt: skip
         times = _arrivals(settings, args.bootstrap, out, n, timeout=600)
-        for p in procs:
-            p.wait(120)
+        runs = [json.loads((p.communicate(timeout=120)[0] or "{}").strip().splitlines()[-1] or "{}") for p in procs]
+        batch = sum(r.get("consumed", 0) for r in runs) / max(sum(r.get("batches", 0) for r in runs), 1)
         # steady state: from the 10th to the 90th percentile of outputs (start-up and tail excluded)
         lo, hi = times[int(0.1 * n)], times[int(0.9 * n) - 1]
         rates[w] = 0.8 * n / max(hi - lo, 1e-3)
-        print(f"{w:>8} {times[-1] - t0:>8.1f} {rates[w]:>9.0f}")
+        print(f"{w:>8} {times[-1] - t0:>8.1f} {rates[w]:>9.0f} {batch:>6.1f}")
     if 1 in rates and 2 in rates:
         print(f"scale_2_over_1={rates[2] / rates[1]:.2f}")
+    return 0
+
+
+def _latency(args: argparse.Namespace, alerts_dir: Path) -> int:
+    from benchmarks.bench_latency import Paced, print_table, run_paced
+
+    alerts = Paced.load(alerts_dir, BatchDecoder(SchemaStore()))
+    settings = Settings.load()
+    print(f"{len(alerts.ids)} simulated alerts (first 100 for warm-up), {args.partitions} partitions, "
+          f"{os.cpu_count()} cores, batch_size={settings.batch_size} batch_timeout_s={settings.batch_timeout_s} "
+          f"batch_linger_s={getattr(settings, 'batch_linger_s', None)}")  # fmt: skip
+    rows = [run_paced(alerts, settings, args.bootstrap, float(r), int(w), args.model, args.partitions)
+            for r in args.rate.split(",") for w in args.workers.split(",")]  # fmt: skip
+    print_table(rows)
     return 0

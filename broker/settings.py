@@ -89,7 +89,11 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     broker_name: str = "alertbroker"
     batch_size: int = 500
-    batch_timeout_s: float = 0.5
+    batch_timeout_s: float = Field(default=0.5, gt=0, description="longest wait for a message before an empty poll")
+    batch_linger_s: float = Field(
+        default=0.02, gt=0,
+        description="a batch closes this long after its first poll slice brought a message (or sooner, when full): "
+                    "a trickle is not held for batch_timeout_s, a backlog still fills whole batches")  # fmt: skip
     max_inflight_batches: int = 4
     max_history_rows: int = 20_000
     max_message_bytes: int = Field(

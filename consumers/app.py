@@ -146,6 +146,6 @@ def build_runner(
         assert isinstance(src, KafkaSource)  # _transactional_producer checked every URI
         checkpoint = Transactional(producer, src)
     runner = Runner(*args, checkpoint=checkpoint, max_message_bytes=settings.max_message_bytes,
-                    dlq_max_payload_bytes=settings.dlq_max_payload_bytes)  # fmt: skip
+                    dlq_max_payload_bytes=settings.dlq_max_payload_bytes, batch_linger_s=settings.batch_linger_s)
     runner_box.append(runner)
     return runner

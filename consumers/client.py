@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import polars as pl
 
 from broker.decode import BatchDecoder
-from broker.filters import AlertFilter, Moc, compile_filter
+from broker.filters import AlertFilter, FilterCounts, Moc, clauses, compile_filter
 from broker.flatten import flatten
 from broker.schemas import SchemaStore
 from broker.settings import Settings
@@ -55,6 +55,11 @@ class Subscription:
     settings : Settings, optional
         Kafka bootstrap and security settings (SASL, TLS, ``[kafka.extra]``); default: from the
         environment (``ALERTBROKER__KAFKA__...``). A fresh group is named ``<kafka.group_id>-subscribe-<random>``.
+
+    Attributes
+    ----------
+    counts : FilterCounts
+        Alerts read so far, those matching, and those passing each clause of the filter alone.
     """
 
     def __init__(self, uri: str, where: str | None = None, cone: tuple[float, float, float] | None = None,
@@ -65,11 +70,13 @@ class Subscription:
             raise ValueError("start='committed' needs a group")
         self.target = parse_uri(uri)
         self.filter: AlertFilter = compile_filter(where, cone, moc)
+        self.clauses = clauses(where, cone, moc)
+        self.counts = FilterCounts([label for label, _ in self.clauses])
         self.decoder = BatchDecoder(SchemaStore())
         self.start, self.group, self.conf, self.batch_size = start, group, conf or {}, batch_size
         self.settings = settings if settings is not None else Settings.load()
 
-    def _raw_batches(self, idle_timeout: float | None) -> Iterator[list[bytes]]:
+    def _raw_batches(self, idle_timeout: float | None, stop: Callable[[], bool]) -> Iterator[list[bytes]]:
         if not isinstance(self.target, KafkaURI):
             batch: list[bytes] = []
             for m in iter_archive(self.target.path, self.decoder):
@@ -78,12 +85,14 @@ class Subscription:
                 if len(batch) >= self.batch_size:
                     yield batch
                     batch = []
+                    if stop():
+                        return
             if batch:
                 yield batch
             return
-        yield from self._kafka(self.target, idle_timeout)
+        yield from self._kafka(self.target, idle_timeout, stop)
 
-    def _kafka(self, target: KafkaURI, idle_timeout: float | None) -> Iterator[list[bytes]]:
+    def _kafka(self, target: KafkaURI, idle_timeout: float | None, stop: Callable[[], bool]) -> Iterator[list[bytes]]:
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
         from consumers.kafka_clients import fresh_group, make_consumer
@@ -108,7 +117,7 @@ class Subscription:
         c.subscribe([target.topic], on_assign=on_assign)
         last = time.monotonic()
         try:
-            while idle_timeout is None or time.monotonic() - last < idle_timeout:
+            while not stop() and (idle_timeout is None or time.monotonic() - last < idle_timeout):
                 got = c.consume(self.batch_size, 0.5)
                 msgs = [v for m in got if m.error() is None and (v := m.value()) is not None]
                 if msgs:
@@ -117,11 +126,19 @@ class Subscription:
         finally:
             c.close()
 
-    def batches(self, idle_timeout: float | None = None) -> Iterator[pl.DataFrame]:
-        """Matching alerts, one polars DataFrame per micro-batch (column ``value`` holds the bytes)."""
-        for values in self._raw_batches(idle_timeout):
+    def batches(self, idle_timeout: float | None = None,
+                stop: Callable[[], bool] = lambda: False) -> Iterator[pl.DataFrame]:  # fmt: skip
+        """Matching alerts, one polars DataFrame per micro-batch (column ``value`` holds the bytes).
+
+        Ends when the source does, after ``idle_timeout`` seconds without messages, or once ``stop()``
+        is true (checked between batches and at least every 0.5 s while Kafka is idle).
+        """
+        for values in self._raw_batches(idle_timeout, stop):
             res = self.decoder.decode(values)
-            df = self.filter(flatten(res, values))
+            flat = flatten(res, values)
+            df = self.filter(flat)
+            passed = [df.height] if len(self.clauses) == 1 else [f(flat).height for _, f in self.clauses]
+            self.counts.add(len(values), df.height, passed)
             if df.height:
                 yield df.with_columns(pl.Series("value", [values[i] for i in df["_index"].to_list()]))
 

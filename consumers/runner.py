@@ -52,7 +52,7 @@ class Runner:
         Enriched alerts, dead letters.
     scores : Sink, optional
         Compact scores records.
-    batch_size, batch_timeout_s, max_inflight : micro-batching and back-pressure.
+    batch_size, batch_timeout_s, batch_linger_s, max_inflight : micro-batching (see :meth:`_gather`), back-pressure.
     max_idle_s : float, optional
         Stop after this long without messages (for replays and tests).
     checkpoint : Checkpoint, optional
@@ -70,11 +70,11 @@ class Runner:
                  max_inflight: int = 4, max_idle_s: float | None = None, broker_version: str = "0", *,
                  checkpoint: Checkpoint | None = None, max_message_bytes: int = _LIM["max_message_bytes"],
                  dlq_max_payload_bytes: int = _LIM["dlq_max_payload_bytes"], shutdown_timeout_s: float = 8.0,
-                 ) -> None:  # fmt: skip
+                 batch_linger_s: float = Settings.model_fields["batch_linger_s"].default) -> None:  # fmt: skip
         self.source, self.enricher, self.out, self.dlq, self.scores = source, enricher, out, dlq, scores
         self.metrics = metrics or Metrics()
         self.batch_size, self.timeout, self.max_inflight = batch_size, batch_timeout_s, max_inflight
-        self.max_idle_s = max_idle_s
+        self.max_idle_s, self.linger_s = max_idle_s, batch_linger_s
         self.checkpoint: Checkpoint = checkpoint or AtLeastOnce(source)
         self.max_message_bytes, self.dlq_max_payload_bytes = max_message_bytes, dlq_max_payload_bytes
         self.shutdown_timeout_s, self.drain_timeout_s, self.tick_s = shutdown_timeout_s, 60.0, 0.05
@@ -160,18 +160,18 @@ class Runner:
         self._complete(wait=True, deadline=deadline)
 
     def _gather(self) -> list[InMessage] | None:
-        """Up to a batch within ``batch_timeout_s``, polled in ``tick_s`` slices that serve the sinks."""
+        """Up to a batch, polled in slices of ``batch_linger_s`` (at most ``tick_s``) that serve the sinks.
+
+        The first slice that brings a message closes the batch: a backlog fills it at once, a trickle
+        waits one linger, not ``batch_timeout_s`` (which only bounds a wait that brings nothing).
+        """
         deadline = time.monotonic() + self.timeout
-        got: list[InMessage] = []
         while True:
-            wait = min(self.tick_s, max(0.0, deadline - time.monotonic()))
-            msgs = self.source.poll_batch(self.batch_size - len(got), wait)
+            wait = min(self.tick_s, self.linger_s, max(0.0, deadline - time.monotonic()))
+            msgs = self.source.poll_batch(self.batch_size, wait)
             self._serve()
-            if msgs is None:
-                return got or None
-            got.extend(msgs)
-            if len(got) >= self.batch_size or time.monotonic() >= deadline or not self.running:
-                return got
+            if msgs is None or msgs or time.monotonic() >= deadline or not self.running:
+                return msgs
 
     def _serve(self) -> None:
         """Serve acknowledgements, complete finished batches, run the checkpoint's timers."""

@@ -1,17 +1,31 @@
-"""``alertbroker subscribe``: filtered enriched alerts to the terminal, JSON lines, Parquet or a topic."""
+"""``alertbroker subscribe``: filtered enriched alerts to the terminal, JSON lines, Parquet or a topic.
+
+On exit (source end, ``--idle-timeout``, ``--limit``, SIGINT/Ctrl-C or SIGTERM) it prints the filter's yield
+to stderr, so the output formats on stdout stay clean: a small table of the alerts passing each clause of the
+filter alone (see :func:`broker.filters.clauses`) and all of them together, then one line
+``read=N matched=N rate=R clause_1=N clause_1_rate=R ... written=N`` (rates are fractions of ``read``;
+``written`` is what reached the outputs, fewer than ``matched`` when ``--limit`` cut a batch).
+
+The first SIGINT or SIGTERM stops it within one Kafka poll (0.5 s) once the batch in hand is written; the
+Parquet file is flushed, forwarded alerts are delivered, and the exit status is 0 (a requested end, not a
+failure). A second signal interrupts the batch in hand.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TextIO
 
 import polars as pl
 
-from broker.filters import Moc
+from broker.filters import FilterCounts, Moc
 from broker.settings import Settings
 from consumers.client import Subscription
 
@@ -67,9 +81,49 @@ class ParquetRoller:
         self.parts, self.started = [], time.time()
 
 
-def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
-    """Entry point of ``alertbroker subscribe`` (``out``: default the current ``sys.stdout``)."""
+class StopRequest:
+    """While entered (main thread only), SIGINT and SIGTERM ask for a stop; calling it says whether one came.
+
+    A second signal raises :class:`KeyboardInterrupt`, unless :attr:`final` is set (the outputs are
+    being flushed: that must finish).
+    """
+
+    def __init__(self) -> None:
+        self.requested, self.final = False, False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.requested and not self.final:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def report_counts(counts: FilterCounts, written: int, err: TextIO) -> None:
+    """The yield table and the ``key=value`` line, to ``err``."""
+    for row in counts.table():
+        print(row, file=err)
+    print(f"{counts.line()} written={written}", file=err, flush=True)
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Entry point of ``alertbroker subscribe`` (``out``, ``err``: default the current ``sys.stdout``, ``sys.stderr``).
+
+    Returns 0, also after SIGINT or SIGTERM (see the module docstring).
+    """
     out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
     ap = argparse.ArgumentParser(prog="alertbroker subscribe", description=__doc__)
     ap.add_argument("target", help="kafka://host:port/topic (enriched) or a file:// archive")
     ap.add_argument("--where", help="SQL condition, e.g. \"p_2222 > 0.8 AND photoz_mean < 0.3\"")
@@ -89,36 +143,52 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     cone = tuple(float(x) for x in a.cone.split(",")) if a.cone else None
     sub = Subscription(a.target, where=a.where, cone=cone, moc=Moc.load(a.moc) if a.moc else None,  # type: ignore[arg-type]
                        start=a.start, group=a.group, settings=settings)  # fmt: skip
-    roller = ParquetRoller(a.parquet, a.roll_s) if a.parquet else None
     producer, topic = _forwarder(a.to, settings)
-    n = 0
-    if a.format == "table":
-        head = _TABLE.format(mjd="mjd", diaSourceId="diaSourceId", band="band", best_class="class",
-                             best_prob="p", photoz="photo-z", anomaly="anomaly", spark="light curve")
-        print(head, file=out)
-    try:
-        for df in sub.batches(idle_timeout=a.idle_timeout):
-            if a.limit is not None:
-                df = df.head(a.limit - n)
-            n += df.height
-            for line in table_rows(df) if a.format == "table" else json_rows(df):
-                print(line, file=out, flush=True)
-            if roller is not None:
-                roller.add(df)
-            if producer is not None:
-                for key, value in zip(df["diaObjectId"].to_list(), df["value"].to_list(), strict=True):
-                    producer.produce(topic, value=value, key=str(key).encode())
-                producer.poll(0)
-            if a.limit is not None and n >= a.limit:
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if roller is not None:
-            roller.flush()
-        if producer is not None:
-            producer.flush(30)
+    outputs = Outputs(out, a.format, ParquetRoller(a.parquet, a.roll_s) if a.parquet else None, producer, topic)
+    with StopRequest() as stop:
+        try:
+            for df in sub.batches(idle_timeout=a.idle_timeout, stop=stop):
+                outputs.write(df if a.limit is None else df.head(a.limit - outputs.written))
+                if a.limit is not None and outputs.written >= a.limit:
+                    break
+        except KeyboardInterrupt:  # a second signal: the batch in hand is cut short
+            pass
+        finally:
+            stop.final = True
+            report_counts(sub.counts, outputs.written, err)
+            outputs.close()
     return 0
+
+
+class Outputs:
+    """Where matching alerts go: ``out`` (table or JSON lines), Parquet, a topic; ``written`` counts them."""
+
+    def __init__(self, out: TextIO, fmt: str, roller: ParquetRoller | None, producer: Any, topic: str) -> None:
+        self.out, self.fmt, self.roller, self.producer, self.topic = out, fmt, roller, producer, topic
+        self.written = 0
+        if fmt == "table":
+            head = _TABLE.format(mjd="mjd", diaSourceId="diaSourceId", band="band", best_class="class",
+                                 best_prob="p", photoz="photo-z", anomaly="anomaly", spark="light curve")  # fmt: skip
+            print(head, file=out)
+
+    def write(self, df: pl.DataFrame) -> None:
+        """Write one batch of matching alerts to every output."""
+        for line in table_rows(df) if self.fmt == "table" else json_rows(df):
+            print(line, file=self.out, flush=True)
+        if self.roller is not None:
+            self.roller.add(df)
+        if self.producer is not None:
+            for key, value in zip(df["diaObjectId"].to_list(), df["value"].to_list(), strict=True):
+                self.producer.produce(self.topic, value=value, key=str(key).encode())
+            self.producer.poll(0)
+        self.written += df.height
+
+    def close(self) -> None:
+        """Flush the Parquet roller and deliver forwarded alerts (up to 30 s)."""
+        if self.roller is not None:
+            self.roller.flush()
+        if self.producer is not None:
+            self.producer.flush(30)
 
 
 def _forwarder(uri: str | None, settings: Settings) -> tuple[Any, str]:
