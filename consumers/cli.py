@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, _frame: early.append(signum))
     runner = build_runner(args.source, args.sink, settings, dlq=args.dlq, scores=args.scores,
                           max_idle_s=args.max_idle_s, exactly_once=args.exactly_once or settings.exactly_once,
-                          time_range=_time_range(args))  # fmt: skip
+                          time_range=_time_range(args), ledger=args.ledger)  # fmt: skip
     if settings.metrics_port:  # /metrics, /healthz, /readyz
         serve(settings.metrics_port, runner.metrics.registry, runner.health, host=settings.metrics_host)
     logging.getLogger("alertbroker").info("worker started", extra={"source": args.source, "sink": args.sink})
@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sink", required=True, help="kafka://host:port/topic or file:///dir")
     p.add_argument("--dlq", help="dead-letter URI (default: <sink>-dlq or <dir>/dlq)")
     p.add_argument("--scores", help="scores URI (default: <sink>-scores or <dir>/scores; 'none' to disable)")
+    p.add_argument("--ledger", help="count ledger URI, one record per batch (default: <sink>-ledger or "
+                   "<dir>/ledger; 'none' to disable)")
     p.add_argument("--config", help="TOML settings file (env ALERTBROKER__... overrides it)")
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--batch-size", type=int)
