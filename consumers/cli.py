@@ -82,6 +82,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if out["failed"] == 0 else 1
 
 
+def split_uris(text: str) -> list[str]:
+    """``a,b,...``: split before every ``scheme://`` (a Kafka URI keeps its own ``host,host`` and ``t1,t2``)."""
+    import re
+
+    out: list[str] = []
+    for part in re.split(r",(?=[a-z][a-z0-9+.-]*://)", text):
+        out += [part] if "://" in part else [p for p in part.split(",") if p]
+    return out
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Reconcile a source with its outputs by diaSourceId; exit 1 on loss (or a ledger that does not add up)."""
+    from consumers.audit import AuditInputError, audit
+
+    try:
+        res = audit(args.source, split_uris(args.outputs), _settings(args),
+                    time_range=_time_range(args), offsets=args.offsets, ledger=args.ledger)  # fmt: skip
+    except (AuditInputError, ValueError) as e:
+        raise SystemExit(f"alertbroker audit: {e}") from None
+    print("\n".join(res.report()))
+    return 0 if res.ok(strict=args.strict) else 1
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Print one JSON line per alert."""
     from consumers.app import make_store
@@ -173,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--config", help="TOML settings file, e.g. Kafka security (env ALERTBROKER__... overrides it)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("audit", help="reconcile a source with its outputs by diaSourceId (lost, duplicated...)")
+    p.add_argument("--source", required=True, help="kafka://host:port/topic[,topic] or an archive / Parquet path")
+    p.add_argument("--outputs", required=True, help="comma-separated: enriched topic, DLQ topic, archives, Parquet")
+    p.add_argument("--offsets", help="source offsets P:A-B[,...] (or TOPIC:P:A-B), A inclusive, B exclusive")
+    p.add_argument("--ledger", help="count ledger to check (kafka://.../<sink>-ledger or a folder of .jsonl)")
+    p.add_argument("--strict", action="store_true", help="also fail on duplicated or unexpected outputs")
+    p.add_argument("--config", help="TOML settings file, e.g. Kafka security (env ALERTBROKER__... overrides it)")
+    _add_time_range(p, "Kafka source: publication time, every partition")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("inspect", help="one JSON line per alert of a path or kafka:// topic")
     p.add_argument("target")

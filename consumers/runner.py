@@ -89,7 +89,7 @@ class Runner:
     def sinks(self) -> list[Sink]:
         """Every distinct sink."""
         out: list[Sink] = []
-        for s in (self.out, self.scores, self.dlq, self.ledger and self.ledger.sink):
+        for s in (self.out, self.scores, self.dlq, None if self.ledger is None else self.ledger.sink):
             if s is not None and all(s is not o for o in out):
                 out.append(s)
         return out
