@@ -83,12 +83,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def split_uris(text: str) -> list[str]:
-    """``a,b,...``: split before every ``scheme://`` (a Kafka URI keeps its own ``host,host`` and ``t1,t2``)."""
+    """``a,b,...`` into URIs: a Kafka URI keeps its ``host,host`` and ``topic,topic``; a path needs a ``/``."""
     import re
 
     out: list[str] = []
     for part in re.split(r",(?=[a-z][a-z0-9+.-]*://)", text):
-        out += [part] if "://" in part else [p for p in part.split(",") if p]
+        items = [p for p in part.split(",") if p]
+        if "://" not in part:
+            out += items
+            continue
+        in_path = "/" in items[0].split("://", 1)[1]
+        out.append(items[0])
+        for it in items[1:]:
+            if in_path and "/" in it:
+                out += items[items.index(it):]
+                break
+            out[-1] += "," + it
+            in_path = in_path or "/" in it
     return out
 
 
