@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks against peers, measured side by side")
     bsub = p.add_subparsers(dest="which", required=True)
-    for name, mod in (("decode", "benchmarks.bench_decode"), ("features", "benchmarks.bench_features"),
+    for name, mod in (("audit", "benchmarks.bench_audit"), ("decode", "benchmarks.bench_decode"),
+                      ("features", "benchmarks.bench_features"),
                       ("hosts", "benchmarks.bench_hosts"), ("models", "benchmarks.bench_models"),
                       ("scale", "benchmarks.bench_scale")):  # fmt: skip
         b = bsub.add_parser(name, add_help=False)
