@@ -4,7 +4,8 @@ Ids are read without decoding where possible: an enriched record's ``diaSourceId
 ``source_topic`` / ``source_partition`` / ``source_offset`` headers, the first field of a schema >= 8.0 body (a
 zigzag varint right after the 5-byte wire header), an int64 Parquet column. Anything else goes through the
 :class:`~broker.decode.BatchDecoder`; a message that does not decode is kept by position only (its dead letter
-accounts for it). Everything accumulates in ``array('q')`` buffers, handed over as int64 numpy arrays.
+accounts for it). Scores records are skipped (they repeat their alert's id). Everything accumulates in
+``array('q')`` buffers, handed over as int64 numpy arrays.
 
 A position is one int64: topic index (7 bits, see :class:`Positions`), partition (12 bits), offset (44 bits).
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from broker.annotations import SCORES_SCHEMA_ID
 from broker.decode import BatchDecoder
 from broker.errors import AlertError
 from consumers.kafka_range import Ranges
@@ -110,11 +112,15 @@ class IdReader:
         if value is None or len(value) < 6 or value[0] != 0:
             out.undecoded.append(key)
             return
-        fast = self._first_field_is_id(int.from_bytes(value[1:5], "big"))
+        sid = int.from_bytes(value[1:5], "big")
+        if sid == SCORES_SCHEMA_ID:  # a scores record repeats its enriched alert's id: not an output of its own
+            out.messages -= 1
+            return
+        fast = self._first_field_is_id(sid)
         if fast is None:
             out.undecoded.append(key)
-        elif fast and (sid := _zigzag(value)) is not None:
-            out.ids.append(sid)
+        elif fast and (dia_source_id := _zigzag(value)) is not None:
+            out.ids.append(dia_source_id)
             out.id_pos.append(key)
         else:
             self._pending.append((value, key))

@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from broker.samples import _not_solar_system, encode, filled_alert, stream
-from broker.schemas import load_local, local_versions
+from broker.schemas import SchemaStore, load_local, local_versions
 from broker.wire import frame
 from consumers.audit import audit
 from consumers.cli import main
@@ -177,3 +177,26 @@ def test_time_range_run_processes_exactly_the_range_and_audits_clean(
                             "--ledger", f"{k}/{dst}-ledger")  # fmt: skip
     assert rc == 0 and counts["source"] == counts["outputs"] == 120 and counts["lost"] == 0
     assert counts["ledger_uncovered"] == 0 and counts["ledger_in"] == 120
+
+
+def test_file_run_writes_its_ledger_and_audits_clean(tmp_path: Path, store: SchemaStore) -> None:
+    from broker.container import ContainerWriter
+    from broker.settings import Settings
+    from broker.wire import HEADER_SIZE
+    from consumers.app import build_runner
+
+    (tmp_path / "in").mkdir()
+    w = ContainerWriter(tmp_path / "in" / "night.avro", store.get(1101).definition)
+    w.write_block([m[HEADER_SIZE:] for m in stream(50, n_history=2, seed=9)])
+    w.close()
+    (tmp_path / "in" / "zz-junk.avro").write_bytes(BAD[2])
+    src, out = f"file://{tmp_path / 'in'}", tmp_path / "out"
+    summary = build_runner(src, f"file://{out}", Settings(batch_size=16, model="none")).run()
+    assert summary.enriched == 50 and sum(summary.dead.values()) == 1
+    recs = [json.loads(x) for f in (out / "ledger").glob("*.jsonl") for x in f.read_text().splitlines()]
+    assert len(recs) == 4 and all(check_record(r) is None for r in recs)
+    assert sum(r["counts"]["in"] for r in recs) == 51 and sum(r["counts"]["dead_lettered"] for r in recs) == 1
+    res = audit(src, [str(out), str(out / "dlq" / "dlq.jsonl")], ledger=str(out / "ledger"))
+    report_counts(f"audit, file run: {res.line()}")
+    assert res.ok(strict=True) and res.source == 51 and res.outputs == 50 and res.dead_lettered == 1
+    assert res.ledger is not None and res.ledger["ledger_in"] == 51
