@@ -94,20 +94,13 @@ class IdReader:
         """One message at position ``key``."""
         out = self.out
         out.messages += 1
-        if headers:
-            h = dict(headers)
-            if h.get("source_offset") is not None:
-                try:
-                    st, sp, so = (h["source_topic"] or b"").decode(), int(h["source_partition"] or b""), \
-                        int(h["source_offset"] or b"")  # fmt: skip
-                except (KeyError, ValueError) as e:
-                    raise AuditInputError(f"a dead letter with bad source headers: {e}") from None
-                out.dead.append(self.pos.base(st, sp) | so)
-                return
-            sid_header = h.get("diaSourceId")
-            if sid_header is not None:
-                out.ids.append(int(sid_header))
+        for name, v in headers or ():
+            if name == "diaSourceId" and v is not None:  # an enriched record (its first header)
+                out.ids.append(int(v))
                 out.id_pos.append(key)
+                return
+            if name == "source_offset":  # a dead letter
+                out.dead.append(self._dead_position(dict(headers or [])))
                 return
         if value is None or len(value) < 6 or value[0] != 0:
             out.undecoded.append(key)
@@ -126,6 +119,14 @@ class IdReader:
             self._pending.append((value, key))
             if len(self._pending) >= _DECODE_BATCH:
                 self.flush()
+
+    def _dead_position(self, h: dict[str, bytes | None]) -> int:
+        try:
+            topic, part, offset = (h["source_topic"] or b"").decode(), int(h["source_partition"] or b""), \
+                int(h["source_offset"] or b"")  # fmt: skip
+        except (KeyError, ValueError) as e:
+            raise AuditInputError(f"a dead letter with bad source headers: {e}") from None
+        return self.pos.base(topic, part) | offset
 
     def flush(self) -> None:
         """Decode what waits for the decoder."""
@@ -170,21 +171,18 @@ def read_kafka(consumer: Any, ranges: Ranges, pos: Positions, add: Add, idle_s: 
         msgs = consumer.consume(10_000, 0.5)
         if not msgs and time.monotonic() - last > idle_s:
             raise AuditInputError(f"no message for {idle_s:.0f} s before the end of {sorted(todo)}")
-        for m in msgs:
-            tp = (m.topic(), m.partition())
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    todo.pop(tp, None)
-                    continue
-                raise AuditInputError(f"Kafka: {err}")
+        if msgs:
             last = time.monotonic()
+        for m in msgs:
+            tp, off, err = (m.topic(), m.partition()), m.offset(), m.error()
+            if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                raise AuditInputError(f"Kafka: {err}")
             end = todo.get(tp)
-            if end is None or m.offset() >= end:
-                todo.pop(tp, None)
+            if err is not None or end is None or off is None or off >= end:
+                todo.pop(tp, None)  # end of partition, or past the range's end
                 continue
-            add(bases[tp] | m.offset(), m.value(), m.headers())
-            if m.offset() >= end - 1:
+            add(bases[tp] | off, m.value(), m.headers())
+            if off >= end - 1:
                 del todo[tp]
 
 

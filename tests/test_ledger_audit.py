@@ -27,6 +27,7 @@ from tests.kafka_util import create_topics, read_topic, report_counts, worker
 
 pytestmark = pytest.mark.kafka
 N_GOOD, BIG = 400, 2**60 + 12_345  # BIG + k: over 2**53, a float would round them
+NO_MODEL = {"ALERTBROKER__MODEL": "none"}  # the ledger and the audit do not depend on the model: start fast
 BAD = [b"garbage", frame(31337, b"\x02"), b"\x00\x00\x00\x04\x4d\x99\x99\x99\x99\x99\x99\x99"]
 
 
@@ -61,7 +62,7 @@ def night(kafka_bootstrap: str) -> dict[str, str]:
     create_topics(kafka_bootstrap, [src, dst, f"{dst}-scores", f"{dst}-dlq", f"{dst}-ledger"], partitions=2)
     good = stream(N_GOOD - 20, n_history=2, seed=3) + _big_alerts(20)
     _produce(kafka_bootstrap, src, good[:200] + BAD + good[200:])
-    w = worker(kafka_bootstrap, src, dst, f"{pre}-g", env={"ALERTBROKER__BATCH_SIZE": "100"}, idle=4)
+    w = worker(kafka_bootstrap, src, dst, f"{pre}-g", env={"ALERTBROKER__BATCH_SIZE": "100", **NO_MODEL}, idle=4)
     _, err = w.communicate(timeout=600)
     assert w.returncode == 0, err.decode()[-3000:]
     return {"src": src, "dst": dst, "k": f"kafka://{kafka_bootstrap}"}
@@ -160,7 +161,7 @@ def test_time_range_run_processes_exactly_the_range_and_audits_clean(
     assert p.flush(30) == 0
     start, end = t0 + 50 * 60_000, t0 + 170 * 60_000  # alerts 50..169 (ids 51..170)
     w = worker(kafka_bootstrap, ",".join(topics), dst, group, "--from", _iso(start), "--until", _iso(end),
-               env={"ALERTBROKER__BATCH_SIZE": "25"}, idle=300)  # it must stop by itself, not by idling
+               env={"ALERTBROKER__BATCH_SIZE": "25", **NO_MODEL}, idle=300)  # it must stop by itself, not by idling
     _, err = w.communicate(timeout=240)
     assert w.returncode == 0, err.decode()[-3000:]
     got = [int(dict(m.headers())["diaSourceId"]) for m in read_topic(kafka_bootstrap, dst, idle_s=2)]
