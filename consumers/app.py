@@ -17,6 +17,7 @@ from broker.settings import Settings
 from consumers.checkpoint import AtLeastOnce, Checkpoint
 from consumers.eos import Transactional, default_transactional_id
 from consumers.kafka_clients import client_conf, producer_conf
+from consumers.ledger import JsonlFileSink, Ledger
 from consumers.runner import Runner
 from consumers.sinks import AvroDirSink, DLQFileSink, KafkaSink, Sink, make_producer
 from consumers.sources import FileSource, KafkaSource, Source
@@ -44,6 +45,14 @@ def make_sink(uri: str, settings: Settings, store: SchemaStore, kind: str, produ
     if kind == "dlq":
         return DLQFileSink(parsed.path)
     return AvroDirSink(parsed.path, store, prefix=kind)
+
+
+def make_ledger(uri: str, settings: Settings, producer: Any = None) -> Ledger:
+    """The count ledger of a worker, written to ``uri`` (a Kafka topic, or JSON lines in a directory)."""
+    parsed = parse_uri(uri)
+    if isinstance(parsed, KafkaURI):
+        return Ledger(KafkaSink(producer_conf(settings, parsed), parsed.topic, producer), settings.kafka.group_id)
+    return Ledger(JsonlFileSink(parsed.path), settings.kafka.group_id)
 
 
 def default_side_uri(sink: str, suffix: str) -> str:
@@ -84,8 +93,8 @@ def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | No
 
 
 def _transactional_producer(source: str, sink: str, dlq: str | None, scores: str | None,
-                            settings: Settings) -> Any:  # fmt: skip
-    uris = [parse_uri(u) for u in (source, sink, dlq, scores) if u is not None and u != "none"]
+                            settings: Settings, ledger: str | None = None) -> Any:  # fmt: skip
+    uris = [parse_uri(u) for u in (source, sink, dlq, scores, ledger) if u is not None and u != "none"]
     if not all(isinstance(u, KafkaURI) for u in uris):
         raise ValueError("--exactly-once needs kafka:// URIs for the source and every sink")
     tid = settings.transactional_id or default_transactional_id(settings.kafka.group_id)
@@ -110,19 +119,21 @@ def make_enricher(settings: Settings, predictor: Predictor | None = None, scores
 def build_runner(
     source: str, sink: str, settings: Settings, dlq: str | None = None, scores: str | None = None,
     predictor: Predictor | None = None, max_idle_s: float | None = None, metrics: Metrics | None = None,
-    exactly_once: bool = False, time_range: TimeRange | None = None,
+    exactly_once: bool = False, time_range: TimeRange | None = None, ledger: str | None = None,
 ) -> Runner:  # fmt: skip
     """Build a runner from URIs. ``scores="none"`` disables the scores output.
 
     ``exactly_once`` needs Kafka for the source and every sink (one transactional producer).
     ``time_range`` cuts the source (:mod:`consumers.timerange`: Kafka by publication time, files by MJD).
+    ``ledger`` is the count ledger's URI (default ``<sink>-ledger`` / ``<dir>/ledger``; ``"none"``: no ledger).
     """
     metrics = metrics or Metrics()
     enricher = make_enricher(settings, predictor, scores=settings.scores and scores != "none")
     store, decoder = enricher.decoder.store, enricher.decoder
     producer = None
+    ledger_uri = None if ledger == "none" else ledger or default_side_uri(sink, "ledger")
     if exactly_once:
-        producer = _transactional_producer(source, sink, dlq, scores, settings)
+        producer = _transactional_producer(source, sink, dlq, scores, settings, ledger_uri)
     out = make_sink(sink, settings, store, "enriched", producer)
     dlq_sink = make_sink(dlq or default_side_uri(sink, "dlq"), settings, store, "dlq", producer)
     scores_sink = None
@@ -146,6 +157,9 @@ def build_runner(
         assert isinstance(src, KafkaSource)  # _transactional_producer checked every URI
         checkpoint = Transactional(producer, src)
     runner = Runner(*args, checkpoint=checkpoint, max_message_bytes=settings.max_message_bytes,
-                    dlq_max_payload_bytes=settings.dlq_max_payload_bytes, batch_linger_s=settings.batch_linger_s)
+                    dlq_max_payload_bytes=settings.dlq_max_payload_bytes,
+                    batch_linger_s=settings.batch_linger_s)  # fmt: skip
+    if ledger_uri is not None:
+        runner.ledger = make_ledger(ledger_uri, settings, producer)
     runner_box.append(runner)
     return runner

@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, _frame: early.append(signum))
     runner = build_runner(args.source, args.sink, settings, dlq=args.dlq, scores=args.scores,
                           max_idle_s=args.max_idle_s, exactly_once=args.exactly_once or settings.exactly_once,
-                          time_range=_time_range(args))  # fmt: skip
+                          time_range=_time_range(args), ledger=args.ledger)  # fmt: skip
     if settings.metrics_port:  # /metrics, /healthz, /readyz
         serve(settings.metrics_port, runner.metrics.registry, runner.health, host=settings.metrics_host)
     logging.getLogger("alertbroker").info("worker started", extra={"source": args.source, "sink": args.sink})
@@ -80,6 +80,40 @@ def cmd_replay(args: argparse.Namespace) -> int:
                  time_range=_time_range(args))  # fmt: skip
     print(json.dumps(out))
     return 0 if out["failed"] == 0 else 1
+
+
+def split_uris(text: str) -> list[str]:
+    """``a,b,...`` into URIs: a Kafka URI keeps its ``host,host`` and ``topic,topic``; a path needs a ``/``."""
+    import re
+
+    out: list[str] = []
+    for part in re.split(r",(?=[a-z][a-z0-9+.-]*://)", text):
+        items = [p for p in part.split(",") if p]
+        if "://" not in part:
+            out += items
+            continue
+        in_path = "/" in items[0].split("://", 1)[1]
+        out.append(items[0])
+        for it in items[1:]:
+            if in_path and "/" in it:
+                out += items[items.index(it):]
+                break
+            out[-1] += "," + it
+            in_path = in_path or "/" in it
+    return out
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Reconcile a source with its outputs by diaSourceId; exit 1 on loss (or a ledger that does not add up)."""
+    from consumers.audit import AuditInputError, audit
+
+    try:
+        res = audit(args.source, split_uris(args.outputs), _settings(args),
+                    time_range=_time_range(args), offsets=args.offsets, ledger=args.ledger)  # fmt: skip
+    except (AuditInputError, ValueError) as e:
+        raise SystemExit(f"alertbroker audit: {e}") from None
+    print("\n".join(res.report()))
+    return 0 if res.ok(strict=args.strict) else 1
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -149,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sink", required=True, help="kafka://host:port/topic or file:///dir")
     p.add_argument("--dlq", help="dead-letter URI (default: <sink>-dlq or <dir>/dlq)")
     p.add_argument("--scores", help="scores URI (default: <sink>-scores or <dir>/scores; 'none' to disable)")
+    p.add_argument("--ledger", help="count ledger URI, one record per batch (default: <sink>-ledger or "
+                   "<dir>/ledger; 'none' to disable)")
     p.add_argument("--config", help="TOML settings file (env ALERTBROKER__... overrides it)")
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--batch-size", type=int)
@@ -171,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--config", help="TOML settings file, e.g. Kafka security (env ALERTBROKER__... overrides it)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("audit", help="reconcile a source with its outputs by diaSourceId (lost, duplicated...)")
+    p.add_argument("--source", required=True, help="kafka://host:port/topic[,topic] or an archive / Parquet path")
+    p.add_argument("--outputs", required=True, help="comma-separated: enriched topic, DLQ topic, archives, Parquet")
+    p.add_argument("--offsets", help="source offsets P:A-B[,...] (or TOPIC:P:A-B), A inclusive, B exclusive")
+    p.add_argument("--ledger", help="count ledger to check (kafka://.../<sink>-ledger or a folder of .jsonl)")
+    p.add_argument("--strict", action="store_true", help="also fail on duplicated or unexpected outputs")
+    p.add_argument("--config", help="TOML settings file, e.g. Kafka security (env ALERTBROKER__... overrides it)")
+    _add_time_range(p, "Kafka source: publication time, every partition")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("inspect", help="one JSON line per alert of a path or kafka:// topic")
     p.add_argument("target")
@@ -196,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks against peers, measured side by side")
     bsub = p.add_subparsers(dest="which", required=True)
-    for name, mod in (("decode", "benchmarks.bench_decode"), ("features", "benchmarks.bench_features"),
+    for name, mod in (("audit", "benchmarks.bench_audit"), ("decode", "benchmarks.bench_decode"),
+                      ("features", "benchmarks.bench_features"),
                       ("hosts", "benchmarks.bench_hosts"), ("models", "benchmarks.bench_models"),
                       ("scale", "benchmarks.bench_scale")):  # fmt: skip
         b = bsub.add_parser(name, add_help=False)

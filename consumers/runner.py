@@ -2,17 +2,16 @@
 
 Per micro-batch the runner dead-letters what it can judge without decoding (source errors, messages over
 ``max_message_bytes``), enriches the rest, checks that every input has exactly one outcome (else
-:class:`InvariantViolation`, nothing stored), queues every record, and hands the batch to its
-:class:`~consumers.checkpoint.Checkpoint`: :class:`~consumers.checkpoint.AtLeastOnce` (default) stores
-offsets once every record of the batch and of all older batches is acknowledged;
-:class:`~consumers.eos.Transactional` commits records and offsets in one transaction.
+:class:`InvariantViolation`, nothing stored), queues every record and its :mod:`~consumers.ledger` record, and hands
+the batch to its :class:`~consumers.checkpoint.Checkpoint`: :class:`~consumers.checkpoint.AtLeastOnce` (default)
+stores offsets once every record of the batch and of all older batches is acknowledged; ``Transactional`` commits
+records and offsets in one transaction.
 
-No wait depends on a record that was not queued: a record counts as pending only once ``produce``
-accepted it; one refused synchronously (too large, or any non-fatal client error) sends its input to the
-DLQ as ``message_too_large``. Sinks are polled every ``tick_s``, idle or not, so offsets are stored and
-committed within tens of milliseconds of delivery. A failed delivery stops the worker without storing
-anything past it; SIGTERM/SIGINT deliver within ``shutdown_timeout_s`` or stop with
-:class:`DeliveryTimeout`, storing nothing undelivered (a watchdog ends the process if even that hangs).
+No wait depends on a record that was not queued: a record counts as pending only once ``produce`` accepted it; one
+refused synchronously (too large, or any non-fatal client error) sends its input to the DLQ as ``message_too_large``.
+Sinks are polled every ``tick_s``, idle or not, so offsets are committed within tens of ms of delivery. A failed
+delivery stops the worker without storing anything past it; SIGTERM/SIGINT deliver within ``shutdown_timeout_s`` or
+stop with :class:`DeliveryTimeout`, storing nothing undelivered (a watchdog ends the process if that hangs).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from broker.settings import Settings
 from broker.wire import frame
 from consumers import outcomes
 from consumers.checkpoint import AtLeastOnce, Checkpoint
+from consumers.ledger import Ledger
 from consumers.messages import InMessage
 from consumers.ops import Health
 from consumers.outcomes import DeliveryTimeout, InFlight, RunSummary
@@ -79,19 +79,17 @@ class Runner:
         self.max_message_bytes, self.dlq_max_payload_bytes = max_message_bytes, dlq_max_payload_bytes
         self.shutdown_timeout_s, self.drain_timeout_s, self.tick_s = shutdown_timeout_s, 60.0, 0.05
         self.inflight: deque[InFlight] = deque()
-        self.summary = RunSummary()
-        self.running = True
+        self.summary, self.running = RunSummary(), True
         self._stop_at: float | None = None
-        self._failed = False
-        self._version = broker_version.encode()
-        self.retries, self.retry_initial_s = 6, 0.5
-        self.health = Health()
+        self._version, self.retries, self.retry_initial_s = broker_version.encode(), 6, 0.5
+        self._failed, self.health = False, Health()
+        self.ledger: Ledger | None = None  # set by build_runner: one count record per batch (consumers.ledger)
 
     @property
     def sinks(self) -> list[Sink]:
         """Every distinct sink."""
         out: list[Sink] = []
-        for s in (self.out, self.scores, self.dlq):
+        for s in (self.out, self.scores, self.dlq, None if self.ledger is None else self.ledger.sink):
             if s is not None and all(s is not o for o in out):
                 out.append(s)
         return out
@@ -188,7 +186,7 @@ class Runner:
 
     def _produce_batch(self, msgs: list[InMessage]) -> None:
         """Enrich ``msgs``, check the outcomes, queue every record and hand the batch to the checkpoint."""
-        m = self.metrics
+        started, m = time.perf_counter(), self.metrics
         m.alerts_in.inc(len(msgs))
         m.batch_size.observe(len(msgs))
         self.summary.consumed += len(msgs)
@@ -218,6 +216,8 @@ class Runner:
                     fl.failed = fl.failed or f"scores record refused: {e}"
         for d in res.dead:
             self._dead_letter(msgs[d.index], d, fl)
+        if self.ledger is not None:  # part of the batch: pending like its outputs, in its transaction
+            self.ledger.emit(self._send, msgs, res, self.summary, fl, started)
         state = self.checkpoint.end_batch(msgs)
         if state == "pending":
             self.inflight.append(fl)

@@ -67,6 +67,12 @@ class KafkaSource:
     :meth:`store`, which the runner calls after the batch's outputs are
     delivered; auto-commit then commits what is stored. On revoke, the runner's
     ``on_revoke`` hook drains in-flight batches and commits synchronously.
+
+    With a ``time_range`` it assigns every partition of ``topics`` itself (no rebalancing), from the
+    offset of ``from`` (or the group's committed offset when that lies inside the range: a restarted run
+    resumes) to the offset of ``until`` (:func:`consumers.kafka_range.time_ranges`), still committing for the
+    group (give a replay a group of its own, or it moves the live group's offsets). With ``until`` the source
+    is finite: it ends once every partition reached its end.
     """
 
     finite = False
@@ -75,15 +81,54 @@ class KafkaSource:
                  on_revoke: Callable[[], None] | None = None, time_range: TimeRange | None = None) -> None:  # fmt: skip
         from consumers.kafka_clients import new_consumer
 
-        if time_range is not None:
-            raise NotImplementedError("--from/--until on a Kafka source")  # being built: refuse, never ignore
-
         full = {"enable.auto.commit": True, "auto.commit.interval.ms": 250, "statistics.interval.ms": 5000,
                 **conf, "enable.auto.offset.store": False}  # fmt: skip
         self.metrics = metrics
         self._on_revoke = on_revoke
         self.consumer = new_consumer(full, stats_cb=self._stats)
-        self.consumer.subscribe(topics, on_revoke=self._revoked, on_lost=self._lost)
+        self._ends: dict[tuple[str, int], int | None] = {}
+        self._starts: dict[tuple[str, int], int] = {}
+        self._range_ends: dict[tuple[str, int], int | None] = {}
+        if time_range is None:
+            self.consumer.subscribe(topics, on_revoke=self._revoked, on_lost=self._lost)
+        else:
+            self._assign_range(topics, time_range)
+
+    def _assign_range(self, topics: list[str], time_range: TimeRange) -> None:
+        from confluent_kafka import TopicPartition
+
+        from consumers.kafka_range import time_ranges
+
+        ranges = time_ranges(self.consumer, topics, time_range, open_end=True)
+        committed = self.consumer.committed([TopicPartition(t, p) for t, p in ranges], 30)
+        for c in committed:
+            start, end = ranges[(c.topic, c.partition)]
+            if start <= c.offset and (end is None or c.offset <= end):
+                start = c.offset  # this group already did part of the range
+            self._starts[(c.topic, c.partition)], self._ends[(c.topic, c.partition)] = start, end
+        self._range_ends = dict(self._ends)
+        self.finite = time_range.end_ms is not None
+        log.info("time range %s: offsets %s", time_range.describe(),
+                 {f"{t}:{p}": (a, self._ends[(t, p)]) for (t, p), a in self._starts.items()})  # fmt: skip
+        self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._starts.items()])
+        self._check_ends()
+
+    def _check_ends(self) -> None:
+        """Pause and forget every partition whose position reached its end offset."""
+        from confluent_kafka import TopicPartition
+
+        live = [TopicPartition(t, p) for (t, p), e in self._ends.items() if e is not None]
+        if not live:
+            return
+        done = []
+        for tp in self.consumer.position(live):
+            pos = tp.offset if tp.offset >= 0 else self._starts[(tp.topic, tp.partition)]
+            end = self._ends[(tp.topic, tp.partition)]
+            if end is not None and pos >= end:
+                done.append(TopicPartition(tp.topic, tp.partition))
+                del self._ends[(tp.topic, tp.partition)]
+        if done:
+            self.consumer.pause(done)
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
         if self._on_revoke is not None:
@@ -106,6 +151,8 @@ class KafkaSource:
         """Consume up to ``max_messages``; broker-side errors are logged, not returned."""
         from confluent_kafka import KafkaError
 
+        if self.finite and not self._ends:
+            return None  # every partition of the time range reached its end
         out = []
         for m in self.consumer.consume(max_messages, timeout):
             err = m.error()
@@ -115,9 +162,14 @@ class KafkaSource:
                     if err.fatal():
                         raise RuntimeError(f"fatal consumer error: {err}")
                 continue
+            end = self._range_ends.get((m.topic() or "", m.partition() or 0))
+            if end is not None and (m.offset() or 0) >= end:
+                continue  # fetched past the end of the range: not ours
             ts_type, ts = m.timestamp()
             out.append(InMessage(value=m.value(), key=m.key(), topic=m.topic() or "", partition=m.partition() or 0,
                                  offset=m.offset() or 0, timestamp_ms=ts if ts_type else None, raw=m))  # fmt: skip
+        if self.finite:
+            self._check_ends()
         return out
 
     def store(self, messages: list[InMessage]) -> None:
@@ -150,9 +202,18 @@ class KafkaSource:
 
     def rewind_to_committed(self) -> None:
         """Seek every assigned partition back to its committed offset (after an aborted transaction)."""
+        from confluent_kafka import TopicPartition
+
         for tp in self.consumer.committed(self.consumer.assignment(), 30):
+            start = self._starts.get((tp.topic, tp.partition))
+            if tp.offset < 0 and start is not None:  # a time range's partition with nothing committed yet
+                tp.offset = start
             if tp.offset >= 0:
                 self.consumer.seek(tp)
+        if self._range_ends:  # a time range: partitions that had reached their end may have to go again
+            self.consumer.resume([TopicPartition(t, p) for t, p in self._range_ends])
+            self._ends = dict(self._range_ends)
+            self._check_ends()
 
     def close(self) -> None:
         """Commit stored offsets and leave the group."""

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -22,6 +23,16 @@ def report_counts(line: str) -> None:
     """Record and print one line of counts."""
     COUNTS.append(line.strip())
     print(line)
+
+
+def audit_counts(name: str, bootstrap: str, src: str, dst: str) -> Any:
+    """Audit ``src`` against ``dst`` and ``<dst>-dlq`` with the ledger ``<dst>-ledger``; record its line in COUNTS."""
+    from consumers.audit import audit
+
+    k = f"kafka://{bootstrap}"
+    res = audit(f"{k}/{src}", [f"{k}/{dst}", f"{k}/{dst}-dlq"], ledger=f"{k}/{dst}-ledger")
+    report_counts(f"{name} audit: {res.line()}")
+    return res
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None:

@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 
 from broker.samples import stream
 from consumers import devkafka
-from tests.kafka_util import Watcher, create_topics, read_topic, report_counts, worker
+from tests.kafka_util import Watcher, audit_counts, create_topics, read_topic, report_counts, worker
 
 pytestmark = pytest.mark.kafka
 N = 20_000
@@ -88,6 +88,10 @@ def test_twenty_sigkills_during_a_20k_replay(kafka_bootstrap: str, topic_prefix:
     ids = _ids(read_topic(kafka_bootstrap, dst, expect=N, committed_only=eos))
     dlq = read_topic(kafka_bootstrap, f"{dst}-dlq", committed_only=eos)
     lost, dup = _report(f"{mode} x20 SIGKILL", killed, N, ids, len(dlq), n_bad=1)
+    audited = audit_counts(f"{mode} x20 SIGKILL", kafka_bootstrap, src, dst)  # the CLI's code, by diaSourceId
+    assert audited.lost == 0 and audited.ok(), audited.report()
+    assert audited.ledger is not None and audited.ledger["ledger_uncovered"] == audited.ledger["ledger_bad"] == 0
+    assert audited.source == N + 1 and audited.duplicated >= dup  # dead letters re-sent after a kill count too
     assert killed == 20 and sum(a < N for a in at) >= 15, f"kills must land mid-stream: {at}; exited: {exited}"
     assert lost == 0 and set(ids) == set(range(1, N + 1)) and len(dlq) >= 1
     if eos:
