@@ -31,6 +31,7 @@ from broker.settings import Settings
 from broker.wire import frame
 from consumers import outcomes
 from consumers.checkpoint import AtLeastOnce, Checkpoint
+from consumers.dedup import Deduplicator
 from consumers.messages import InMessage
 from consumers.ops import Health
 from consumers.outcomes import DeliveryTimeout, InFlight, RunSummary
@@ -63,6 +64,8 @@ class Runner:
         A dead letter refused by the DLQ client is retried with its payload cut to this size.
     shutdown_timeout_s : float
         After a stop request, longest wait for in-flight deliveries.
+    dedup : Deduplicator, optional
+        Drops repeated ``diaSourceId`` outputs (``run --dedup``); it is also the ``checkpoint``.
     """
 
     def __init__(self, source: Source, enricher: Enricher, out: Sink, dlq: Sink, scores: Sink | None = None,
@@ -70,7 +73,7 @@ class Runner:
                  max_inflight: int = 4, max_idle_s: float | None = None, broker_version: str = "0", *,
                  checkpoint: Checkpoint | None = None, max_message_bytes: int = _LIM["max_message_bytes"],
                  dlq_max_payload_bytes: int = _LIM["dlq_max_payload_bytes"], shutdown_timeout_s: float = 8.0,
-                 ) -> None:  # fmt: skip
+                 dedup: Deduplicator | None = None) -> None:  # fmt: skip
         self.source, self.enricher, self.out, self.dlq, self.scores = source, enricher, out, dlq, scores
         self.metrics = metrics or Metrics()
         self.batch_size, self.timeout, self.max_inflight = batch_size, batch_timeout_s, max_inflight
@@ -86,6 +89,7 @@ class Runner:
         self._version = broker_version.encode()
         self.retries, self.retry_initial_s = 6, 0.5
         self.health = Health()
+        self.dedup = dedup
 
     @property
     def sinks(self) -> list[Sink]:
@@ -198,6 +202,10 @@ class Runner:
         for stage, sec in res.stage_seconds.items():
             m.stage_seconds.labels(stage).observe(sec)
         res = outcomes.batch_outcomes(len(msgs), good, res, dead)
+        if self.dedup is not None:  # a dropped repeat is its input's outcome; its offset is stored with the batch
+            repeats = len(self.dedup.drop_repeats(res))
+            self.summary.deduplicated += repeats
+            m.alerts_deduplicated.inc(repeats)
         fl = InFlight(msgs)
         self.checkpoint.begin_batch()
         for o in res.outputs:
