@@ -195,7 +195,8 @@ def test_sigkills_with_dedup_leave_no_duplicate(kafka_bootstrap: str, topic_pref
     env = {"ALERTBROKER__BATCH_SIZE": "50", "ALERTBROKER__DEDUP_PATH": str(tmp_path / "state"),
            "ALERTBROKER__KAFKA__GROUP_INSTANCE_ID": f"{topic_prefix}-w", "ALERTBROKER__LOG_LEVEL": "INFO"}
     args = ("--dedup", "--model", "none")
-    points = sorted(random.Random(3).uniform(0.05, 0.9) for _ in range(8))
+    rng = random.Random(3)
+    points = sorted(rng.uniform(0.05, 0.9) for _ in range(8))
     watch = Watcher(kafka_bootstrap, dst)
     killed, at, dropped, reread = 0, [], 0, 0
     try:
