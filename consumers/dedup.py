@@ -35,12 +35,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from broker.metrics import Metrics
 from broker.records import EnrichResult, Output
 from broker.settings import Settings
 from consumers.checkpoint import BatchState, Checkpoint
 from consumers.dedup_store import IdWindow
 from consumers.messages import InMessage
-from consumers.outcomes import InvariantViolation
+from consumers.outcomes import InvariantViolation, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,11 @@ class Deduplicator:
         self._probe_at = time.monotonic()
         self._sync: tuple[int, dict[tuple[str, int], int]] | None = None  # (batch count, offsets)
 
-    def drop_repeats(self, res: EnrichResult) -> list[Output]:
-        """Remove repeats from ``res.outputs`` (in place) and return them; the first occurrence is kept.
+    def drop_repeats(self, res: EnrichResult, summary: RunSummary | None = None,
+                     metrics: Metrics | None = None) -> list[Output]:  # fmt: skip
+        """Remove repeats from ``res.outputs`` (in place), count them in ``summary`` and ``metrics``, return them.
+
+        The first occurrence of an id is kept.
 
         Raises
         ------
@@ -175,6 +179,10 @@ class Deduplicator:
         self._pending |= batch
         self._queued.append(batch)
         self._batches += 1
+        if summary is not None:
+            summary.deduplicated += len(dropped)
+        if metrics is not None:
+            metrics.alerts_deduplicated.inc(len(dropped))
         if dropped:
             log.info("dedup: dropped %d repeats of %d outputs", len(dropped), len(dropped) + len(kept))
         return dropped

@@ -64,8 +64,6 @@ class Runner:
         A dead letter refused by the DLQ client is retried with its payload cut to this size.
     shutdown_timeout_s : float
         After a stop request, longest wait for in-flight deliveries.
-    dedup : Deduplicator, optional
-        Drops repeated ``diaSourceId`` outputs (``run --dedup``); it is also the ``checkpoint``.
     """
 
     def __init__(self, source: Source, enricher: Enricher, out: Sink, dlq: Sink, scores: Sink | None = None,
@@ -77,19 +75,15 @@ class Runner:
         self.source, self.enricher, self.out, self.dlq, self.scores = source, enricher, out, dlq, scores
         self.metrics = metrics or Metrics()
         self.batch_size, self.timeout, self.max_inflight = batch_size, batch_timeout_s, max_inflight
-        self.max_idle_s = max_idle_s
+        self.max_idle_s, self.dedup = max_idle_s, dedup  # dedup (run --dedup) is also the checkpoint
         self.checkpoint: Checkpoint = checkpoint or AtLeastOnce(source)
         self.max_message_bytes, self.dlq_max_payload_bytes = max_message_bytes, dlq_max_payload_bytes
         self.shutdown_timeout_s, self.drain_timeout_s, self.tick_s = shutdown_timeout_s, 60.0, 0.05
         self.inflight: deque[InFlight] = deque()
-        self.summary = RunSummary()
-        self.running = True
+        self.summary, self.running = RunSummary(), True
         self._stop_at: float | None = None
-        self._failed = False
-        self._version = broker_version.encode()
-        self.retries, self.retry_initial_s = 6, 0.5
-        self.health = Health()
-        self.dedup = dedup
+        self._failed, self._version = False, broker_version.encode()
+        self.retries, self.retry_initial_s, self.health = 6, 0.5, Health()
 
     @property
     def sinks(self) -> list[Sink]:
@@ -202,10 +196,8 @@ class Runner:
         for stage, sec in res.stage_seconds.items():
             m.stage_seconds.labels(stage).observe(sec)
         res = outcomes.batch_outcomes(len(msgs), good, res, dead)
-        if self.dedup is not None:  # a dropped repeat is its input's outcome; its offset is stored with the batch
-            repeats = len(self.dedup.drop_repeats(res))
-            self.summary.deduplicated += repeats
-            m.alerts_deduplicated.inc(repeats)
+        if self.dedup is not None:  # a dropped repeat is its input's outcome (counted); its offset is stored
+            self.dedup.drop_repeats(res, self.summary, m)
         fl = InFlight(msgs)
         self.checkpoint.begin_batch()
         for o in res.outputs:
