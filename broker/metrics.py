@@ -18,6 +18,10 @@ class Metrics:
         r = self.registry
         self.alerts_in = Counter("alertbroker_alerts_in", "Messages consumed.", registry=r)
         self.alerts_out = Counter("alertbroker_alerts_out", "Enriched alerts delivered.", registry=r)
+        self.alerts_deduplicated = Counter(
+            "alertbroker_alerts_deduplicated", "Repeats of a diaSourceId dropped (run --dedup), offsets committed.",
+            registry=r,
+        )  # fmt: skip
         self.alerts_dlq = Counter(
             "alertbroker_alerts_dlq", "Messages dead-lettered, by reason.", ["reason"], registry=r
         )

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     scores: bool = True
     host_catalog: str | None = Field(default=None, description="HEALPix/HATS galaxy catalog for host matching")
     exactly_once: bool = False
+    dedup: bool = Field(default=False, description="drop repeats of a diaSourceId (run --dedup)")
+    dedup_window: int = Field(default=10_000_000, gt=0, description="how many distinct ids --dedup remembers")
+    dedup_path: str | None = Field(
+        default=None, description="--dedup state (LMDB directory); default .alertbroker-dedup/<group_id>")
     transactional_id: str | None = Field(default=None, description="stable per worker replica (fencing)")
     metrics_port: int | None = None
     metrics_host: str = Field(default="127.0.0.1", description="address of /metrics, /healthz, /readyz")

@@ -15,6 +15,7 @@ from broker.predict import NullPredictor, Predictor
 from broker.schemas import SchemaStore
 from broker.settings import Settings
 from consumers.checkpoint import AtLeastOnce, Checkpoint
+from consumers.dedup import Deduplicator, open_deduplicator
 from consumers.eos import Transactional, default_transactional_id
 from consumers.kafka_clients import client_conf, producer_conf
 from consumers.ledger import JsonlFileSink, Ledger
@@ -156,9 +157,12 @@ def build_runner(
     if producer is not None:
         assert isinstance(src, KafkaSource)  # _transactional_producer checked every URI
         checkpoint = Transactional(producer, src)
+    dedup: Deduplicator | None = None
+    if settings.dedup:  # after the transactional producer fenced a zombie: the sink is read to its end
+        checkpoint = dedup = open_deduplicator(settings, checkpoint, sink)
     runner = Runner(*args, checkpoint=checkpoint, max_message_bytes=settings.max_message_bytes,
                     dlq_max_payload_bytes=settings.dlq_max_payload_bytes,
-                    batch_linger_s=settings.batch_linger_s)  # fmt: skip
+                    batch_linger_s=settings.batch_linger_s, dedup=dedup)  # fmt: skip
     if ledger_uri is not None:
         runner.ledger = make_ledger(ledger_uri, settings, producer)
     runner_box.append(runner)

@@ -17,6 +17,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     for name in ("batch_size", "metrics_port", "host_catalog", "model"):
         if getattr(args, name, None) is not None:
             over[name] = getattr(args, name)
+    if getattr(args, "dedup", False):
+        over["dedup"] = True
     return Settings.load(getattr(args, "config", None), **over)
 
 
@@ -191,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-idle-s", type=float, help="stop after this many idle seconds")
     p.add_argument("--exactly-once", action="store_true",
                    help="Kafka transactions: outputs and offsets commit atomically (read with read_committed)")
+    p.add_argument("--dedup", action="store_true",
+                   help="drop repeats of a diaSourceId over the last dedup_window ids (state in dedup_path)")
     p.add_argument("--model", help="'default' (shipped weights), a checkpoint path, or 'none'")
     p.add_argument("--host-catalog", help="HATS / HEALPix-partitioned Parquet galaxy catalog for host matching")
     _add_time_range(p, "Kafka: publication time, every partition; files: observation time")
@@ -245,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, mod in (("audit", "benchmarks.bench_audit"), ("decode", "benchmarks.bench_decode"),
                       ("features", "benchmarks.bench_features"),
                       ("hosts", "benchmarks.bench_hosts"), ("models", "benchmarks.bench_models"),
-                      ("scale", "benchmarks.bench_scale")):  # fmt: skip
+                      ("scale", "benchmarks.bench_scale"), ("dedup", "benchmarks.bench_dedup")):  # fmt: skip
         b = bsub.add_parser(name, add_help=False)
         b.add_argument("rest", nargs=argparse.REMAINDER)
         b.set_defaults(func=_delegate(mod))

@@ -96,7 +96,7 @@ class Ledger:
         self.sink = sink
         self.worker = {"host": socket.gethostname(), "pid": os.getpid(), "group": group}
         self.seq = 0
-        self._enriched = 0
+        self._enriched = self._dedup = 0
         self._dead: Counter[str] = Counter()
 
     def record(self, msgs: list[InMessage], res: EnrichResult, summary: RunSummary,
@@ -104,8 +104,10 @@ class Ledger:
         """The record of a batch; ``summary`` is the runner's, read for what it delivered since the last batch."""
         dead = summary.dead - self._dead
         enriched = summary.enriched - self._enriched
-        self._dead, self._enriched = Counter(summary.dead), summary.enriched
-        counts = {"in": len(msgs), "enriched": enriched, "dead_lettered": sum(dead.values()), **other_outcomes(res)}
+        dedup = summary.deduplicated - self._dedup  # repeats dropped by run --dedup (consumers.dedup)
+        self._dead, self._enriched, self._dedup = Counter(summary.dead), summary.enriched, summary.deduplicated
+        counts = {"in": len(msgs), "enriched": enriched, "dead_lettered": sum(dead.values()),
+                  "deduplicated": dedup, **other_outcomes(res)}  # fmt: skip
         ids = [o.dia_source_id for o in res.outputs if o.dia_source_id >= 0]
         rec = {"worker": self.worker, "seq": self.seq, "wall_time_ms": int(time.time() * 1000),
                "processing_s": round(seconds, 6), "partitions": partition_ranges(msgs), "counts": counts,

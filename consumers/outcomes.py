@@ -60,17 +60,19 @@ class InFlight:
 
 @dataclass
 class RunSummary:
-    """Counts of one run (``peak_rss_mib``: the process's peak resident memory)."""
+    """Counts of one run (``peak_rss_mib``: the process's peak resident memory; ``deduplicated``: repeats dropped)."""
 
     consumed: int = 0
     enriched: int = 0
+    deduplicated: int = 0
     dead: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
-        return {"consumed": self.consumed, "enriched": self.enriched, "dead_lettered": sum(self.dead.values()),
+        return {"consumed": self.consumed, "enriched": self.enriched, "deduplicated": self.deduplicated,
+                "dead_lettered": sum(self.dead.values()),
                 "dead_by_reason": dict(self.dead), "batches": self.batches, "seconds": round(self.seconds, 3),
                 "alerts_per_s": round(self.consumed / self.seconds, 1) if self.seconds else None,
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # fmt: skip

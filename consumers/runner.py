@@ -30,6 +30,7 @@ from broker.settings import Settings
 from broker.wire import frame
 from consumers import outcomes
 from consumers.checkpoint import AtLeastOnce, Checkpoint
+from consumers.dedup import Deduplicator
 from consumers.ledger import Ledger
 from consumers.messages import InMessage
 from consumers.ops import Health
@@ -70,11 +71,13 @@ class Runner:
                  max_inflight: int = 4, max_idle_s: float | None = None, broker_version: str = "0", *,
                  checkpoint: Checkpoint | None = None, max_message_bytes: int = _LIM["max_message_bytes"],
                  dlq_max_payload_bytes: int = _LIM["dlq_max_payload_bytes"], shutdown_timeout_s: float = 8.0,
-                 batch_linger_s: float = Settings.model_fields["batch_linger_s"].default) -> None:  # fmt: skip
+                 batch_linger_s: float = Settings.model_fields["batch_linger_s"].default,
+                 dedup: Deduplicator | None = None) -> None:  # fmt: skip
         self.source, self.enricher, self.out, self.dlq, self.scores = source, enricher, out, dlq, scores
         self.metrics = metrics or Metrics()
         self.batch_size, self.timeout, self.max_inflight = batch_size, batch_timeout_s, max_inflight
         self.max_idle_s, self.linger_s = max_idle_s, batch_linger_s
+        self.dedup = dedup  # dedup (run --dedup) is also the checkpoint
         self.checkpoint: Checkpoint = checkpoint or AtLeastOnce(source)
         self.max_message_bytes, self.dlq_max_payload_bytes = max_message_bytes, dlq_max_payload_bytes
         self.shutdown_timeout_s, self.drain_timeout_s, self.tick_s = shutdown_timeout_s, 60.0, 0.05
@@ -196,6 +199,8 @@ class Runner:
         for stage, sec in res.stage_seconds.items():
             m.stage_seconds.labels(stage).observe(sec)
         res = outcomes.batch_outcomes(len(msgs), good, res, dead)
+        if self.dedup is not None:  # a dropped repeat is its input's outcome (counted); its offset is stored
+            self.dedup.drop_repeats(res, self.summary, m)
         fl = InFlight(msgs)
         self.checkpoint.begin_batch()
         for o in res.outputs:
