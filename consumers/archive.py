@@ -102,7 +102,7 @@ def _iter_stream(fh: Reader, size: int | None, name: str, decoder: BatchDecoder,
     kind = _kind(head)
     fh = _Rejoined(head, fh)
     if kind == "parquet":
-        for item in parquet_messages(cast(IO[bytes], raw), size, name, decoder.store, opts, nested):
+        for item in parquet_messages(cast(IO[bytes], fh if nested else raw), size, name, decoder.store, opts, nested):
             if isinstance(item, AlertError):
                 yield _dead(name, next_offset, item)
             else:

@@ -66,8 +66,8 @@ def version_id(version: str) -> int:
 
 
 def _open(src: IO[bytes], size: int | None, nested: bool, cap: int, name: str) -> IO[bytes]:
-    """A seekable file for pyarrow: the file itself, or a bundle member read whole (at most ``cap``)."""
-    if not nested and src.seekable():
+    """A seekable file for pyarrow: the file itself (rewound), or a bundle member read whole (at most ``cap``)."""
+    if not nested:
         src.seek(0)
         return src
     if size is None or size > cap:
