@@ -20,6 +20,7 @@ from consumers.kafka_clients import client_conf, producer_conf
 from consumers.runner import Runner
 from consumers.sinks import AvroDirSink, DLQFileSink, KafkaSink, Sink, make_producer
 from consumers.sources import FileSource, KafkaSource, Source
+from consumers.timerange import TimeRange
 from consumers.uri import FileURI, KafkaURI, parse_uri
 
 log = logging.getLogger(__name__)
@@ -109,11 +110,12 @@ def make_enricher(settings: Settings, predictor: Predictor | None = None, scores
 def build_runner(
     source: str, sink: str, settings: Settings, dlq: str | None = None, scores: str | None = None,
     predictor: Predictor | None = None, max_idle_s: float | None = None, metrics: Metrics | None = None,
-    exactly_once: bool = False,
+    exactly_once: bool = False, time_range: TimeRange | None = None,
 ) -> Runner:  # fmt: skip
     """Build a runner from URIs. ``scores="none"`` disables the scores output.
 
     ``exactly_once`` needs Kafka for the source and every sink (one transactional producer).
+    ``time_range`` cuts the source (:mod:`consumers.timerange`: Kafka by publication time, files by MJD).
     """
     metrics = metrics or Metrics()
     enricher = make_enricher(settings, predictor, scores=settings.scores and scores != "none")
@@ -133,9 +135,10 @@ def build_runner(
         conf = client_conf(settings, parsed, defaults=settings.kafka.consumer_group())
         if exactly_once:
             conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
-        src = KafkaSource(conf, parsed.topic.split(","), metrics, on_revoke=lambda: runner_box[0].drain())
+        src = KafkaSource(conf, parsed.topic.split(","), metrics, on_revoke=lambda: runner_box[0].drain(),
+                          time_range=time_range)  # fmt: skip
     else:
-        src = FileSource(parsed.path, decoder, max_expanded_bytes=settings.max_expanded_bytes)
+        src = FileSource(parsed.path, decoder, max_expanded_bytes=settings.max_expanded_bytes, time_range=time_range)
     args = (src, enricher, out, dlq_sink, scores_sink, metrics, settings.batch_size, settings.batch_timeout_s,
             settings.max_inflight_batches, max_idle_s, __version__)  # fmt: skip
     checkpoint: Checkpoint = AtLeastOnce(src)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from broker.settings import Settings
+from consumers.timerange import TimeRange
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -17,6 +18,19 @@ def _settings(args: argparse.Namespace) -> Settings:
         if getattr(args, name, None) is not None:
             over[name] = getattr(args, name)
     return Settings.load(getattr(args, "config", None), **over)
+
+
+def _time_range(args: argparse.Namespace) -> TimeRange | None:
+    """``--from`` / ``--until`` (ISO 8601 or MJD); a bad value is a usage error, exit 2."""
+    try:
+        return TimeRange.from_args(getattr(args, "from_time", None), getattr(args, "until_time", None))
+    except ValueError as e:
+        raise SystemExit(f"alertbroker {args.command}: {e}") from None
+
+
+def _add_time_range(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--from", dest="from_time", metavar="TIME", help=f"start ({what}), ISO 8601 or MJD, inclusive")
+    p.add_argument("--until", dest="until_time", metavar="TIME", help=f"end ({what}), ISO 8601 or MJD, exclusive")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -35,7 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
     runner = build_runner(args.source, args.sink, settings, dlq=args.dlq, scores=args.scores,
-                          max_idle_s=args.max_idle_s, exactly_once=args.exactly_once or settings.exactly_once)
+                          max_idle_s=args.max_idle_s, exactly_once=args.exactly_once or settings.exactly_once,
+                          time_range=_time_range(args))  # fmt: skip
     if settings.metrics_port:  # /metrics, /healthz, /readyz
         serve(settings.metrics_port, runner.metrics.registry, runner.health, host=settings.metrics_host)
     logging.getLogger("alertbroker").info("worker started", extra={"source": args.source, "sink": args.sink})
@@ -61,7 +76,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     conf = producer_conf(settings, target, defaults={"linger.ms": 20})  # security settings included
     out = replay(args.archive, conf, target.topic, BatchDecoder(make_store(settings)), rate=args.rate,
-                 speedup=args.speedup, limit=args.limit, progress=not args.quiet)  # fmt: skip
+                 speedup=args.speedup, limit=args.limit, progress=not args.quiet,
+                 time_range=_time_range(args))  # fmt: skip
     print(json.dumps(out))
     return 0 if out["failed"] == 0 else 1
 
@@ -153,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Kafka transactions: outputs and offsets commit atomically (read with read_committed)")
     p.add_argument("--model", help="'default' (shipped weights), a checkpoint path, or 'none'")
     p.add_argument("--host-catalog", help="HATS / HEALPix-partitioned Parquet galaxy catalog for host matching")
+    _add_time_range(p, "Kafka: publication time, every partition; files: observation time")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("replay", help="replay an archive into a Kafka topic in observation order")
@@ -162,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rate", type=float, help="messages per second")
     g.add_argument("--speedup", type=float, help="keep the visit cadence, this many times faster")
     p.add_argument("--limit", type=int)
+    _add_time_range(p, "observation time, diaSource.midpointMjdTai")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--config", help="TOML settings file, e.g. Kafka security (env ALERTBROKER__... overrides it)")
     p.set_defaults(func=cmd_replay)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from broker.decode import BatchDecoder
 from consumers.archive import iter_archive
 from consumers.messages import InMessage
+from consumers.timerange import TimeRange
 
 
 def order_for_replay(messages: list[InMessage], decoder: BatchDecoder) -> tuple[list[int], np.ndarray, list[bytes]]:
@@ -34,7 +35,7 @@ def order_for_replay(messages: list[InMessage], decoder: BatchDecoder) -> tuple[
 
 def replay(path: str, producer_conf: dict[str, Any], topic: str, decoder: BatchDecoder,
            rate: float | None = None, speedup: float | None = None, limit: int | None = None,
-           progress: bool = True) -> dict[str, int]:  # fmt: skip
+           progress: bool = True, time_range: TimeRange | None = None) -> dict[str, int]:  # fmt: skip
     """Produce the archive's messages to ``topic``.
 
     Parameters
@@ -49,6 +50,9 @@ def replay(path: str, producer_conf: dict[str, Any], topic: str, decoder: BatchD
         Stop after this many messages.
     """
     from consumers.kafka_clients import new_producer
+
+    if time_range is not None:
+        raise NotImplementedError("replay --from/--until")  # being built (issue 14): refuse, never ignore
 
     msgs = [m for m in iter_archive(path, decoder)]
     unreadable = sum(1 for m in msgs if m.value is None)

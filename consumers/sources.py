@@ -13,6 +13,7 @@ from broker.decode import BatchDecoder
 from broker.metrics import Metrics
 from consumers.archive import iter_archive
 from consumers.messages import InMessage
+from consumers.timerange import TimeRange
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ class FileSource:
     finite = True
 
     def __init__(self, path: str | os.PathLike[str], decoder: BatchDecoder,
-                 max_expanded_bytes: int | None = None) -> None:  # fmt: skip
+                 max_expanded_bytes: int | None = None, time_range: TimeRange | None = None) -> None:  # fmt: skip
+        if time_range is not None:
+            raise NotImplementedError("--from/--until on a file source")  # being built (issue 14): refuse, never ignore
         self._it: Iterator[InMessage] = iter_archive(path, decoder, max_expanded_bytes=max_expanded_bytes)
 
     def poll_batch(self, max_messages: int, timeout: float) -> list[InMessage] | None:
@@ -69,8 +72,11 @@ class KafkaSource:
     finite = False
 
     def __init__(self, conf: dict[str, Any], topics: list[str], metrics: Metrics | None = None,
-                 on_revoke: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 on_revoke: Callable[[], None] | None = None, time_range: TimeRange | None = None) -> None:  # fmt: skip
         from consumers.kafka_clients import new_consumer
+
+        if time_range is not None:
+            raise NotImplementedError("--from/--until on a Kafka source")  # being built: refuse, never ignore
 
         full = {"enable.auto.commit": True, "auto.commit.interval.ms": 250, "statistics.interval.ms": 5000,
                 **conf, "enable.auto.offset.store": False}  # fmt: skip

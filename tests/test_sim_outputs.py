@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 from fastavro.validation import validate
 
+from broker.features.healpix import ang2pix_py as ang2pix_nest
 from broker.sim import cli_main, simulate
 from broker.sim.alerts import open_night
-from broker.sim.healpix import ang2pix_nest
 from broker.sim.hosts import HOST_COLUMNS
 from broker.sim.taxonomy import HELD_OUT
 

@@ -136,14 +136,19 @@ def write_partition(root: Path, order: int, pix: int, table: pa.Table, layout: s
     return d / name
 
 
-def write_hats_metadata(root: Path, order: int, pixels: list[int], n_rows: int) -> None:
-    """Write the HATS ``partition_info.csv`` and ``properties`` files."""
+def write_hats_metadata(root: Path, order: int, pixels: list[int], n_rows: int, *, name: str | None = None,
+                        max_rows: int = 0) -> None:  # fmt: skip
+    """Write the HATS ``partition_info.csv`` and ``properties`` files.
+
+    ``name`` is the ``obs_collection`` (default: the folder's name); ``max_rows`` the largest partition.
+    """
     lines = ["Norder,Npix"] + [f"{order},{p}" for p in pixels]
     (root / "partition_info.csv").write_text("\n".join(lines) + "\n")
-    (root / "properties").write_text(
-        f"obs_collection={root.name}\ndataproduct_type=object\nhats_nrows={n_rows}\n"
-        f"hats_col_ra=ra\nhats_col_dec=dec\nhats_max_rows=0\nhats_order={order}\n"
-    )
+    props = {"obs_collection": name or root.name, "dataproduct_type": "object", "hats_nrows": n_rows,
+             "hats_col_ra": "ra", "hats_col_dec": "dec", "hats_npix_suffix": ".parquet",
+             "hats_col_healpix": "_healpix_29", "hats_col_healpix_order": MAX_ORDER, "hats_order": order,
+             "hats_max_rows": max_rows, "hats_builder": "alertbroker", "hats_version": "v0.1"}  # fmt: skip
+    (root / "properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
 
 @dataclass(frozen=True)

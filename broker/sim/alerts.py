@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .avro_columns import ContainerWriter, encode_records, varint
+from broker.container import ContainerWriter
+
+from .avro_columns import encode_records, varint
 
 HISTORY_DAYS = 365.0
 BAND_BYTES = np.array([b"u", b"g", b"r", b"i", b"z", b"y"])
@@ -254,7 +256,7 @@ def write_alerts(schema: dict[str, Any], ph: Photometry, window: tuple[float, fl
     for night in np.unique(nights):
         path = out_dir / f"alerts_{day_obs_str(night)}.avro"
         with open(path, "wb") as fh:
-            w = ContainerWriter(fh, schema, sync)
+            w = ContainerWriter(fh, schema, sync=sync)
             for a in order[nights[order] == night]:
                 j, p = alert_j[a], at[a]
                 nprv, nfs = j - lo_det[a], p - lo_pt[a]

@@ -1,4 +1,4 @@
-"""Vectorised Avro binary encoding of many records at once, and Avro container files.
+"""Vectorised Avro binary encoding of many records at once (containers: :class:`broker.container.ContainerWriter`).
 
 An Avro record is the concatenation of its fields, so records whose fields come from
 numpy columns can be encoded for all rows at once: every field becomes a byte matrix
@@ -13,14 +13,12 @@ Only the types Rubin's alert records use are supported: ``long``, ``int``, ``dou
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
-from broker.annotations_codec import zigzag as varint  # one Python int; re-exported for the sim
+from broker.annotations_codec import zigzag as varint  # noqa: F401 - one Python int; re-exported for the sim
 
 Column = tuple[np.ndarray, np.ndarray]  # (uint8 matrix (n, w), lengths (n,))
 
@@ -125,49 +123,3 @@ def encode_records(fields: Sequence[Mapping[str, Any]], n: int,
 def _const(b: bytes, n: int) -> Column:
     m = np.broadcast_to(np.frombuffer(b, dtype=np.uint8), (n, len(b)))
     return m, np.full(n, len(b), dtype=np.int64)
-
-
-class ContainerWriter:
-    """Minimal Avro object-container writer for pre-encoded record bodies (codec null)."""
-
-    def __init__(self, fh: BinaryIO, schema: Mapping[str, Any], sync: bytes,
-                 block_records: int = 500) -> None:
-        self.fh, self.sync, self.block_records = fh, sync, block_records
-        self._buf: list[bytes | memoryview] = []
-        self._size = 0
-        self._pending = 0
-        meta = {"avro.schema": json.dumps(schema).encode(), "avro.codec": b"null"}
-        head = bytearray(b"Obj\x01") + varint(len(meta))
-        for k, v in meta.items():
-            head += varint(len(k)) + k.encode() + varint(len(v)) + v
-        fh.write(bytes(head) + b"\x00" + sync)
-        self.count = 0
-
-    def write(self, body: bytes | Sequence[bytes | memoryview]) -> None:
-        """Append one encoded record, given whole or as a list of parts (not copied)."""
-        parts = [body] if isinstance(body, bytes | bytearray | memoryview) else body
-        self._buf.extend(parts)
-        self._size += sum(len(p) for p in parts)
-        self.count += 1
-        self._pending += 1
-        if self._pending >= self.block_records:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the pending records as one block."""
-        if self._pending:
-            self.fh.write(varint(self._pending) + varint(self._size))
-            self.fh.writelines(self._buf)
-            self.fh.write(self.sync)
-            self._buf, self._size, self._pending = [], 0, 0
-
-
-def write_container(path: Path, schema: Mapping[str, Any], bodies: Sequence[bytes],
-                    sync: bytes) -> int:
-    """Write ``bodies`` to an Avro container file; returns the record count."""
-    with open(path, "wb") as fh:
-        w = ContainerWriter(fh, schema, sync)
-        for b in bodies:
-            w.write(b)
-        w.flush()
-    return w.count

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .healpix import ang2pix_nest
+from broker.features.catalog import write_hats_metadata, write_partition
+from broker.features.healpix import MAX_ORDER, ang2pix_py
+
 from .photometry import comoving_distance, distance_modulus
 
 BANDS = "ugrizy"
@@ -127,27 +129,21 @@ def build_catalog(rng: np.random.Generator, host_rows: np.ndarray, host_ra: np.n
 
 
 def write_hats(cat: pl.DataFrame, root: Path, order: int = 3, name: str = "hosts") -> Path:
-    """Write ``cat`` (needs ``ra``/``dec`` in degrees) as a single-order HATS catalog."""
+    """Write ``cat`` (needs ``ra``/``dec`` in degrees) as a single-order HATS catalog.
+
+    The layout code is the core's (:func:`broker.features.catalog.write_partition` and
+    :func:`~broker.features.catalog.write_hats_metadata`), so the simulator writes exactly what the
+    host matcher reads; ``cat`` keeps all its columns (truth such as the redshift included).
+    """
     root = Path(root)
-    hp29 = ang2pix_nest(29, cat["ra"].to_numpy(), cat["dec"].to_numpy())
+    hp29 = ang2pix_py(MAX_ORDER, cat["ra"].to_numpy(), cat["dec"].to_numpy())
     cat = cat.with_columns(pl.Series("_healpix_29", hp29)).sort("_healpix_29")
-    npix = cat["_healpix_29"].to_numpy() >> (2 * (29 - order))
-    parts = []
-    for pix in np.unique(npix):
-        sub = cat.filter(pl.Series(npix == pix))
-        d = root / "dataset" / f"Norder={order}" / f"Dir={10000 * (int(pix) // 10000)}"
-        d.mkdir(parents=True, exist_ok=True)
-        sub.write_parquet(d / f"Npix={int(pix)}.parquet")
-        parts.append((order, int(pix)))
-    pl.DataFrame(parts, schema=["Norder", "Npix"], orient="row").write_csv(
-        root / "partition_info.csv")
-    props = {
-        "obs_collection": name, "dataproduct_type": "object", "hats_nrows": cat.height,
-        "hats_col_ra": "ra", "hats_col_dec": "dec", "hats_npix_suffix": ".parquet",
-        "hats_col_healpix": "_healpix_29", "hats_col_healpix_order": 29,
-        "hats_order": order, "hats_max_rows": max(1, int(np.bincount(
-            np.searchsorted(np.unique(npix), npix)).max(initial=1))),
-        "hats_builder": "alertbroker.sim", "hats_version": "v0.1",
-    }
-    (root / "properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    npix = cat["_healpix_29"].to_numpy() >> (2 * (MAX_ORDER - order))
+    table = cat.to_arrow()
+    pixels = [int(p) for p in np.unique(npix)]
+    for pix in pixels:
+        rows = np.flatnonzero(npix == pix)
+        write_partition(root, order, pix, table.slice(int(rows[0]), len(rows)))  # sorted: one run per pixel
+    write_hats_metadata(root, order, pixels, cat.height, name=name,
+                        max_rows=int(np.bincount(np.searchsorted(pixels, npix)).max(initial=1)))  # fmt: skip
     return root
