@@ -77,7 +77,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     conf = producer_conf(settings, target, defaults={"linger.ms": 20})  # security settings included
     out = replay(args.archive, conf, target.topic, BatchDecoder(make_store(settings)), rate=args.rate,
                  speedup=args.speedup, limit=args.limit, progress=not args.quiet,
-                 time_range=_time_range(args))  # fmt: skip
+                 time_range=_time_range(args), schema_version=settings.archive_schema_version)  # fmt: skip
     print(json.dumps(out))
     return 0 if out["failed"] == 0 else 1
 
@@ -136,8 +136,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from consumers.app import make_store
     from consumers.archive_export import export
 
-    out = export(args.source, args.format, args.out, BatchDecoder(make_store(_settings(args))), quirks=args.quirks,
-                 order=args.order, schema_version=args.schema_version)  # fmt: skip
+    settings = _settings(args)
+    out = export(args.source, args.format, args.out, BatchDecoder(make_store(settings)), quirks=args.quirks,
+                 order=args.order, schema_version=args.schema_version or settings.archive_schema_version)  # fmt: skip
     print(json.dumps(out))
     return 0
 
