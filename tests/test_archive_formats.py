@@ -21,6 +21,7 @@ from broker.samples import encode, filled_alert, sample_records, stream
 from broker.schemas import SchemaStore
 from broker.settings import Settings
 from broker.wire import parse_header
+from consumers.alert_rows import infer_schema_id
 from consumers.app import build_runner
 from consumers.archive import iter_archive
 from consumers.archive_export import FORMATS, export
@@ -249,3 +250,10 @@ def test_replay_time_range_over_two_real_dumps(tmp_path: Path, kafka_bootstrap: 
     assert (out["produced"], out["outside_range"], out["failed"]) == (25, 50, 0)
     msgs = read_topic(kafka_bootstrap, topic, expect=25)
     assert {parse_header(m.value()) for m in msgs} == {1000} and len(msgs) == 25
+
+
+def test_schema_inference_breaks_the_10_0_and_11_0_tie() -> None:
+    schema = pq.read_schema(REAL / "parquet" / "hostless_10_0.parquet")
+    assert infer_schema_id(schema) == 1000  # same field set as 11.0: the older, more permissive one
+    assert infer_schema_id(schema, ["lsst.v11_0"]) == 1100  # a per-row version column names the other
+    assert infer_schema_id(pq.read_schema(REAL / "parquet" / "or4_7_1.parquet")) == 701  # 7.0 has forced x/y, the dump has not
