@@ -16,7 +16,8 @@ columns (:func:`consumers.alert_rows.infer_schema_id`).
 Rows are read ``batch_rows`` at a time (``pyarrow`` ``iter_batches``, only the
 schema's top-level columns), so memory is one row group's column chunks plus
 one batch of rows, whatever the file's size. Failures are values, never raised:
-an unreadable file or row group is a ``corrupt_parquet`` error, a Parquet file
+an unreadable file is a ``corrupt_parquet`` error, and so is a corrupt row group
+(its unread rows; the rows before it and the row groups after it are read), a Parquet file
 that is no alert dump ``not_an_alert_dump``, a row with a rounded id and no
 exact copy ``inexact_id``, a row that does not fit the schema ``bad_alert_row``.
 """
@@ -122,13 +123,17 @@ def parquet_messages(src: IO[bytes], size: int | None, name: str, store: SchemaS
         return
     columns = [f["name"] for f in schema.definition["fields"] if f["name"] in pf.schema_arrow.names]
     row = 0
-    try:
-        for batch in pf.iter_batches(batch_size=max(1, opts.batch_rows), columns=columns):
-            for values in batch.to_pylist():
-                try:
-                    yield encode_row(values, schema, convert)
-                except AlertError as e:
-                    yield type(e)(f"{name}: row {row}: {e.detail}")
-                row += 1
-    except Exception as e:  # noqa: BLE001 - a corrupt row group: what was read stands, the rest is one dead letter
-        yield CorruptParquet(f"{name}: after row {row}: {type(e).__name__}: {e}")
+    for group in range(pf.metadata.num_row_groups):  # one row group at a time: a corrupt one loses only its rows
+        first, size = row, pf.metadata.row_group(group).num_rows
+        try:
+            for batch in pf.iter_batches(batch_size=max(1, opts.batch_rows), row_groups=[group], columns=columns):
+                for values in batch.to_pylist():
+                    try:
+                        yield encode_row(values, schema, convert)
+                    except AlertError as e:
+                        yield type(e)(f"{name}: row {row}: {e.detail}")
+                    row += 1
+        except Exception as e:  # noqa: BLE001 - pyarrow's errors for a corrupt page are many: all are "corrupt"
+            yield CorruptParquet(f"{name}: row group {group} (rows {row}..{first + size - 1} of it unread): "
+                                 f"{type(e).__name__}: {e}")  # fmt: skip
+            row = first + size

@@ -256,4 +256,18 @@ def test_schema_inference_breaks_the_10_0_and_11_0_tie() -> None:
     schema = pq.read_schema(REAL / "parquet" / "hostless_10_0.parquet")
     assert infer_schema_id(schema) == 1000  # same field set as 11.0: the older, more permissive one
     assert infer_schema_id(schema, ["lsst.v11_0"]) == 1100  # a per-row version column names the other
-    assert infer_schema_id(pq.read_schema(REAL / "parquet" / "or4_7_1.parquet")) == 701  # 7.0 has forced x/y, the dump has not
+    assert infer_schema_id(pq.read_schema(REAL / "parquet" / "or4_7_1.parquet")) == 701  # 7.0 needs forced x/y
+
+
+def test_a_corrupt_row_group_loses_only_its_rows(tmp_path: Path, decoder: BatchDecoder) -> None:
+    export(REAL / "or4_v7_1.avro", "parquet", tmp_path / "p", decoder, batch_rows=10)  # 5 row groups of 10
+    f = tmp_path / "p" / "alerts_v7_1.parquet"
+    meta = pq.ParquetFile(f).metadata
+    assert meta.num_row_groups == 5
+    start = meta.row_group(3).column(0).data_page_offset
+    data = bytearray(f.read_bytes())
+    data[start:start + 64] = b"\xab" * 64  # garbage over the page header of row group 3
+    f.write_bytes(bytes(data))
+    good, dead = _read(f, decoder)
+    assert len(good) == 40 and len(dead) == 1 and dead[0].error is not None
+    assert dead[0].error.reason == "corrupt_parquet" and "row group 3" in str(dead[0].error)
