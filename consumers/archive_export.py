@@ -156,7 +156,8 @@ def _write_parquet(alerts: _Alerts, out: Path, quirks: bool, batch_rows: int) ->
         sid = schema.schema_id % ENRICHED_ID_BASE
         if sid not in writers:
             sch = arrow_schema(alerts.decoder.store.get(sid), quirks)
-            writers[sid] = (pq.ParquetWriter(out / f"alerts_{_tag(sid)}.parquet", sch), sch, [])
+            path = out / f"alerts_{_tag(sid)}.parquet"
+            writers[sid] = (pq.ParquetWriter(path, sch, write_page_checksum=True), sch, [])
         w, sch, rows = writers[sid]
         rows.append(_spark_nulls(rec, sch) if quirks else rec)
         n += 1

@@ -14,8 +14,9 @@ metadata (written by :mod:`consumers.archive_export`), else inferred from the
 columns (:func:`consumers.alert_rows.infer_schema_id`).
 
 Rows are read ``batch_rows`` at a time (``pyarrow`` ``iter_batches``, only the
-schema's top-level columns), so memory is one row group's column chunks plus
-one batch of rows, whatever the file's size. Failures are values, never raised:
+schema's top-level columns, column chunks streamed through a 1 MiB buffer), so
+memory is about one batch of rows, whatever the file's size; page checksums, when
+the writer stored them, are verified. Failures are values, never raised:
 an unreadable file is a ``corrupt_parquet`` error, and so is a corrupt row group
 (its unread rows; the rows before it and the row groups after it are read), a Parquet file
 that is no alert dump ``not_an_alert_dump``, a row with a rounded id and no
@@ -38,6 +39,7 @@ from broker.wire import frame, schema_id_for_version
 from consumers.alert_rows import SCHEMA_ID_KEY, VERSION_COLUMN, infer_schema_id, record_converter
 
 PARQUET_MAGIC = b"PAR1"
+_BUFFER = 1 << 20  # column chunks are streamed through a buffer this size, never read whole
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def parquet_messages(src: IO[bytes], size: int | None, name: str, store: SchemaS
                      nested: bool = False) -> Iterator[bytes | AlertError]:  # fmt: skip
     """Wire-format messages (or named errors, with ``name`` and the row) of one Parquet file."""
     try:
-        pf = pq.ParquetFile(_open(src, size, nested, opts.max_expanded_bytes, name))
+        pf = pq.ParquetFile(_open(src, size, nested, opts.max_expanded_bytes, name), buffer_size=_BUFFER,
+                            pre_buffer=False, page_checksum_verification=True)  # fmt: skip
         sid = _schema_id(pf, opts)
         schema = store.get(sid)
         convert = record_converter(schema.definition)
