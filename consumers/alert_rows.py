@@ -38,7 +38,7 @@ VERSION_COLUMN = "lsst_schema_version"
 _INTS = ("int", "long")
 
 
-def _branch(t: Any) -> tuple[Any, bool]:
+def nullable_branch(t: Any) -> tuple[Any, bool]:
     """The non-null branch of ``["null", X]`` and whether null is allowed."""
     if isinstance(t, list):
         rest = [x for x in t if x != "null"]
@@ -46,7 +46,7 @@ def _branch(t: Any) -> tuple[Any, bool]:
     return t, False
 
 
-def _resolve(t: Any, named: dict[str, Any]) -> Any:
+def resolve_named(t: Any, named: dict[str, Any]) -> Any:
     if isinstance(t, str) and t in named:
         return named[t]
     if isinstance(t, dict) and t.get("type") in ("record", "enum", "fixed"):
@@ -59,7 +59,7 @@ def _resolve(t: Any, named: dict[str, Any]) -> Any:
 def avro_paths(t: Any, named: dict[str, Any] | None = None, pre: str = "") -> set[str]:
     """Dotted field paths of an Avro type (array items share their array's path)."""
     named = {} if named is None else named
-    t = _resolve(_branch(t)[0], named)
+    t = resolve_named(nullable_branch(t)[0], named)
     out: set[str] = set()
     if isinstance(t, dict) and t.get("type") == "record":
         for f in t["fields"]:
@@ -170,8 +170,8 @@ def converter(t: Any, named: dict[str, Any], path: str = "", name: str = "") -> 
     bytes, booleans pass as they are; fastavro rejects a wrong type or a null).
     The function takes the value and the row's :func:`exact_ints`.
     """
-    t, nullable = _branch(t)
-    t = _resolve(t, named)
+    t, nullable = nullable_branch(t)
+    t = resolve_named(t, named)
     kind = t.get("type") if isinstance(t, dict) else t
     where = path or "record"
     if kind == "record":

@@ -46,7 +46,7 @@ from broker.features.catalog import write_hats_metadata, write_partition
 from broker.features.healpix import MAX_ORDER, ang2pix_py
 from broker.schemas import AlertSchema
 from broker.wire import HEADER_SIZE, parse_header, version_for_schema_id
-from consumers.alert_rows import SCHEMA_ID_KEY, _branch, _resolve
+from consumers.alert_rows import SCHEMA_ID_KEY, nullable_branch, resolve_named
 from consumers.archive import iter_archive
 
 FORMATS = ("parquet", "hats", "per-alert", "tar.gz")
@@ -58,7 +58,7 @@ _TIME = {"timestamp-micros": pa.timestamp("us", tz="UTC"), "timestamp-millis": p
 
 def arrow_type(t: Any, named: dict[str, Any], float_ids: bool = False, name: str = "") -> pa.DataType:
     """Arrow type of an Avro type; ``float_ids``: ``*Id`` longs become float64 (the pandas quirk)."""
-    t = _resolve(_branch(t)[0], named)
+    t = resolve_named(nullable_branch(t)[0], named)
     if isinstance(t, str):
         return pa.float64() if float_ids and t == "long" and name.endswith("Id") else _PRIMITIVE[t]
     kind = t["type"]
@@ -78,7 +78,8 @@ def arrow_schema(schema: AlertSchema, quirks: bool = False) -> pa.Schema:
     named: dict[str, Any] = {}
     fields = []
     for f in schema.definition["fields"]:
-        nullable_record = _branch(f["type"])[1] and isinstance(_resolve(_branch(f["type"])[0], named), dict)
+        inner, nullable = nullable_branch(f["type"])
+        nullable_record = nullable and isinstance(resolve_named(inner, named), dict)
         fields.append(pa.field(f["name"], arrow_type(f["type"], named, quirks and nullable_record, f["name"])))
     return pa.schema(fields, metadata={SCHEMA_ID_KEY: str(schema.schema_id).encode()})
 
