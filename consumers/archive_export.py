@@ -79,7 +79,8 @@ def arrow_schema(schema: AlertSchema, quirks: bool = False) -> pa.Schema:
     fields = []
     for f in schema.definition["fields"]:
         inner, nullable = nullable_branch(f["type"])
-        nullable_record = nullable and isinstance(resolve_named(inner, named), dict)
+        resolved = resolve_named(inner, named)
+        nullable_record = nullable and isinstance(resolved, dict) and resolved.get("type") == "record"
         fields.append(pa.field(f["name"], arrow_type(f["type"], named, quirks and nullable_record, f["name"])))
     return pa.schema(fields, metadata={SCHEMA_ID_KEY: str(schema.schema_id).encode()})
 
