@@ -94,6 +94,30 @@ class NotAnAlert(AlertError):
     reason = "not_an_alert"
 
 
+class CorruptParquet(AlertError):
+    """A Parquet file (a dump, a HATS partition) or one of its row groups is unreadable (truncated, garbage)."""
+
+    reason = "corrupt_parquet"
+
+
+class NotAnAlertDump(AlertError):
+    """A readable Parquet file whose columns match no Rubin alert schema."""
+
+    reason = "not_an_alert_dump"
+
+
+class InexactId(AlertError):
+    """A 64-bit id stored only as a float (rounded) with no exact integer copy in the same row."""
+
+    reason = "inexact_id"
+
+
+class BadAlertRow(AlertError):
+    """A Parquet row that does not fit its Rubin schema (a required field null or of the wrong type)."""
+
+    reason = "bad_alert_row"
+
+
 class EnrichmentFailed(AlertError):
     """Featurizing or scoring raised for this alert."""
 
@@ -122,6 +146,10 @@ ALL_REASONS: tuple[str, ...] = tuple(
         DecompressionBomb,
         AlreadyEnriched,
         NotAnAlert,
+        CorruptParquet,
+        NotAnAlertDump,
+        InexactId,
+        BadAlertRow,
         EnrichmentFailed,
     )
 )

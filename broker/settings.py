@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     max_expanded_bytes: int = Field(
         default=256 * 1024 * 1024,
         description="largest decompressed size of one archive member or container block (decompression_bomb)")
+    parquet_batch_rows: int = Field(default=256, description="rows converted at a time from a Parquet alert dump")
+    archive_schema_version: str | None = Field(
+        default=None, description="schema 'major.minor' of Parquet alert dumps (None: inferred from the columns)")
     scores: bool = True
     host_catalog: str | None = Field(default=None, description="HEALPix/HATS galaxy catalog for host matching")
     exactly_once: bool = False

@@ -150,7 +150,8 @@ def build_runner(
         src = KafkaSource(conf, parsed.topic.split(","), metrics, on_revoke=lambda: runner_box[0].drain(),
                           time_range=time_range)  # fmt: skip
     else:
-        src = FileSource(parsed.path, decoder, max_expanded_bytes=settings.max_expanded_bytes, time_range=time_range)
+        src = FileSource(parsed.path, decoder, max_expanded_bytes=settings.max_expanded_bytes, time_range=time_range,
+                         schema_version=settings.archive_schema_version)  # fmt: skip
     args = (src, enricher, out, dlq_sink, scores_sink, metrics, settings.batch_size, settings.batch_timeout_s,
             settings.max_inflight_batches, max_idle_s, __version__)  # fmt: skip
     checkpoint: Checkpoint = AtLeastOnce(src)

@@ -5,9 +5,10 @@ every unreadable piece becomes an :class:`InMessage` with ``error`` set, so the
 runner dead-letters it. Nothing raises out of :func:`iter_archive`.
 
 Files are recognised by their content, never their name: ``Obj\\x01`` is an Avro
-container, gzip/bzip2/xz magic or ``ustar`` at offset 257 a tar bundle, a
-leading ``0x00`` a wire-format message; anything else is a ``not_an_alert``
-dead letter. Everything is streamed: containers block by block, tar bundles in
+container, ``PAR1`` a Parquet alert dump or HATS partition (one alert per row,
+see :mod:`consumers.archive_parquet`), gzip/bzip2/xz magic or ``ustar`` at
+offset 257 a tar bundle, a leading ``0x00`` a wire-format message; anything
+else is a ``not_an_alert`` dead letter. Everything is streamed: containers block by block, tar bundles in
 tarfile's stream mode, so no file, member or block is held whole unless it is
 at most ``max_expanded_bytes`` (``decompression_bomb`` otherwise).
 
@@ -39,6 +40,7 @@ from broker.container import MAGIC, Reader, iter_blocks, min_record_bytes, read_
 from broker.decode import BatchDecoder
 from broker.errors import AlertError, CorruptArchive, DecompressionBomb, MessageTooLarge, NotAnAlert
 from broker.wire import frame
+from consumers.archive_parquet import PARQUET_MAGIC, ReadOptions, parquet_messages
 from consumers.archive_walk import walk
 from consumers.messages import InMessage
 
@@ -78,6 +80,8 @@ class _Rejoined:
 def _kind(head: bytes) -> str:
     if head[:4] == MAGIC:
         return "container"
+    if head[:4] == PARQUET_MAGIC:
+        return "parquet"
     if head.startswith(_COMPRESSED) or head[257:262] == b"ustar":
         return "tar"
     if head[:1] == b"\x00":
@@ -90,16 +94,23 @@ def _dead(name: str, next_offset: _Counter, err: AlertError, piece: bytes | None
     return InMessage(value=value, topic=name, offset=next_offset(), error=err)
 
 
-def _iter_stream(fh: Reader, size: int | None, name: str, decoder: BatchDecoder, next_offset: _Counter, cap: int,
-                 nested: bool) -> Iterator[InMessage]:  # fmt: skip
+def _iter_stream(fh: Reader, size: int | None, name: str, decoder: BatchDecoder, next_offset: _Counter,
+                 opts: ReadOptions, nested: bool) -> Iterator[InMessage]:  # fmt: skip
     """Messages of one file or tar member of ``size`` bytes (None: unknown), read from ``fh``."""
+    cap, raw = opts.max_expanded_bytes, fh
     head = fh.read(_SNIFF)
     kind = _kind(head)
     fh = _Rejoined(head, fh)
-    if kind == "container":
+    if kind == "parquet":
+        for item in parquet_messages(cast(IO[bytes], fh if nested else raw), size, name, decoder.store, opts, nested):
+            if isinstance(item, AlertError):
+                yield _dead(name, next_offset, item)
+            else:
+                yield InMessage(value=item, topic=name, offset=next_offset())
+    elif kind == "container":
         yield from _iter_container(fh, name, decoder, next_offset, cap)
     elif kind == "tar" and not nested:
-        yield from _iter_tar(fh, name, decoder, next_offset, cap)
+        yield from _iter_tar(fh, name, decoder, next_offset, opts)
     elif kind == "wire" and size is not None and size > cap:
         # only ever held whole, so it must fit; out of a compressed bundle that is a bomb
         cls = DecompressionBomb if nested else MessageTooLarge
@@ -115,9 +126,9 @@ def _iter_stream(fh: Reader, size: int | None, name: str, decoder: BatchDecoder,
 
 def iter_bytes(data: bytes, name: str, decoder: BatchDecoder, next_offset: _Counter,
                max_expanded_bytes: int | None = None) -> Iterator[InMessage]:  # fmt: skip
-    """Messages in one file's bytes (an Avro container, one wire-format message or a tar bundle)."""
-    cap = _default_cap() if max_expanded_bytes is None else max_expanded_bytes
-    yield from _iter_stream(io.BytesIO(data), len(data), name, decoder, next_offset, cap, nested=False)
+    """Messages in one file's bytes (an Avro container, a Parquet dump, one wire-format message or a tar bundle)."""
+    opts = ReadOptions.from_settings(max_expanded_bytes)
+    yield from _iter_stream(io.BytesIO(data), len(data), name, decoder, next_offset, opts, nested=False)
 
 
 def _identify(decoder: BatchDecoder, text: str) -> int:
@@ -217,7 +228,8 @@ def _decompressed(fh: Reader) -> Reader:
     return fh
 
 
-def _iter_tar(fh: Reader, name: str, decoder: BatchDecoder, next_offset: _Counter, cap: int) -> Iterator[InMessage]:
+def _iter_tar(fh: Reader, name: str, decoder: BatchDecoder, next_offset: _Counter,
+              opts: ReadOptions) -> Iterator[InMessage]:  # fmt: skip
     """Members in stream mode: decompressed as they are read, one at a time, never seeked or listed."""
     try:
         tf = tarfile.open(fileobj=_decompressed(fh), mode="r|")  # type: ignore[call-overload]  # noqa: SIM115
@@ -233,14 +245,15 @@ def _iter_tar(fh: Reader, name: str, decoder: BatchDecoder, next_offset: _Counte
             member_fh = tf.extractfile(member)
             if member_fh is None:
                 continue
-            yield from _iter_stream(member_fh, member.size, mname, decoder, next_offset, cap, nested=True)
+            yield from _iter_stream(member_fh, member.size, mname, decoder, next_offset, opts, nested=True)
     except _TAR_ERRORS as e:
         yield _dead(name, next_offset, CorruptArchive(f"{name}: corrupt tar: {type(e).__name__}: {e}"))
     finally:
         tf.close()
 
 
-def _iter_file(path: Path, name: str, decoder: BatchDecoder, next_offset: _Counter, cap: int) -> Iterator[InMessage]:
+def _iter_file(path: Path, name: str, decoder: BatchDecoder, next_offset: _Counter,
+               opts: ReadOptions) -> Iterator[InMessage]:  # fmt: skip
     # O_NOFOLLOW: the walk resolved links already, so a link swapped in since is refused;
     # O_NONBLOCK: a FIFO swapped in for a file cannot hang the open
     try:
@@ -254,28 +267,23 @@ def _iter_file(path: Path, name: str, decoder: BatchDecoder, next_offset: _Count
             yield _dead(name, next_offset, NotAnAlert(f"{name}: not a regular file: not read"))
             return
         try:
-            yield from _iter_stream(fh, st.st_size, name, decoder, next_offset, cap, nested=False)
+            yield from _iter_stream(fh, st.st_size, name, decoder, next_offset, opts, nested=False)
         except OSError as e:  # an I/O error mid-file
             yield _dead(name, next_offset, CorruptArchive(f"{name}: {e}"))
 
 
-def _default_cap() -> int:
-    from broker.settings import Settings
-
-    return Settings().max_expanded_bytes
-
-
-def iter_archive(root: str | os.PathLike[str], decoder: BatchDecoder, *,
-                 max_expanded_bytes: int | None = None) -> Iterator[InMessage]:  # fmt: skip
+def iter_archive(root: str | os.PathLike[str], decoder: BatchDecoder, *, max_expanded_bytes: int | None = None,
+                 schema_version: str | None = None) -> Iterator[InMessage]:  # fmt: skip
     """Every message under ``root``, in path order; unreadable parts come with ``error`` set.
 
     ``max_expanded_bytes`` caps what one member, block or file may take in memory
-    (default: ``Settings().max_expanded_bytes``).
+    (default: ``Settings().max_expanded_bytes``); ``schema_version`` (``"10.0"``) is the
+    schema of Parquet dumps (default: ``Settings().archive_schema_version``, else inferred).
     """
-    cap = _default_cap() if max_expanded_bytes is None else max_expanded_bytes
+    opts = ReadOptions.from_settings(max_expanded_bytes, schema_version)
     counter = _Counter()
     for path, target, err in walk(Path(root)):
         if err is not None:
             yield _dead(str(path), counter, err)
         else:
-            yield from _iter_file(target, str(path), decoder, counter, cap)
+            yield from _iter_file(target, str(path), decoder, counter, opts)

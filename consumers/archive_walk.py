@@ -5,18 +5,46 @@ out as ``(path, target, error)``: ``target`` is the file to read (the resolved
 symlink target, or the path itself), ``error`` a named reason when the entry
 must not be read. That keeps every entry visible (a dead letter or a read), so
 a folder of unexpected files is never a silent ``consumed: 0``.
+
+Order is natural path order: runs of digits compare as numbers, so
+``Npix=20`` comes before ``Npix=100`` and ``diaSourceId=9….avro`` before
+``diaSourceId=10….avro`` (per-alert ``diaObjectId=<id>/diaSourceId=<id>.avro``
+layouts and HATS ``Norder=*/Dir=*/Npix=*.parquet`` catalogs read in id and
+pixel order). In a HATS catalog (a folder holding ``properties`` or
+``hats.properties``) the catalog's own metadata files (:data:`HATS_METADATA`)
+are skipped with a logged count, like hidden entries; its partitions are read.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from broker.errors import AlertError, CorruptArchive, NotAnAlert
 
 log = logging.getLogger(__name__)
+#: Files of a HATS catalog that describe it rather than hold alerts (skipped inside a catalog).
+HATS_METADATA = frozenset({"properties", "hats.properties", "partition_info.csv", "_metadata", "_common_metadata",
+                           "data_thumbnail.parquet", "point_map.fits", "skymap.fits", "README", "README.md"})
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key comparing digit runs as numbers (``Npix=20 < Npix=100``)."""
+    return tuple((1, int(p)) if p.isdigit() else (0, p) for p in _DIGITS.split(name))
+
+
+def in_hats_catalog(p: Path, root: Path) -> bool:
+    """Whether ``p`` lies in a HATS catalog folder under (or at) ``root``."""
+    for d in p.parents:
+        if (d / "properties").is_file() or (d / "hats.properties").is_file():
+            return True
+        if d == root or d == d.parent:
+            return False
+    return False
 
 
 def walk(root: Path) -> Iterator[tuple[Path, Path, AlertError | None]]:
@@ -41,7 +69,15 @@ def walk(root: Path) -> Iterator[tuple[Path, Path, AlertError | None]]:
         yield root, top, None
         return
     hidden: list[str] = []
-    yield from _walk_dir(root, top, hidden)
+    meta: list[str] = []
+    for entry in _walk_dir(root, top, hidden):
+        p = entry[0]
+        if entry[2] is None and (p.name in HATS_METADATA or p.name.startswith("skymap.")) and in_hats_catalog(p, root):
+            meta.append(str(p))
+            continue
+        yield entry
+    if meta:
+        log.info("skipped %d HATS catalog metadata files under %s: %s", len(meta), root, ", ".join(meta[:5]))
     if hidden:
         # tool metadata (.git, .DS_Store, editor swap files) is never an alert; dead-lettering a .git
         # tree would bury real dead letters, so it is skipped, counted and named here instead
@@ -79,10 +115,10 @@ def _walk_dir(root: Path, top: Path, hidden: list[str]) -> Iterator[tuple[Path, 
 
 
 def _listing(d: Path, stack: list[Iterator[os.DirEntry[str]]]) -> tuple[Path, Path, AlertError | None] | None:
-    """Push ``d``'s entries (sorted by name) on ``stack``, or return the error entry for an unreadable folder."""
+    """Push ``d``'s entries (in natural order) on ``stack``, or return the error entry for an unreadable folder."""
     try:
         with os.scandir(d) as it:
-            stack.append(iter(sorted(it, key=lambda e: e.name)))
+            stack.append(iter(sorted(it, key=lambda e: natural_key(e.name))))
     except OSError as exc:
         return d, d, CorruptArchive(f"{d}: unreadable folder: {exc}")
     return None

@@ -79,7 +79,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     conf = producer_conf(settings, target, defaults={"linger.ms": 20})  # security settings included
     out = replay(args.archive, conf, target.topic, BatchDecoder(make_store(settings)), rate=args.rate,
                  speedup=args.speedup, limit=args.limit, progress=not args.quiet,
-                 time_range=_time_range(args))  # fmt: skip
+                 time_range=_time_range(args), schema_version=settings.archive_schema_version)  # fmt: skip
     print(json.dumps(out))
     return 0 if out["failed"] == 0 else 1
 
@@ -166,6 +166,19 @@ def cmd_catalog_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write an archive as another kind (Parquet dump, HATS catalog, per-alert files, nightly tar.gz)."""
+    from broker.decode import BatchDecoder
+    from consumers.app import make_store
+    from consumers.archive_export import export
+
+    settings = _settings(args)
+    out = export(args.source, args.format, args.out, BatchDecoder(make_store(settings)), quirks=args.quirks,
+                 order=args.order, schema_version=args.schema_version or settings.archive_schema_version)  # fmt: skip
+    print(json.dumps(out))
+    return 0
+
+
 def _delegate(module: str, func: str = "main") -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -221,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML settings file, e.g. Kafka security (env ALERTBROKER__... overrides it)")
     _add_time_range(p, "Kafka source: publication time, every partition")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("export", help="write an archive as parquet | hats | per-alert | tar.gz")
+    p.add_argument("source", help="any archive that run/replay read")
+    p.add_argument("out", help="folder (parquet, hats, per-alert) or .tar.gz file")
+    p.add_argument("--format", required=True, choices=["parquet", "hats", "per-alert", "tar.gz"])
+    p.add_argument("--quirks", action="store_true", help="parquet: Spark null structs and pandas float ids")
+    p.add_argument("--order", type=int, default=2, help="hats: HEALPix order of the partitions")
+    p.add_argument("--schema-version", help="schema major.minor of Parquet dumps in SOURCE (default: inferred)")
+    p.add_argument("--config", help="TOML settings file (env ALERTBROKER__... overrides it)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("inspect", help="one JSON line per alert of a path or kafka:// topic")
     p.add_argument("target")

@@ -68,11 +68,17 @@ class RunSummary:
     dead: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     seconds: float = 0.0
+    outside_range: int = 0
+
+    def finish(self, start: float, source: Any) -> None:
+        """Close the counts: seconds since ``start`` (``perf_counter``), alerts the source left out by time."""
+        self.seconds = time.perf_counter() - start
+        self.outside_range = int(getattr(source, "outside_range", 0))
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly view."""
+        """JSON-friendly view (``outside_range``: alerts not selected by ``--from``/``--until``, not consumed)."""
         return {"consumed": self.consumed, "enriched": self.enriched, "deduplicated": self.deduplicated,
-                "dead_lettered": sum(self.dead.values()),
+                "dead_lettered": sum(self.dead.values()), "outside_range": self.outside_range,
                 "dead_by_reason": dict(self.dead), "batches": self.batches, "seconds": round(self.seconds, 3),
                 "alerts_per_s": round(self.consumed / self.seconds, 1) if self.seconds else None,
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # fmt: skip

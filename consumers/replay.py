@@ -35,7 +35,8 @@ def order_for_replay(messages: list[InMessage], decoder: BatchDecoder) -> tuple[
 
 def replay(path: str, producer_conf: dict[str, Any], topic: str, decoder: BatchDecoder,
            rate: float | None = None, speedup: float | None = None, limit: int | None = None,
-           progress: bool = True, time_range: TimeRange | None = None) -> dict[str, int]:  # fmt: skip
+           progress: bool = True, time_range: TimeRange | None = None,
+           schema_version: str | None = None) -> dict[str, int]:  # fmt: skip
     """Produce the archive's messages to ``topic``.
 
     Parameters
@@ -48,16 +49,24 @@ def replay(path: str, producer_conf: dict[str, Any], topic: str, decoder: BatchD
         Keep the survey's cadence, ``speedup`` times faster (1 day / speedup of wall time per day of MJD).
     limit : int, optional
         Stop after this many messages.
+    time_range : TimeRange, optional
+        Only alerts observed in it (decoded ``mjd``, ``diaSource.midpointMjdTai``); the others are
+        not produced and are counted as ``outside_range``. Undecodable messages have no time and are
+        produced (the worker dead-letters them).
+    schema_version : str, optional
+        Schema ``major.minor`` of Parquet dumps in the archive (default: inferred from the columns).
     """
     from consumers.kafka_clients import new_producer
 
-    if time_range is not None:
-        raise NotImplementedError("replay --from/--until")  # being built (issue 14): refuse, never ignore
-
-    msgs = [m for m in iter_archive(path, decoder)]
+    msgs = [m for m in iter_archive(path, decoder, schema_version=schema_version)]
     unreadable = sum(1 for m in msgs if m.value is None)
     msgs = [m for m in msgs if m.value is not None]
     order, mjd, keys = order_for_replay(msgs, decoder)
+    outside = 0
+    if time_range is not None:
+        keep = np.isnan(mjd) | time_range.contains(mjd)
+        outside = int(len(keep) - keep.sum())
+        order = [i for i in order if keep[i]]
     if limit is not None:
         order = order[:limit]
     prod = new_producer({"linger.ms": 20, **producer_conf})  # idempotent, acks=all
@@ -83,7 +92,7 @@ def replay(path: str, producer_conf: dict[str, Any], topic: str, decoder: BatchD
         prod.poll(0)
     remaining = prod.flush(60)
     return {"produced": len(order) - len(failed) - remaining, "failed": len(failed) + remaining,
-            "unreadable_skipped": unreadable}  # fmt: skip
+            "unreadable_skipped": unreadable, "outside_range": outside}  # fmt: skip
 
 
 def _sleep_until(t: float) -> None:

@@ -135,7 +135,7 @@ class Runner:
             self.drain()
             ok = True
         finally:
-            self.summary.seconds = time.perf_counter() - start
+            self.summary.finish(start, self.source)
             self._close(ok)
         return self.summary
 

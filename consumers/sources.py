@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any, Protocol
 
+import numpy as np
+
 from broker.decode import BatchDecoder
 from broker.metrics import Metrics
 from consumers.archive import iter_archive
@@ -38,20 +40,39 @@ class FileSource:
 
     ``max_expanded_bytes`` caps one archive member, container block or file held in
     memory (None: ``Settings().max_expanded_bytes``); larger ones are dead letters.
+    ``schema_version`` is the schema of Parquet dumps (None: inferred, see
+    :mod:`consumers.archive_parquet`). ``time_range`` selects alerts by observation
+    time (the decoded ``mjd``, ``diaSource.midpointMjdTai``); alerts outside it are
+    not handed on and are counted in ``outside_range`` (the run summary reports it).
+    A message that does not decode has no time: it is handed on, to be dead-lettered.
     """
 
     finite = True
 
-    def __init__(self, path: str | os.PathLike[str], decoder: BatchDecoder,
-                 max_expanded_bytes: int | None = None, time_range: TimeRange | None = None) -> None:  # fmt: skip
-        if time_range is not None:
-            raise NotImplementedError("--from/--until on a file source")  # being built (issue 14): refuse, never ignore
-        self._it: Iterator[InMessage] = iter_archive(path, decoder, max_expanded_bytes=max_expanded_bytes)
+    def __init__(self, path: str | os.PathLike[str], decoder: BatchDecoder, max_expanded_bytes: int | None = None,
+                 time_range: TimeRange | None = None, schema_version: str | None = None) -> None:  # fmt: skip
+        self._it: Iterator[InMessage] = iter_archive(path, decoder, max_expanded_bytes=max_expanded_bytes,
+                                                     schema_version=schema_version)  # fmt: skip
+        self._decoder, self._range = decoder, time_range
+        self.outside_range = 0
 
     def poll_batch(self, max_messages: int, timeout: float) -> list[InMessage] | None:
-        """The next messages of the archive, or None at the end."""
-        batch = list(islice(self._it, max_messages))
-        return batch or None
+        """The next messages of the archive (those in the time range), or None at the end."""
+        out: list[InMessage] = []
+        while len(out) < max_messages:
+            chunk = list(islice(self._it, max_messages - len(out)))
+            if not chunk:
+                break
+            out.extend(chunk if self._range is None else self._select(chunk))
+        return out or None
+
+    def _select(self, chunk: list[InMessage]) -> list[InMessage]:
+        assert self._range is not None
+        res = self._decoder.decode([m.value if m.error is None else None for m in chunk])
+        keep = np.ones(len(chunk), bool)  # undecodable: kept, the runner dead-letters them
+        keep[res.index] = self._range.contains(res.batch.table["mjd"])
+        self.outside_range += int(len(chunk) - keep.sum())
+        return [m for m, k in zip(chunk, keep.tolist(), strict=True) if k]
 
     def store(self, messages: list[InMessage]) -> None:
         """Nothing to commit for files."""

@@ -1,0 +1,142 @@
+"""Read Parquet alert dumps (and HATS partitions): each row becomes one wire-format message.
+
+A Parquet file whose first bytes are ``PAR1`` holds the nested Rubin record, one
+alert per row (Spark/pandas dumps of brokers' data-transfer services, HATS
+partitions). Each row is converted to the Avro record of its schema version
+(:mod:`consumers.alert_rows` undoes the Spark null-struct and pandas float-id
+quirks), encoded with fastavro and framed in the Confluent wire format, so the
+normal :class:`~broker.decode.BatchDecoder` handles it like any Kafka message.
+
+The schema version is, in this order: the caller's ``schema_version``
+(``"10.0"``; ``alertbroker replay/export --schema-version``, setting
+``archive_schema_version``), the ``alertbroker.schema_id`` key of the file's
+metadata (written by :mod:`consumers.archive_export`), else inferred from the
+columns (:func:`consumers.alert_rows.infer_schema_id`).
+
+Rows are read ``batch_rows`` at a time (``pyarrow`` ``iter_batches``, only the
+schema's top-level columns, column chunks streamed through a 1 MiB buffer), so
+memory is about one batch of rows, whatever the file's size; page checksums, when
+the writer stored them, are verified. Failures are values, never raised:
+an unreadable file is a ``corrupt_parquet`` error, and so is a corrupt row group
+(its unread rows; the rows before it and the row groups after it are read), a Parquet file
+that is no alert dump ``not_an_alert_dump``, a row with a rounded id and no
+exact copy ``inexact_id``, a row that does not fit the schema ``bad_alert_row``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import fastavro
+import pyarrow.parquet as pq
+
+from broker.errors import AlertError, BadAlertRow, CorruptParquet, DecompressionBomb
+from broker.schemas import AlertSchema, SchemaStore
+from broker.wire import frame, schema_id_for_version
+from consumers.alert_rows import SCHEMA_ID_KEY, VERSION_COLUMN, infer_schema_id, record_converter
+
+PARQUET_MAGIC = b"PAR1"
+_BUFFER = 1 << 20  # column chunks are streamed through a buffer this size, never read whole
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How archives are read: size cap, Parquet schema override and batch size (defaults: Settings)."""
+
+    max_expanded_bytes: int
+    schema_version: str | None = None
+    batch_rows: int = 256
+
+    @classmethod
+    def from_settings(cls, max_expanded_bytes: int | None = None, schema_version: str | None = None,
+                      batch_rows: int | None = None) -> ReadOptions:  # fmt: skip
+        """Options with every unset value taken from ``Settings()``."""
+        from broker.settings import Settings
+
+        s = Settings()
+        return cls(s.max_expanded_bytes if max_expanded_bytes is None else max_expanded_bytes,
+                   schema_version or s.archive_schema_version,
+                   s.parquet_batch_rows if batch_rows is None else batch_rows)  # fmt: skip
+
+
+def version_id(version: str) -> int:
+    """Rubin wire id of ``"major.minor"`` (``"10.0" -> 1000``)."""
+    major, _, minor = version.partition(".")
+    return schema_id_for_version(int(major), int(minor or 0))
+
+
+def _open(src: IO[bytes], size: int | None, nested: bool, cap: int, name: str) -> IO[bytes]:
+    """A seekable file for pyarrow: the file itself (rewound), or a bundle member read whole (at most ``cap``)."""
+    if not nested:
+        src.seek(0)
+        return src
+    if size is None or size > cap:
+        raise DecompressionBomb(f"{name}: Parquet member of {size} bytes, over max_expanded_bytes={cap}: not read")
+    return io.BytesIO(src.read())
+
+
+def _schema_id(pf: pq.ParquetFile, opts: ReadOptions) -> int:
+    if opts.schema_version:
+        return version_id(opts.schema_version)
+    meta = pf.schema_arrow.metadata or {}
+    if SCHEMA_ID_KEY in meta:
+        return int(meta[SCHEMA_ID_KEY])
+    hints: list[str] = []
+    if VERSION_COLUMN in pf.schema_arrow.names and pf.metadata.num_row_groups:
+        col = pf.read_row_group(0, columns=[VERSION_COLUMN]).column(0)
+        hints = [v for v in col.unique().to_pylist() if isinstance(v, str)]
+    return infer_schema_id(pf.schema_arrow, hints)
+
+
+def encode_row(row: dict[str, Any], schema: AlertSchema, convert: Callable[[dict[str, Any]], Any]) -> bytes:
+    """One Parquet row (``to_pylist`` form) as a wire-format message of ``schema``.
+
+    ``convert`` is :func:`consumers.alert_rows.record_converter` of the schema.
+
+    Raises
+    ------
+    InexactId, BadAlertRow
+    """
+    rec = convert(row)
+    bio = io.BytesIO()
+    try:
+        fastavro.schemaless_writer(bio, schema.parsed, rec)
+    except (ValueError, TypeError, OverflowError, AttributeError, KeyError) as e:
+        raise BadAlertRow(f"does not encode as schema {schema.version}: {type(e).__name__}: {e}") from e
+    return frame(schema.schema_id, bio.getvalue())
+
+
+def parquet_messages(src: IO[bytes], size: int | None, name: str, store: SchemaStore, opts: ReadOptions,
+                     nested: bool = False) -> Iterator[bytes | AlertError]:  # fmt: skip
+    """Wire-format messages (or named errors, with ``name`` and the row) of one Parquet file."""
+    try:
+        pf = pq.ParquetFile(_open(src, size, nested, opts.max_expanded_bytes, name), buffer_size=_BUFFER,
+                            pre_buffer=False, page_checksum_verification=True)  # fmt: skip
+        sid = _schema_id(pf, opts)
+        schema = store.get(sid)
+        convert = record_converter(schema.definition)
+    except AlertError as e:
+        yield type(e)(f"{name}: {e.detail}")
+        return
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ValueError... for a bad file
+        yield CorruptParquet(f"{name}: unreadable Parquet: {type(e).__name__}: {e}")
+        return
+    columns = [f["name"] for f in schema.definition["fields"] if f["name"] in pf.schema_arrow.names]
+    row = 0
+    for group in range(pf.metadata.num_row_groups):  # one row group at a time: a corrupt one loses only its rows
+        first, size = row, pf.metadata.row_group(group).num_rows
+        try:
+            for batch in pf.iter_batches(batch_size=max(1, opts.batch_rows), row_groups=[group], columns=columns):
+                for values in batch.to_pylist():
+                    try:
+                        yield encode_row(values, schema, convert)
+                    except AlertError as e:
+                        yield type(e)(f"{name}: row {row}: {e.detail}")
+                    row += 1
+        except Exception as e:  # noqa: BLE001 - pyarrow's errors for a corrupt page are many: all are "corrupt"
+            yield CorruptParquet(f"{name}: row group {group} (rows {row}..{first + size - 1} of it unread): "
+                                 f"{type(e).__name__}: {e}")  # fmt: skip
+            row = first + size
