@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="which", required=True)
     for name, mod in (("decode", "benchmarks.bench_decode"), ("features", "benchmarks.bench_features"),
                       ("hosts", "benchmarks.bench_hosts"), ("models", "benchmarks.bench_models"),
-                      ("scale", "benchmarks.bench_scale")):  # fmt: skip
+                      ("scale", "benchmarks.bench_scale"), ("pipeline", "benchmarks.bench_pipeline")):  # fmt: skip
         b = bsub.add_parser(name, add_help=False)
         b.add_argument("rest", nargs=argparse.REMAINDER)
         b.set_defaults(func=_delegate(mod))
