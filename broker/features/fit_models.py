@@ -38,9 +38,9 @@ def bazin_chi2_jac(p: F64, x: F64, y: F64, w: F64, jtj: F64, jtr: F64, jac: F64,
     sr = 1.0 if p[3] >= 0.0 else -1.0
     f_ = abs(p[4])
     sf = 1.0 if p[4] >= 0.0 else -1.0
-    if want_jac:
-        jtj[:, :] = 0.0
-        jtr[:] = 0.0
+    # normal equations in scalars (registers), not in the arrays: same sums in the same order
+    t00 = t10 = t11 = t20 = t21 = t22 = t30 = t31 = t32 = t33 = t40 = t41 = t42 = t43 = t44 = 0.0
+    r0 = r1 = r2 = r3 = r4 = 0.0
     chi2 = 0.0
     for i in range(x.shape[0]):
         dt = x[i] - p[2]
@@ -57,21 +57,52 @@ def bazin_chi2_jac(p: F64, x: F64, y: F64, w: F64, jtj: F64, jtr: F64, jac: F64,
             s = math.exp(v - sp)
         model = a * g + p[1]
         res = y[i] - model
-        chi2 += w[i] * res * res
+        wi = w[i]
+        chi2 += wi * res * res
         if want_jac:
-            jac[0] = sa * g
-            jac[1] = 1.0
-            jac[2] = a * g * (1.0 / f_ - s / r_)
-            jac[3] = -sr * a * g * s * dt / (r_ * r_)
-            jac[4] = sf * a * g * dt / (f_ * f_)
-            for k in range(BAZIN_NP):
-                jtr[k] += w[i] * jac[k] * res
-                for m in range(k + 1):
-                    jtj[k, m] += w[i] * jac[k] * jac[m]
+            j0 = sa * g
+            j1 = 1.0
+            j2 = a * g * (1.0 / f_ - s / r_)
+            j3 = -sr * a * g * s * dt / (r_ * r_)
+            j4 = sf * a * g * dt / (f_ * f_)
+            w0 = wi * j0
+            w1 = wi * j1
+            w2 = wi * j2
+            w3 = wi * j3
+            w4 = wi * j4
+            r0 += w0 * res
+            r1 += w1 * res
+            r2 += w2 * res
+            r3 += w3 * res
+            r4 += w4 * res
+            t00 += w0 * j0
+            t10 += w1 * j0
+            t11 += w1 * j1
+            t20 += w2 * j0
+            t21 += w2 * j1
+            t22 += w2 * j2
+            t30 += w3 * j0
+            t31 += w3 * j1
+            t32 += w3 * j2
+            t33 += w3 * j3
+            t40 += w4 * j0
+            t41 += w4 * j1
+            t42 += w4 * j2
+            t43 += w4 * j3
+            t44 += w4 * j4
     if want_jac:
-        for k in range(BAZIN_NP):
-            for m in range(k):
-                jtj[m, k] = jtj[k, m]
+        jtr[0], jtr[1], jtr[2], jtr[3], jtr[4] = r0, r1, r2, r3, r4
+        jtj[0, 0], jtj[1, 1], jtj[2, 2], jtj[3, 3], jtj[4, 4] = t00, t11, t22, t33, t44
+        jtj[1, 0] = jtj[0, 1] = t10
+        jtj[2, 0] = jtj[0, 2] = t20
+        jtj[2, 1] = jtj[1, 2] = t21
+        jtj[3, 0] = jtj[0, 3] = t30
+        jtj[3, 1] = jtj[1, 3] = t31
+        jtj[3, 2] = jtj[2, 3] = t32
+        jtj[4, 0] = jtj[0, 4] = t40
+        jtj[4, 1] = jtj[1, 4] = t41
+        jtj[4, 2] = jtj[2, 4] = t42
+        jtj[4, 3] = jtj[3, 4] = t43
     return chi2
 
 
