@@ -4,6 +4,10 @@ The model enters by its id in :mod:`.fit_models`, whose ``chi2_jac`` returns the
 chi-squared at ``p`` and fills the normal equations ``jtj = J^T W J`` and ``jtr = J^T W r``
 (``J`` the Jacobian of the model, ``r`` the residuals).
 
+Numba's on-disk cache of a kernel is keyed on its own file only: after editing this module or
+:mod:`.fit_models` alone, delete the cached ``bazin*``/``villar*`` entries in ``__pycache__``
+(or touch those files), or the fits keep running the old compiled loop.
+
 Damping is Marquardt's (``jtj + lam * diag(jtj)``), ten-fold up after a rejected trial and
 ten-fold down after an accepted step; each trial solves a small SPD system by Cholesky
 (:func:`solve_spd`). (Nielsen's gain-ratio update with More's monotone scaling was tried: it
