@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, mod in (("audit", "benchmarks.bench_audit"), ("decode", "benchmarks.bench_decode"),
                       ("features", "benchmarks.bench_features"),
                       ("hosts", "benchmarks.bench_hosts"), ("models", "benchmarks.bench_models"),
-                      ("scale", "benchmarks.bench_scale"), ("dedup", "benchmarks.bench_dedup")):  # fmt: skip
+                      ("scale", "benchmarks.bench_scale"), ("dedup", "benchmarks.bench_dedup"),
+                      ("pipeline", "benchmarks.bench_pipeline")):  # fmt: skip
         b = bsub.add_parser(name, add_help=False)
         b.add_argument("rest", nargs=argparse.REMAINDER)
         b.set_defaults(func=_delegate(mod))

@@ -60,9 +60,12 @@ class FeatureConfig:
     periodogram_max_freq : float
         Highest frequency searched, 1/day.
     periodogram_oversample : float
-        Grid points per ``1 / span``.
+        Grid points per ``1 / span`` (the width of a peak).
     periodogram_max_n_freq : int
-        Cap on the number of grid frequencies.
+        Cap on the number of grid frequencies (past it the top frequency is lowered).
+    periodogram_nyquist_factor : float
+        Top frequency at most this many times the average Nyquist frequency
+        ``n / (2 span)`` (:mod:`.periodogram`).
     color_window : float
         Days within which a band's flux counts as "at peak".
     """
@@ -74,7 +77,8 @@ class FeatureConfig:
     periodogram: bool = True
     periodogram_max_freq: float = 5.0
     periodogram_oversample: float = 3.0
-    periodogram_max_n_freq: int = 512
+    periodogram_max_n_freq: int = 1024
+    periodogram_nyquist_factor: float = 2.0
     color_window: float = 3.0
 
 
@@ -195,6 +199,7 @@ def featurize(batch: AlertBatch, config: FeatureConfig | None = None, hosts: Hos
             cfg.periodogram_max_freq,
             cfg.periodogram_oversample,
             cfg.periodogram_max_n_freq,
+            cfg.periodogram_nyquist_factor,
         )
     tok, mask, scale, truncated = lc_tokens(cc.offsets, cc.t, cc.flux, cc.err, cc.band, cc.det, ref, cfg.max_tokens)
     flags[truncated] |= fl.TRUNCATED

@@ -165,13 +165,13 @@ def _build() -> tuple[FeatureSpec, ...]:
         FeatureSpec(
             "periodogram_period",
             "day",
-            "NaN with fewer than 10 usable points or a zero time span",
+            "NaN with fewer than 10 usable points or a baseline under 3 cycles of the shortest period searched",
             "slog1p",
         ),
         FeatureSpec(
             "periodogram_power",
             "",
-            "NaN with fewer than 10 usable points or a zero time span",
+            "NaN with fewer than 10 usable points or a baseline under 3 cycles of the shortest period searched",
             "identity",
         ),
         FeatureSpec(

@@ -22,106 +22,15 @@ import numba as nb
 import numpy as np
 
 from broker.batch import F64, I64
-from broker.features.bazin import _solve, normalise
+from broker.features.bazin import normalise
+from broker.features.fit_models import VILLAR, VILLAR_NP
+from broker.features.lm import levenberg_marquardt
 from broker.features.registry import N_VILLAR
 
-NP = 7
+NP = VILLAR_NP
 MIN_POINTS = 8
 #: Reduced chi-squared above which a second starting point is tried.
 RETRY_CHI2 = 3.0
-
-
-@nb.njit(cache=True)
-def _chi2_jac(p: F64, x: F64, y: F64, w: F64, jtj: F64, jtr: F64, jac: F64) -> float:
-    a = abs(p[0])
-    sa = 1.0 if p[0] >= 0.0 else -1.0
-    tr = abs(p[3])
-    sr = 1.0 if p[3] >= 0.0 else -1.0
-    tf = abs(p[4])
-    sf = 1.0 if p[4] >= 0.0 else -1.0
-    nu = 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, p[5]))))
-    g = abs(p[6])
-    sg = 1.0 if p[6] >= 0.0 else -1.0
-    jtj[:, :] = 0.0
-    jtr[:] = 0.0
-    chi2 = 0.0
-    for i in range(x.shape[0]):
-        dt = x[i] - p[2]
-        z = -dt / tr
-        r = 1.0 / (1.0 + math.exp(min(z, 700.0)))
-        dr_dt0 = -r * (1.0 - r) / tr
-        dr_dtr = -r * (1.0 - r) * dt / (tr * tr)
-        if dt < g:
-            pl = 1.0 - nu * dt / g
-            dp_dt0 = nu / g
-            dp_dnu = -dt / g
-            dp_dg = nu * dt / (g * g)
-            dp_dtf = 0.0
-        else:
-            e = math.exp(-(dt - g) / tf)
-            pl = (1.0 - nu) * e
-            dp_dt0 = pl / tf
-            dp_dnu = -e
-            dp_dg = pl / tf
-            dp_dtf = pl * (dt - g) / (tf * tf)
-        res = y[i] - (p[1] + a * r * pl)
-        chi2 += w[i] * res * res
-        jac[0] = sa * r * pl
-        jac[1] = 1.0
-        jac[2] = a * (dr_dt0 * pl + r * dp_dt0)
-        jac[3] = sr * a * dr_dtr * pl
-        jac[4] = sf * a * r * dp_dtf
-        jac[5] = a * r * dp_dnu * nu * (1.0 - nu)
-        jac[6] = sg * a * r * dp_dg
-        for k in range(NP):
-            jtr[k] += w[i] * jac[k] * res
-            for m in range(k + 1):
-                jtj[k, m] += w[i] * jac[k] * jac[m]
-    for k in range(NP):
-        for m in range(k):
-            jtj[m, k] = jtj[k, m]
-    return chi2
-
-
-@nb.njit(cache=True)
-def _lm(p: F64, x: F64, y: F64, w: F64, max_iter: int, tol: float) -> float:
-    """Levenberg-Marquardt from ``p`` (updated in place); returns the final chi-squared."""
-    trial = np.empty(NP)
-    step = np.empty(NP)
-    jtj = np.empty((NP, NP))
-    jtr = np.empty(NP)
-    jtj_t = np.empty((NP, NP))
-    jtr_t = np.empty(NP)
-    jac = np.empty(NP)
-    damped = np.empty((NP, NP))
-    lam = 1e-3
-    chi2 = _chi2_jac(p, x, y, w, jtj, jtr, jac)
-    for _ in range(max_iter):
-        improved = False
-        c2 = chi2
-        while lam < 1e12:
-            damped[:, :] = jtj
-            for k in range(NP):
-                damped[k, k] += lam * max(jtj[k, k], 1e-12)
-            if _solve(damped, jtr, step):
-                for k in range(NP):
-                    trial[k] = p[k] + step[k]
-                c2 = _chi2_jac(trial, x, y, w, jtj_t, jtr_t, jac)
-                if c2 < chi2:
-                    improved = True
-                    break
-            lam *= 10.0
-        if not improved:
-            break
-        rel = (chi2 - c2) / max(chi2, 1e-300)
-        p[:] = trial
-        chi2 = c2
-        jtj[:, :] = jtj_t
-        jtr[:] = jtr_t
-        lam = max(lam * 0.1, 1e-12)
-        if rel < tol:
-            break
-    return chi2
 
 
 @nb.njit(cache=True)
@@ -135,11 +44,11 @@ def villar_one(t: F64, m: F64, e: F64, max_iter: int, tol: float, out: F64) -> N
     if not (span > 0.0 and amp > 0.0):
         return
     best = np.array([1.0, 0.0, x[ipk] - 0.03, 0.03, 0.15, -1.0, 0.1])
-    best_chi2 = _lm(best, x, y, w, max_iter, tol)
+    best_chi2 = levenberg_marquardt(VILLAR, best, x, y, w, max_iter, tol)
     if not best_chi2 / max(n - NP, 1) < RETRY_CHI2:
         # poor fit: retry from another start, keep the better
         p = np.array([1.0, 0.0, x[ipk] - 0.05, 0.05, 0.2, 0.0, 0.05])
-        c2 = _lm(p, x, y, w, max_iter, tol)
+        c2 = levenberg_marquardt(VILLAR, p, x, y, w, max_iter, tol)
         if c2 < best_chi2 or not np.isfinite(best_chi2):
             best_chi2 = c2
             best[:] = p

@@ -1,0 +1,167 @@
+"""Chi-squared and normal equations of the light-curve models fitted by :mod:`.lm`.
+
+Each ``*_chi2_jac(p, x, y, w, jtj, jtr, jac, want_jac)`` returns the weighted chi-squared at
+``p`` and, when ``want_jac``, fills ``jtj = J^T W J`` and ``jtr = J^T W r`` with an analytic
+Jacobian. :func:`chi2_jac` picks one by model id (:data:`BAZIN`, :data:`VILLAR`), so that the
+one Levenberg-Marquardt loop serves both and still caches on disk (Numba cannot cache a
+function that takes another function as an argument).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+
+from broker.batch import F64
+
+#: Model ids for :func:`chi2_jac`.
+BAZIN = 0
+VILLAR = 1
+BAZIN_NP = 5
+VILLAR_NP = 7
+
+
+@nb.njit(cache=True, inline="always")
+def _softplus(v: float) -> float:
+    if v > 0.0:
+        return v + math.log1p(math.exp(-v))
+    return math.log1p(math.exp(v))
+
+
+@nb.njit(cache=True)
+def bazin_chi2_jac(p: F64, x: F64, y: F64, w: F64, jtj: F64, jtr: F64, jac: F64, want_jac: bool) -> float:
+    """Chi-squared at ``p``; fills ``jtj``/``jtr`` (normal equations) if ``want_jac``."""
+    a = abs(p[0])
+    sa = 1.0 if p[0] >= 0.0 else -1.0
+    r_ = abs(p[3])
+    sr = 1.0 if p[3] >= 0.0 else -1.0
+    f_ = abs(p[4])
+    sf = 1.0 if p[4] >= 0.0 else -1.0
+    # normal equations in scalars (registers), not in the arrays: same sums in the same order
+    t00 = t10 = t11 = t20 = t21 = t22 = t30 = t31 = t32 = t33 = t40 = t41 = t42 = t43 = t44 = 0.0
+    r0 = r1 = r2 = r3 = r4 = 0.0
+    chi2 = 0.0
+    for i in range(x.shape[0]):
+        dt = x[i] - p[2]
+        u = -dt / f_
+        v = -dt / r_
+        if abs(u) < 600.0 and abs(v) < 600.0:
+            eu = math.exp(u)
+            ev = math.exp(v)
+            s = ev / (1.0 + ev)
+            g = eu / (1.0 + ev)
+        else:
+            sp = _softplus(v)
+            g = math.exp(min(u - sp, 700.0))
+            s = math.exp(v - sp)
+        model = a * g + p[1]
+        res = y[i] - model
+        wi = w[i]
+        chi2 += wi * res * res
+        if want_jac:
+            j0 = sa * g
+            j1 = 1.0
+            j2 = a * g * (1.0 / f_ - s / r_)
+            j3 = -sr * a * g * s * dt / (r_ * r_)
+            j4 = sf * a * g * dt / (f_ * f_)
+            w0 = wi * j0
+            w1 = wi * j1
+            w2 = wi * j2
+            w3 = wi * j3
+            w4 = wi * j4
+            r0 += w0 * res
+            r1 += w1 * res
+            r2 += w2 * res
+            r3 += w3 * res
+            r4 += w4 * res
+            t00 += w0 * j0
+            t10 += w1 * j0
+            t11 += w1 * j1
+            t20 += w2 * j0
+            t21 += w2 * j1
+            t22 += w2 * j2
+            t30 += w3 * j0
+            t31 += w3 * j1
+            t32 += w3 * j2
+            t33 += w3 * j3
+            t40 += w4 * j0
+            t41 += w4 * j1
+            t42 += w4 * j2
+            t43 += w4 * j3
+            t44 += w4 * j4
+    if want_jac:
+        jtr[0], jtr[1], jtr[2], jtr[3], jtr[4] = r0, r1, r2, r3, r4
+        jtj[0, 0], jtj[1, 1], jtj[2, 2], jtj[3, 3], jtj[4, 4] = t00, t11, t22, t33, t44
+        jtj[1, 0] = jtj[0, 1] = t10
+        jtj[2, 0] = jtj[0, 2] = t20
+        jtj[2, 1] = jtj[1, 2] = t21
+        jtj[3, 0] = jtj[0, 3] = t30
+        jtj[3, 1] = jtj[1, 3] = t31
+        jtj[3, 2] = jtj[2, 3] = t32
+        jtj[4, 0] = jtj[0, 4] = t40
+        jtj[4, 1] = jtj[1, 4] = t41
+        jtj[4, 2] = jtj[2, 4] = t42
+        jtj[4, 3] = jtj[3, 4] = t43
+    return chi2
+
+
+@nb.njit(cache=True)
+def villar_chi2_jac(p: F64, x: F64, y: F64, w: F64, jtj: F64, jtr: F64, jac: F64, want_jac: bool) -> float:
+    """Chi-squared at ``p`` and the normal equations (always filled; ``want_jac`` is the shared signature)."""
+    a = abs(p[0])
+    sa = 1.0 if p[0] >= 0.0 else -1.0
+    tr = abs(p[3])
+    sr = 1.0 if p[3] >= 0.0 else -1.0
+    tf = abs(p[4])
+    sf = 1.0 if p[4] >= 0.0 else -1.0
+    nu = 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, p[5]))))
+    g = abs(p[6])
+    sg = 1.0 if p[6] >= 0.0 else -1.0
+    jtj[:, :] = 0.0
+    jtr[:] = 0.0
+    chi2 = 0.0
+    for i in range(x.shape[0]):
+        dt = x[i] - p[2]
+        z = -dt / tr
+        r = 1.0 / (1.0 + math.exp(min(z, 700.0)))
+        dr_dt0 = -r * (1.0 - r) / tr
+        dr_dtr = -r * (1.0 - r) * dt / (tr * tr)
+        if dt < g:
+            pl = 1.0 - nu * dt / g
+            dp_dt0 = nu / g
+            dp_dnu = -dt / g
+            dp_dg = nu * dt / (g * g)
+            dp_dtf = 0.0
+        else:
+            e = math.exp(-(dt - g) / tf)
+            pl = (1.0 - nu) * e
+            dp_dt0 = pl / tf
+            dp_dnu = -e
+            dp_dg = pl / tf
+            dp_dtf = pl * (dt - g) / (tf * tf)
+        res = y[i] - (p[1] + a * r * pl)
+        chi2 += w[i] * res * res
+        jac[0] = sa * r * pl
+        jac[1] = 1.0
+        jac[2] = a * (dr_dt0 * pl + r * dp_dt0)
+        jac[3] = sr * a * dr_dtr * pl
+        jac[4] = sf * a * r * dp_dtf
+        jac[5] = a * r * dp_dnu * nu * (1.0 - nu)
+        jac[6] = sg * a * r * dp_dg
+        for k in range(VILLAR_NP):
+            jtr[k] += w[i] * jac[k] * res
+            for m in range(k + 1):
+                jtj[k, m] += w[i] * jac[k] * jac[m]
+    for k in range(VILLAR_NP):
+        for m in range(k):
+            jtj[m, k] = jtj[k, m]
+    return chi2
+
+
+@nb.njit(cache=True)
+def chi2_jac(model: int, p: F64, x: F64, y: F64, w: F64, jtj: F64, jtr: F64, jac: F64, want_jac: bool) -> float:
+    """Chi-squared of ``model`` (:data:`BAZIN` or :data:`VILLAR`) at ``p``; see the module docstring."""
+    if model == BAZIN:
+        return bazin_chi2_jac(p, x, y, w, jtj, jtr, jac, want_jac)
+    return villar_chi2_jac(p, x, y, w, jtj, jtr, jac, want_jac)
