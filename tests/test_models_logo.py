@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 
 torch = pytest.importorskip("torch")
-pl = pytest.importorskip("polars")
 
 from models.evaluate_logo import cli_main as logo_main  # noqa: E402
 from models.evaluate_logo import retemper  # noqa: E402
@@ -47,7 +48,7 @@ def survey(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _train(survey: Path, out: Path, *opts: str) -> dict:
+def _train(survey: Path, out: Path, *opts: str) -> dict[str, Any]:
     assert train_main(["--data", str(survey), "--photoz", "none", "--steps", "3", "--out", str(out), *TINY,
                        *opts]) == 0
     return torch.load(out, weights_only=True)
