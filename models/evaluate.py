@@ -32,7 +32,7 @@ import polars as pl
 from models.data import TokenData, dc2_path, photometry_tokens, read_photometry
 from models.metrics import ece, photoz_stats, plot_confusion, plot_curves, plot_photoz, print_table, recall_at
 from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor
-from models.train import class_data
+from models.train_data import class_data
 
 CUTS = (1, 2, 3, 5, 10)
 

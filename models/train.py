@@ -28,24 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 import torch.nn.functional as F
 
 from broker.features.registry import FEATURE_INDEX
 from models.anomaly import ForestConfig
 from models.checkpoint import save_checkpoint
-from models.data import TokenData, concat, data_hash, dc2_path, photometry_tokens, read_photometry, table_tokens
+from models.data import TokenData, data_hash, dc2_path, photometry_tokens, read_photometry
 from models.encoder import EncoderConfig
-from models.generator_split import (
-    GeneratorFilter,
-    filter_generators,
-    generators_of,
-    missing_classes,
-    widest_generator_temperature,
-)
+from models.generator_split import GeneratorFilter, widest_generator_temperature
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
 from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel, anomaly_context
+from models.train_data import load_class_tables
 
 
 @dataclass(frozen=True)
@@ -65,37 +59,6 @@ class TrainConfig:
     exclude_generator: str = ""
     only_generator: str = ""
     temperature_fit: str = "pooled"
-
-
-def taxonomy_of(df: pl.DataFrame, name: str = "alertbroker-sim") -> dict[str, Any]:
-    """Taxonomy (sorted class codes and names) of the classes present in ``df``."""
-    pairs = df.select("class_code", "class_name").unique().sort("class_code")
-    return {"name": name, "class_ids": pairs["class_code"].to_list(),
-            "class_names": pairs["class_name"].to_list()}
-
-
-def split_table(data_dir: Path, split: str, max_objects: int = 0,
-                filt: GeneratorFilter | None = None) -> pl.DataFrame:
-    """One split's table, filtered by generator, then ``max_objects`` rows drawn at random (seed 0).
-
-    The tables are grouped by class, so a cap keeps a fixed random subset (in table order), not
-    the first rows.
-    """
-    df = filter_generators(pl.read_parquet(Path(data_dir) / f"{split}.parquet"), filt or GeneratorFilter())
-    if not max_objects or df.height <= max_objects:
-        return df
-    return df[np.sort(np.random.default_rng(0).choice(df.height, max_objects, replace=False))]
-
-
-def class_data(data_dir: Path, split: str, class_ids: tuple[int, ...], early_views: int,
-               seed: int, max_objects: int = 0, filt: GeneratorFilter | None = None) -> TokenData:
-    """Full-light-curve tokens plus ``early_views`` random early cuts of a split."""
-    df = split_table(data_dir, split, max_objects, filt)
-    rng = np.random.default_rng(seed)
-    parts = [table_tokens(df, class_ids)]
-    for _ in range(early_views):
-        parts.append(table_tokens(df, class_ids, rng.integers(1, 11, df.height)))
-    return concat(parts)
 
 
 def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
@@ -322,25 +285,14 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
     val_groups: np.ndarray | None = None
     gens: list[str] = []
     if a.data:
-        taxonomy = taxonomy_of(pl.read_parquet(Path(a.data) / "train.parquet"))  # fixed: all generators
-        ids = tuple(taxonomy["class_ids"])
-        filt = GeneratorFilter.parse(cfg.exclude_generator, cfg.only_generator)
         try:
-            tr_df = split_table(Path(a.data), "train", cfg.max_objects, filt)
-            val_df = split_table(Path(a.data), "validation", cfg.max_objects, filt)
+            tables = load_class_tables(Path(a.data), cfg.early_views, cfg.seed, cfg.max_objects,
+                                       GeneratorFilter.parse(cfg.exclude_generator, cfg.only_generator), log)
         except ValueError as e:
             print(f"alertbroker train: {e}", file=sys.stderr)
             return 2
-        gens = generators_of(tr_df)
-        log(f"featurizing {a.data} ({len(ids)} classes; generators: {','.join(gens) or 'unrecorded'})")
-        empty = missing_classes(tr_df, ids, tuple(taxonomy["class_names"]))
-        if empty:
-            log(f"no training examples (no kept generator makes them): {', '.join(empty)}")
-        cls_train = class_data(Path(a.data), "train", ids, cfg.early_views, cfg.seed, cfg.max_objects, filt)
-        cls_val = class_data(Path(a.data), "validation", ids, cfg.early_views, cfg.seed + 1,
-                             cfg.max_objects, filt)
-        if "generator" in val_df.columns:
-            val_groups = np.tile(val_df["generator"].to_numpy().astype(str), 1 + cfg.early_views)
+        taxonomy, cls_train, cls_val = tables.taxonomy, tables.train, tables.val
+        val_groups, gens = tables.val_groups, tables.generators
     if a.photoz != "none":
         path = Path(a.photoz) if Path(a.photoz).exists() else dc2_path(a.photoz)
         z_data = photometry_tokens(read_photometry(path), 0)

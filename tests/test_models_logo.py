@@ -15,7 +15,7 @@ from models.evaluate_logo import cli_main as logo_main  # noqa: E402
 from models.evaluate_logo import retemper  # noqa: E402
 from models.generator_split import GeneratorFilter  # noqa: E402
 from models.train import cli_main as train_main  # noqa: E402
-from models.train import split_table  # noqa: E402
+from models.train_data import split_table  # noqa: E402
 
 TINY = ["--d-model", "16", "--n-latents", "4", "--n-blocks", "1", "--n-heads", "2", "--batch-size", "16",
         "--early-views", "1", "--threads", "1", "--forest-trees", "4", "--forest-samples", "32", "--quiet"]
