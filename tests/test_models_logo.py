@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from models.evaluate_logo import cli_main as logo_main  # noqa: E402
 from models.evaluate_logo import retemper  # noqa: E402
+from models.evaluate_served import cli_main as served_main  # noqa: E402
 from models.generator_split import GeneratorFilter  # noqa: E402
 from models.train import cli_main as train_main  # noqa: E402
 from models.train_data import split_table  # noqa: E402
@@ -103,7 +104,7 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     from broker.sim.conditions import Conditions
 
     sim = tmp_path / "sim"
-    simulate(300, seed=3, out_dir=sim, progress=False, generators="templates,sncosmo",
+    simulate(300, seed=2, out_dir=sim, progress=False, generators="templates,sncosmo",
              conditions=Conditions(randomise=True))
     assert logo_main(["--archive", str(sim), "--steps", "2", "--objects", "60", "--work", str(tmp_path / "w"),
                       *TINY]) == 0  # fmt: skip
@@ -117,3 +118,10 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     f1 = float(kv["logo_f1_min"])
     assert 0.0 <= f1 <= 1.0 and 0.0 <= float(kv["logo_ece_max"]) <= 1.0
     assert "held-out generator, temperature pooled" in out and "per-class F1" in out
+    # eval served --generator keeps exactly that generator's alerts
+    assert served_main(["--archive", str(sim), "--checkpoint", str(tmp_path / "w" / "without_sncosmo.pt"),
+                        "--generator", "sncosmo"]) == 0  # fmt: skip
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    served = dict(item.split("=", 1) for item in last.split())
+    truth = pl.read_parquet(sim / "truth.parquet").filter(pl.col("generator") == "sncosmo")
+    assert int(served["served_alerts"]) == int(truth["n_alerts"].sum()) > 0
