@@ -115,15 +115,17 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
         ids = tuple(int(c) for c in meta["taxonomy"]["class_ids"])
         names.update(zip(ids, meta["taxonomy"]["class_names"], strict=True))
         seen = set(train_df.filter(pl.col("generator") != g)["class_code"].to_list())
-        t_wide = meta["metrics"].get("temperature_widest_generator", meta["metrics"]["temperature"])
+        m = meta["metrics"]  # the served temperature is m["temperature"]; each variant is re-served from it
+        t_served, t_pool = float(m["temperature"]), float(m.get("temperature_pooled", m["temperature"]))
+        t_wide = float(m.get("temperature_widest_generator", t_served))
         print(f"without {g}: trained in {time.perf_counter() - t0:.0f} s on {meta['train']['generators']}; "
-              f"T pooled {meta['metrics']['temperature']:.3f}, widest-generator {t_wide:.3f}", flush=True)
+              f"T pooled {t_pool:.3f}, widest-generator {t_wide:.3f}", flush=True)
         settings = Settings.load(model=str(ck), host_catalog=hosts, torch_threads=a.threads,
                                  batch_size=a.batch_size)  # fmt: skip
         own = truth.filter(pl.col("generator") == g)["diaObjectId"].to_list()
         run = enrich_archive(alerts, settings, None, a.max_alerts, object_ids=own)
         df = join_truth(run.alerts, truth).filter(pl.col("generator") == g) if run.alerts.height else pl.DataFrame()
-        for variant, ratio in (("pooled", 1.0), ("widest", float(meta["metrics"]["temperature"]) / t_wide)):
+        for variant, ratio in (("pooled", t_served / t_pool), ("widest", t_served / t_wide)):
             rows[variant][g] = heldout_figures(df, ids, seen, ratio) if df.height else dict.fromkeys(FIGURES, NAN)
         print(f"without {g}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     for variant, per_gen in rows.items():
