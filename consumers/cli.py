@@ -300,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.train", "cli_main"))
 
-    p = sub.add_parser("eval", help="evaluate served (per alert, through enrich()) | classify | photoz | anomaly",
+    p = sub.add_parser("eval", help="evaluate served (per alert, through enrich()) | logo | classify | photoz "
+                       "| anomaly",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.evaluate", "cli_main"))

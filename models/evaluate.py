@@ -1,7 +1,8 @@
-"""``alertbroker eval classify|photoz|anomaly|served``: the model against peers in one run.
+"""``alertbroker eval classify|photoz|anomaly|served|logo``: the model against peers in one run.
 
 ``served`` (:mod:`models.evaluate_served`) is the primary view: per ALERT, through the
-``alertbroker run`` enrichment, on a simulated archive. The three below are the secondary,
+``alertbroker run`` enrichment, on a simulated archive; ``logo`` (:mod:`models.evaluate_logo`)
+repeats it per held-out light-curve generator with one model trained without it. The three below are the secondary,
 per-object views on training tables (full light curves and cuts, a path no alert takes):
 
 * ``classify``: test split of a training-table directory (classes of the model's
@@ -31,7 +32,7 @@ import polars as pl
 from models.data import TokenData, dc2_path, photometry_tokens, read_photometry
 from models.metrics import ece, photoz_stats, plot_confusion, plot_curves, plot_photoz, print_table, recall_at
 from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor
-from models.train import class_data
+from models.train_data import class_data
 
 CUTS = (1, 2, 3, 5, 10)
 
@@ -205,9 +206,14 @@ def cli_main(argv: list[str] | None = None) -> int:
         from models.evaluate_served import cli_main as served_main
 
         return served_main(args[1:])
+    if args[:1] == ["logo"]:
+        from models.evaluate_logo import cli_main as logo_main
+
+        return logo_main(args[1:])
     p = argparse.ArgumentParser(prog="alertbroker eval", description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=("classify", "photoz", "anomaly", "served"),
-                   help="served: per alert through the serving path (see 'eval served --help')")
+    p.add_argument("task", choices=("classify", "photoz", "anomaly", "served", "logo"),
+                   help="served: per alert through the serving path (see 'eval served --help'); "
+                        "logo: leave-one-generator-out (see 'eval logo --help')")
     p.add_argument("--data", help="training-table directory (classify, anomaly)")
     p.add_argument("--checkpoint", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--plots", default="docs/img", help="folder for the PNG plots")

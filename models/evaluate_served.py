@@ -162,11 +162,19 @@ def _fmt(v: float) -> str:
     return str(v) if isinstance(v, int) else ("nan" if v != v else f"{v:.4f}")
 
 
-def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all") -> dict[str, float]:
-    """Print every table of the served-path evaluation; return the ``key=value`` figures."""
+def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator: str | None = None
+           ) -> dict[str, float]:
+    """Print every table of the served-path evaluation; return the ``key=value`` figures.
+
+    ``split`` and ``generator`` keep only alerts of objects of that truth split / light-curve generator.
+    """
     df = join_truth(run.alerts, truth) if run.alerts.height else pl.DataFrame()
     if split != "all" and df.height:
         df = df.filter(pl.col("split") == split)
+    if generator and df.height:
+        if "generator" not in df.columns:
+            raise ValueError("--generator: the truth table has no 'generator' column")
+        df = df.filter(pl.col("generator") == generator)
     ids = run.class_ids
     n_dead = sum(run.dead.values())
     why = f" {run.dead}" if run.dead else ""
@@ -181,7 +189,8 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all") -> dict[s
              .then(pl.lit("in taxonomy")).otherwise(pl.lit("outside taxonomy")))
     tab = df.with_columns(group.alias("truth")).pivot("classification_state", index="truth", values="diaSourceId",
                                                       aggregate_function="len").fill_null(0)  # fmt: skip
-    print(f"\nalerts by classification_state (split: {split}; {no_truth} without a truth row):")
+    print(f"\nalerts by classification_state (split: {split}; generator: {generator or 'all'}; "
+          f"{no_truth} without a truth row):")
     print_table([tuple(r) for r in tab.iter_rows()], tuple(tab.columns))
     cls = classification_report(df, ids)
     print("\nclassification per alert (true class in the taxonomy; metrics on the gate's 'classified')")
@@ -232,6 +241,7 @@ def cli_main(argv: list[str] | None = None, predictor: Predictor | None = None) 
     p.add_argument("--max-alerts", type=int, default=0, help="read at most this many messages (0 = all)")
     p.add_argument("--split", default="all", choices=("all", "train", "validation", "test"),
                    help="keep only objects of this truth split")
+    p.add_argument("--generator", help="keep only objects the simulator made with this generator (truth column)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--batch-size", type=int, default=500)
     a = p.parse_args(argv)
@@ -246,7 +256,7 @@ def cli_main(argv: list[str] | None = None, predictor: Predictor | None = None) 
     alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive  # a simulator output dir
     run = enrich_archive(alerts, settings, predictor, a.max_alerts)
     print(f"enriched {alerts} through the serving path in {time.perf_counter() - t0:.1f} s")
-    res = report(run, pl.read_parquet(truth), a.split)
+    res = report(run, pl.read_parquet(truth), a.split, a.generator)
     print(" ".join(f"{k}={_fmt(v)}" for k, v in res.items()))
     return 0
 

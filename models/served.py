@@ -12,9 +12,11 @@ published annotations, never from the model directly. :func:`join_truth` attache
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from broker.decode import BatchDecoder
@@ -59,7 +61,7 @@ def make_enricher(settings: Settings, predictor: Predictor | None = None) -> Enr
 
 
 def enrich_archive(archive: str | Path, settings: Settings, predictor: Predictor | None = None,
-                   max_alerts: int = 0) -> ServedAlerts:  # fmt: skip
+                   max_alerts: int = 0, object_ids: Collection[int] | None = None) -> ServedAlerts:  # fmt: skip
     """Enrich every alert of ``archive`` as ``alertbroker run`` would and flatten the outputs.
 
     The archive is read by the ``run`` command's :class:`consumers.sources.FileSource`; unreadable
@@ -76,6 +78,9 @@ def enrich_archive(archive: str | Path, settings: Settings, predictor: Predictor
         Replaces the model named by ``settings.model``.
     max_alerts : int
         Read at most this many messages, in archive order (0 = all).
+    object_ids : collection of int, optional
+        Enrich only alerts of these ``diaObjectId`` (the others are decoded to read the id, then
+        skipped; messages that do not decode go to ``enrich`` and are dead-lettered there).
 
     Returns
     -------
@@ -89,6 +94,7 @@ def enrich_archive(archive: str | Path, settings: Settings, predictor: Predictor
     frames: list[pl.DataFrame] = []
     dead: Counter[str] = Counter()
     n = 0
+    wanted = np.fromiter(object_ids or (), np.int64)
     while max_alerts <= 0 or n < max_alerts:
         size = max(settings.batch_size, 1) if max_alerts <= 0 else min(max(settings.batch_size, 1), max_alerts - n)
         chunk = source.poll_batch(size, 0.0)
@@ -101,6 +107,8 @@ def enrich_archive(archive: str | Path, settings: Settings, predictor: Predictor
                 dead[m.error.reason] += 1
             else:
                 values.append(m.value)
+        if object_ids is not None:
+            values = _of_objects(reader, values, wanted)
         res = enricher.enrich(values)
         dead.update(d.reason for d in res.dead)
         out: list[bytes | None] = [o.value for o in res.outputs]
@@ -112,11 +120,19 @@ def enrich_archive(archive: str | Path, settings: Settings, predictor: Predictor
     return ServedAlerts(alerts, n, dict(dead), tuple(p.class_ids), tuple(p.class_names), settings.host_catalog)
 
 
+def _of_objects(reader: BatchDecoder, values: list[bytes | None], wanted: np.ndarray) -> list[bytes | None]:
+    """The messages of ``values`` whose alert belongs to an object of ``wanted`` (undecodable ones kept)."""
+    dec = reader.decode(values)
+    keep = np.ones(len(values), bool)
+    keep[dec.index] = np.isin(dec.batch.table["diaObjectId"], wanted)
+    return [v for v, k in zip(values, keep, strict=True) if k]
+
+
 def join_truth(alerts: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
-    """Attach ``class_code``, ``class_name``, ``redshift``, ``host_galaxy_id`` and ``split`` by ``diaObjectId``.
+    """Attach the truth's class, redshift, host, split and generator columns by ``diaObjectId``.
 
     A left join: alerts without a truth row keep null truth columns (and are counted as such).
     """
-    cols = [c for c in ("diaObjectId", "class_code", "class_name", "split", "redshift", "host_galaxy_id")
+    cols = [c for c in ("diaObjectId", "class_code", "class_name", "split", "redshift", "host_galaxy_id", "generator")
             if c in truth.columns]  # fmt: skip
     return alerts.join(truth.select(cols).unique("diaObjectId"), on="diaObjectId", how="left")

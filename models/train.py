@@ -28,17 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 import torch.nn.functional as F
 
 from broker.features.registry import FEATURE_INDEX
 from models.anomaly import ForestConfig
 from models.checkpoint import save_checkpoint
-from models.data import TokenData, concat, data_hash, dc2_path, photometry_tokens, read_photometry, table_tokens
+from models.data import TokenData, data_hash, dc2_path, photometry_tokens, read_photometry
 from models.encoder import EncoderConfig
+from models.generator_split import GeneratorFilter, widest_generator_temperature
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
 from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel, anomaly_context
+from models.train_data import load_class_tables
 
 
 @dataclass(frozen=True)
@@ -55,26 +56,9 @@ class TrainConfig:
     threads: int = 2
     recon_weight: float = 0.0
     recon_frac: float = 0.25
-
-
-def taxonomy_of(df: pl.DataFrame, name: str = "alertbroker-sim") -> dict[str, Any]:
-    """Taxonomy (sorted class codes and names) of the classes present in ``df``."""
-    pairs = df.select("class_code", "class_name").unique().sort("class_code")
-    return {"name": name, "class_ids": pairs["class_code"].to_list(),
-            "class_names": pairs["class_name"].to_list()}
-
-
-def class_data(data_dir: Path, split: str, class_ids: tuple[int, ...], early_views: int,
-               seed: int, max_objects: int = 0) -> TokenData:
-    """Full-light-curve tokens plus ``early_views`` random early cuts of a split."""
-    df = pl.read_parquet(Path(data_dir) / f"{split}.parquet")
-    if max_objects:
-        df = df.head(max_objects)
-    rng = np.random.default_rng(seed)
-    parts = [table_tokens(df, class_ids)]
-    for _ in range(early_views):
-        parts.append(table_tokens(df, class_ids, rng.integers(1, 11, df.height)))
-    return concat(parts)
+    exclude_generator: str = ""
+    only_generator: str = ""
+    temperature_fit: str = "pooled"
 
 
 def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
@@ -123,12 +107,13 @@ def nmad(zp: np.ndarray, zt: np.ndarray) -> float:
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
           cls_val: TokenData | None, z_data: TokenData | None, device: torch.device,
-          log: Any = print, init: dict[str, torch.Tensor] | None = None
-          ) -> tuple[MultimodalModel, dict[str, float]]:
+          log: Any = print, init: dict[str, torch.Tensor] | None = None,
+          val_groups: np.ndarray | None = None) -> tuple[MultimodalModel, dict[str, float]]:
     """Train and calibrate a model; returns it with validation metrics.
 
     ``init`` is a state dict to start from (``--init``); its calibration and
-    anomaly buffers are refitted, and keys this model lacks are ignored.
+    anomaly buffers are refitted, and keys this model lacks are ignored. ``val_groups``
+    (generator of each ``cls_val`` row) enables ``cfg.temperature_fit = "widest-generator"``.
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -151,7 +136,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
         class_w = torch.as_tensor(w, dtype=torch.float32, device=device)
     model.to(device)
     if cfg.steps == 0:
-        return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed)
+        return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed, val_groups,
+                         cfg.temperature_fit)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     t0, bs = time.time(), cfg.batch_size
@@ -191,13 +177,20 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
         sched.step()
         if step % max(cfg.steps // 20, 1) == 0 or step == cfg.steps:
             log(f"step {step}/{cfg.steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
-    return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed)
+    return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed, val_groups,
+                         cfg.temperature_fit)
 
 
 def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: TokenData | None,
               z_cal: TokenData | None, cls_idx: np.ndarray | None, device: torch.device,
-              log: Any = print, seed: int = 0) -> tuple[MultimodalModel, dict[str, float]]:
-    """Fit temperature, photo-z width scale and the anomaly model; compute metrics."""
+              log: Any = print, seed: int = 0, val_groups: np.ndarray | None = None,
+              temperature_fit: str = "pooled") -> tuple[MultimodalModel, dict[str, float]]:
+    """Fit temperature, photo-z width scale and the anomaly model; compute metrics.
+
+    The temperature minimises the pooled validation NLL (``temperature_fit="pooled"``) or is the
+    widest of the per-generator ones (``"widest-generator"``, needs ``val_groups``); both are
+    recorded in the metrics when ``val_groups`` is given.
+    """
     from sklearn.metrics import f1_score
 
     metrics: dict[str, float] = {}
@@ -209,7 +202,15 @@ def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: Toke
         ok = (cls_val.label >= 0) & (cls_val.n_det > 0)
         val = cls_val.take(np.flatnonzero(ok))
         logits = run_model(model, val, device)["logits"]
-        model.temperature.fill_(fit_temperature(logits, val.label))
+        t = metrics["temperature_pooled"] = fit_temperature(logits, val.label)
+        if val_groups is not None:
+            metrics["temperature_widest_generator"] = widest_generator_temperature(
+                logits, val.label, val_groups[ok])
+        if temperature_fit == "widest-generator":
+            if val_groups is None:
+                raise ValueError("temperature_fit='widest-generator' needs the validation rows' generators")
+            t = metrics["temperature_widest_generator"]
+        model.temperature.fill_(t)
         metrics["val_macro_f1"] = float(f1_score(val.label, logits.argmax(1), average="macro"))
         metrics["temperature"] = float(model.temperature)
     if z_cal is not None:
@@ -236,8 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--init", help="start from this checkpoint's weights (--steps 0: refit "
                                   "calibration and anomaly forest only)")
+    helps = {"exclude_generator": "comma-separated generators whose rows are dropped from train and validation",
+             "only_generator": "comma-separated generators: train and validate on their rows only",
+             "temperature_fit": "pooled (validation NLL) or widest-generator (largest per-generator T)"}
     for name, default in asdict(TrainConfig()).items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=helps.get(name),
+                       **({"choices": ("pooled", "widest-generator")} if name == "temperature_fit" else {}))
     for name, default in asdict(EncoderConfig()).items():
         if name not in ("n_features", "feature_names"):  # both come from the feature registry
             p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
@@ -277,13 +282,17 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
     log = (lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     taxonomy: dict[str, Any] = {"name": "none", "class_ids": [], "class_names": []}
     cls_train = cls_val = z_data = None
+    val_groups: np.ndarray | None = None
+    gens: list[str] = []
     if a.data:
-        taxonomy = taxonomy_of(pl.read_parquet(Path(a.data) / "train.parquet"))
-        ids = tuple(taxonomy["class_ids"])
-        log(f"featurizing {a.data} ({len(ids)} classes)")
-        cls_train = class_data(Path(a.data), "train", ids, cfg.early_views, cfg.seed, cfg.max_objects)
-        cls_val = class_data(Path(a.data), "validation", ids, cfg.early_views, cfg.seed + 1,
-                             cfg.max_objects)
+        try:
+            tables = load_class_tables(Path(a.data), cfg.early_views, cfg.seed, cfg.max_objects,
+                                       GeneratorFilter.parse(cfg.exclude_generator, cfg.only_generator), log)
+        except ValueError as e:
+            print(f"alertbroker train: {e}", file=sys.stderr)
+            return 2
+        taxonomy, cls_train, cls_val = tables.taxonomy, tables.train, tables.val
+        val_groups, gens = tables.val_groups, tables.generators
     if a.photoz != "none":
         path = Path(a.photoz) if Path(a.photoz).exists() else dc2_path(a.photoz)
         z_data = photometry_tokens(read_photometry(path), 0)
@@ -303,12 +312,13 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
                            forest=forest)
         init = ck["state_dict"]
     log(f"training on {device}: {len(cls_train or [])} light curves, {len(z_data or [])} galaxies")
-    model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init)
+    model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init, val_groups)
     parts = [p for td in (cls_train, z_data) if td is not None
              for p in (td.tokens["lc"], td.tokens["host"], td.tokens["feat"], td.label, td.z)]
     info = {**asdict(cfg), "data": f"simulate({a.simulate}, seed={a.sim_seed})" if a.simulate
             else str(a.data), "photoz": str(a.photoz),
-            "command": "alertbroker train " + " ".join(argv if argv is not None else sys.argv[1:])}
+            "command": "alertbroker train " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "generators": ",".join(gens)}
     if init is not None and cfg.steps == 0:  # a refit keeps the record of how the weights were trained
         info = {**ck["train"], "refit": info["command"]}
     out = save_checkpoint(a.out, model, taxonomy, metrics, data_hash(*parts), info)

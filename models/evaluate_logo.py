@@ -1,0 +1,184 @@
+"""``alertbroker eval logo``: leave-one-generator-out generalisation, per alert, through the served path.
+
+For every light-curve generator of a simulated archive (``alertbroker simulate --generators
+templates,redback,sncosmo,lightcurvelynx --randomise-conditions``), a model is trained on the
+archive's training tables without that generator (``alertbroker train --exclude-generator G``;
+the class list stays the full one) and the archive is enriched through the ``run`` path
+(:func:`models.served.enrich_archive`). Only the alerts of objects the held-out generator made
+(truth column ``generator``) are scored; the held-out generator's objects of every split count,
+since no model saw any of them.
+
+Figures per held-out generator, on the alerts the gate classified whose true class is in the
+taxonomy:
+
+* ``f1``: macro-F1 over the held-out generator's true classes (``labels`` = the classes present
+  among its alerts; a prediction of another class counts as a miss of the true one, not as a class
+  of its own), also at >= 5 detections (``f1_ge5``) and over the classes some kept generator makes
+  (``f1_seen``: the others have no training example, so they cannot be learned);
+* ``ece`` and ``p90_right`` (right among alerts served with top p >= 0.9), and per-class F1.
+
+Two temperatures are compared with the same weights: ``pooled`` (validation NLL, the default)
+and ``widest`` (the largest per-generator validation temperature,
+:func:`models.generator_split.widest_generator_temperature`); the second is applied to the served
+probabilities (:func:`retemper`, exact), so the archive is enriched once per model, and only the
+held-out generator's alerts are enriched (``enrich_archive(object_ids=...)``). The last line is ``key=value``
+pairs: ``logo_<figure>_<min|mean|max>`` for the pooled temperature, ``logo_widest_...`` for the
+other, and ``logo_<generator>_<figure>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from broker.annotations import STATE_CLASSIFIED
+from broker.settings import Settings
+from models.evaluate_served import NAN, _fmt, probabilities
+from models.metrics import ece, print_table
+from models.served import enrich_archive, join_truth
+
+FIGURES = ("f1", "f1_ge5", "f1_seen", "ece", "p90_right")
+
+
+def retemper(p: np.ndarray, ratio: float) -> np.ndarray:
+    """Probabilities ``softmax(logits / T)`` re-served at temperature ``T' = T / ratio``.
+
+    ``log p = logits / T - c`` per row, so ``softmax(ratio * log p) = softmax(logits / T')`` exactly.
+    """
+    lp = ratio * np.log(np.clip(p, 1e-300, None))
+    e = np.exp(lp - lp.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def heldout_figures(df: pl.DataFrame, class_ids: tuple[int, ...], seen: set[int], ratio: float = 1.0
+                    ) -> dict[str, float]:
+    """LOGO figures of the alerts ``df`` (one held-out generator, truth joined); see the module docstring.
+
+    ``ratio`` re-serves the probabilities at another temperature (:func:`retemper`).
+    """
+    from sklearn.metrics import f1_score
+
+    ok = df.filter((pl.col("classification_state") == STATE_CLASSIFIED) & pl.col("class_code").is_in(list(class_ids)))
+    p = probabilities(ok, class_ids)
+    fin = np.isfinite(p).all(1) if p.shape[1] else np.zeros(ok.height, bool)
+    res: dict[str, float] = {"alerts": float(df.height), "classified": float(fin.sum())}
+    if not fin.any():
+        return {**res, **dict.fromkeys(FIGURES, NAN)}
+    y = np.array([class_ids.index(int(c)) for c in ok["class_code"].to_list()])[fin]
+    p, n_det = (p[fin] if ratio == 1.0 else retemper(p[fin], ratio)), ok["n_det"].to_numpy()[fin]
+    hat, conf = p.argmax(1), p.max(1)
+    present = sorted(set(y.tolist()))
+    seen_present = [k for k in present if class_ids[k] in seen]
+
+    def f1(sel: np.ndarray, labels: list[int]) -> float:
+        return float(f1_score(y[sel], hat[sel], labels=labels, average="macro", zero_division=0)) \
+            if labels and sel.any() else NAN
+
+    every = np.ones(len(y), bool)
+    sure = conf >= 0.9
+    res.update({"f1": f1(every, present), "f1_ge5": f1(n_det >= 5, sorted(set(y[n_det >= 5].tolist()))),
+                "f1_seen": f1(every, seen_present), "ece": ece(p, y),
+                "p90_right": float(np.mean(hat[sure] == y[sure])) if sure.any() else NAN})
+    per = f1_score(y, hat, labels=present, average=None, zero_division=0)
+    res.update({f"class_{class_ids[k]}": float(v) for k, v in zip(present, per, strict=True)})
+    return res
+
+
+def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, float]:
+    """Train, enrich and score for each held-out generator; print the tables; return the figures."""
+    from models.train import cli_main as train_main
+
+    archive = Path(a.archive)
+    truth = pl.read_parquet(archive / "truth.parquet")
+    train_df = pl.read_parquet(archive / "training" / "train.parquet")
+    gens = [g for g in (a.generators.split(",") if a.generators else sorted(truth["generator"].unique().to_list()))
+            if g]  # fmt: skip
+    hosts = str(archive / "hosts") if (archive / "hosts").is_dir() else None
+    alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive
+    rows: dict[str, dict[str, dict[str, float]]] = {"pooled": {}, "widest": {}}
+    names: dict[int, str] = {}
+    for g in gens:
+        t0 = time.perf_counter()
+        ck = work / f"without_{g}.pt"
+        argv = ["--data", str(archive / "training"), "--exclude-generator", g, "--steps", str(a.steps),
+                "--max-objects", str(a.objects), "--threads", str(a.threads), "--photoz", a.photoz,
+                "--out", str(ck), *extra]  # fmt: skip
+        if train_main(argv) != 0:
+            raise RuntimeError(f"training without {g} failed")
+        meta = torch.load(ck, map_location="cpu", weights_only=True)
+        ids = tuple(int(c) for c in meta["taxonomy"]["class_ids"])
+        names.update(zip(ids, meta["taxonomy"]["class_names"], strict=True))
+        seen = set(train_df.filter(pl.col("generator") != g)["class_code"].to_list())
+        m = meta["metrics"]  # the served temperature is m["temperature"]; each variant is re-served from it
+        t_served, t_pool = float(m["temperature"]), float(m.get("temperature_pooled", m["temperature"]))
+        t_wide = float(m.get("temperature_widest_generator", t_served))
+        print(f"without {g}: trained in {time.perf_counter() - t0:.0f} s on {meta['train']['generators']}; "
+              f"T pooled {t_pool:.3f}, widest-generator {t_wide:.3f}", flush=True)
+        settings = Settings.load(model=str(ck), host_catalog=hosts, torch_threads=a.threads,
+                                 batch_size=a.batch_size)  # fmt: skip
+        own = truth.filter(pl.col("generator") == g)["diaObjectId"].to_list()
+        run = enrich_archive(alerts, settings, None, a.max_alerts, object_ids=own)
+        df = join_truth(run.alerts, truth).filter(pl.col("generator") == g) if run.alerts.height else pl.DataFrame()
+        for variant, ratio in (("pooled", t_served / t_pool), ("widest", t_served / t_wide)):
+            rows[variant][g] = heldout_figures(df, ids, seen, ratio) if df.height else dict.fromkeys(FIGURES, NAN)
+        print(f"without {g}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    for variant, per_gen in rows.items():
+        print(f"\nheld-out generator, temperature {variant} (alerts of that generator; classified, class in taxonomy)")
+        print_table([(g, int(m.get("alerts", 0)), int(m.get("classified", 0)), *(m[f] for f in FIGURES))
+                     for g, m in per_gen.items()], ("held out", "alerts", "classified", "macro-F1", ">=5 det.",
+                                                    "seen classes", "ECE", "right if p>=0.9"))  # fmt: skip
+    print("\nper-class F1 (temperature pooled; classes the held-out generator makes)")
+    print_table([(g, names.get(int(k[6:]), k[6:]), v) for g, m in rows["pooled"].items()
+                 for k, v in m.items() if k.startswith("class_")], ("held out", "class", "F1"))  # fmt: skip
+    return summary(rows)
+
+
+def summary(rows: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """``key=value`` figures: min/mean/max over held-out generators of each figure, per variant."""
+    res: dict[str, float] = {}
+    for variant, per_gen in rows.items():
+        pre = "logo_" if variant == "pooled" else f"logo_{variant}_"
+        for f in FIGURES:
+            v = np.array([m[f] for m in per_gen.values()], float)
+            v = v[np.isfinite(v)]
+            for agg in ("min", "mean", "max"):
+                res[f"{pre}{f}_{agg}"] = float(getattr(np, agg)(v)) if v.size else NAN
+        for g, m in per_gen.items():
+            res.update({f"{pre}{g}_{f}": m[f] for f in FIGURES})
+    return res
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``alertbroker eval logo``; unknown options go to ``alertbroker train``."""
+    p = argparse.ArgumentParser(prog="alertbroker eval logo", description=__doc__.split("\n")[0],
+                                epilog="other options (e.g. --d-model 32) are passed to 'alertbroker train'")
+    p.add_argument("--archive", required=True, help="simulator output dir (training/, alerts/, truth.parquet)")
+    p.add_argument("--generators", help="comma-separated generators to hold out (default: all in the truth)")
+    p.add_argument("--steps", type=int, default=1000, help="training steps per model")
+    p.add_argument("--objects", type=int, default=0, help="at most this many objects per split (0 = all)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (training and serving)")
+    p.add_argument("--photoz", default="none", help="photo-z training file for each model ('none': skip)")
+    p.add_argument("--work", help="folder for the checkpoints (default: a temporary one)")
+    p.add_argument("--max-alerts", type=int, default=0, help="read at most this many messages (0 = all)")
+    p.add_argument("--batch-size", type=int, default=500)
+    a, extra = p.parse_known_args(argv)
+    t0 = time.perf_counter()
+    if a.work:
+        Path(a.work).mkdir(parents=True, exist_ok=True)
+        res = run_logo(a, extra, Path(a.work))
+    else:
+        with tempfile.TemporaryDirectory(prefix="alertbroker-logo-") as tmp:
+            res = run_logo(a, extra, Path(tmp))
+    print(f"leave-one-generator-out in {time.perf_counter() - t0:.0f} s")
+    print(" ".join(f"{k}={_fmt(v)}" for k, v in res.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main())

@@ -1,0 +1,98 @@
+"""Training tables -> class tokens for ``alertbroker train``: taxonomy, generator filter, early views.
+
+The taxonomy is always the one of the unfiltered ``train.parquet``, so a model's class list does
+not depend on ``--exclude-generator`` / ``--only-generator`` (:mod:`models.generator_split`);
+the filter is applied to the train and validation tables before tokenising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from models.data import TokenData, concat, table_tokens
+from models.generator_split import GeneratorFilter, filter_generators, generators_of, missing_classes
+
+
+@dataclass
+class ClassTables:
+    """Class-training data of a training-table directory.
+
+    Attributes
+    ----------
+    taxonomy : dict
+        ``name``, ``class_ids``, ``class_names`` (of the unfiltered ``train.parquet``).
+    train, val : TokenData
+        Tokens of the kept rows (full light curves, then the early cuts).
+    val_groups : ndarray of str or None
+        Generator of each ``val`` row (None without a ``generator`` column).
+    generators : list of str
+        Generators of the kept training rows.
+    """
+
+    taxonomy: dict[str, Any]
+    train: TokenData
+    val: TokenData
+    val_groups: np.ndarray | None
+    generators: list[str]
+
+
+def taxonomy_of(df: pl.DataFrame, name: str = "alertbroker-sim") -> dict[str, Any]:
+    """Taxonomy (sorted class codes and names) of the classes present in ``df``."""
+    pairs = df.select("class_code", "class_name").unique().sort("class_code")
+    return {"name": name, "class_ids": pairs["class_code"].to_list(),
+            "class_names": pairs["class_name"].to_list()}
+
+
+def split_table(data_dir: Path, split: str, max_objects: int = 0,
+                filt: GeneratorFilter | None = None) -> pl.DataFrame:
+    """One split's table, filtered by generator, then ``max_objects`` rows drawn at random (seed 0).
+
+    The tables are grouped by class, so a cap keeps a fixed random subset (in table order), not
+    the first rows.
+    """
+    df = filter_generators(pl.read_parquet(Path(data_dir) / f"{split}.parquet"), filt or GeneratorFilter())
+    if not max_objects or df.height <= max_objects:
+        return df
+    return df[np.sort(np.random.default_rng(0).choice(df.height, max_objects, replace=False))]
+
+
+def class_data(data_dir: Path, split: str, class_ids: tuple[int, ...], early_views: int,
+               seed: int, max_objects: int = 0, filt: GeneratorFilter | None = None) -> TokenData:
+    """Full-light-curve tokens plus ``early_views`` random early cuts of a split."""
+    df = split_table(data_dir, split, max_objects, filt)
+    rng = np.random.default_rng(seed)
+    parts = [table_tokens(df, class_ids)]
+    for _ in range(early_views):
+        parts.append(table_tokens(df, class_ids, rng.integers(1, 11, df.height)))
+    return concat(parts)
+
+
+def load_class_tables(data_dir: Path, early_views: int, seed: int, max_objects: int,
+                      filt: GeneratorFilter, log: Callable[[str], None] = print) -> ClassTables:
+    """Taxonomy and train/validation tokens of ``data_dir`` with ``filt`` applied.
+
+    Raises
+    ------
+    ValueError
+        The filter names a generator the tables do not hold, or they have no ``generator`` column.
+    """
+    taxonomy = taxonomy_of(pl.read_parquet(Path(data_dir) / "train.parquet"))  # fixed: all generators
+    ids = tuple(taxonomy["class_ids"])
+    tr_df = split_table(data_dir, "train", max_objects, filt)
+    val_df = split_table(data_dir, "validation", max_objects, filt)
+    gens = generators_of(tr_df)
+    log(f"featurizing {data_dir} ({len(ids)} classes; generators: {','.join(gens) or 'unrecorded'})")
+    empty = missing_classes(tr_df, ids, tuple(taxonomy["class_names"]))
+    if empty:
+        log(f"no training examples (no kept generator makes them): {', '.join(empty)}")
+    train = class_data(data_dir, "train", ids, early_views, seed, max_objects, filt)
+    val = class_data(data_dir, "validation", ids, early_views, seed + 1, max_objects, filt)
+    groups = (np.tile(val_df["generator"].to_numpy().astype(str), 1 + early_views)
+              if "generator" in val_df.columns else None)
+    return ClassTables(taxonomy, train, val, groups, gens)

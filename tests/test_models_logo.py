@@ -1,0 +1,127 @@
+"""Leave-one-generator-out: ``train --exclude-generator/--only-generator`` and ``eval logo`` at toy size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.evaluate_logo import cli_main as logo_main  # noqa: E402
+from models.evaluate_logo import retemper  # noqa: E402
+from models.evaluate_served import cli_main as served_main  # noqa: E402
+from models.generator_split import GeneratorFilter  # noqa: E402
+from models.train import cli_main as train_main  # noqa: E402
+from models.train_data import split_table  # noqa: E402
+
+TINY = ["--d-model", "16", "--n-latents", "4", "--n-blocks", "1", "--n-heads", "2", "--batch-size", "16",
+        "--early-views", "1", "--threads", "1", "--forest-trees", "4", "--forest-samples", "32", "--quiet"]
+
+
+def _table(rng: np.random.Generator, n: int, split: str) -> pl.DataFrame:
+    """SN Ia from 'templates' and 'sncosmo', EB from 'templates' only (as in the simulator's zoo)."""
+    rows = []
+    for i in range(n):
+        code, gen = ((2222, "sncosmo") if i % 3 == 0 else (2222, "templates") if i % 3 == 1 else (2325, "templates"))
+        t = np.sort(rng.uniform(60000, 60100, 30))
+        f = (2000 * np.exp(-(t - 60050) / 20) / (1 + np.exp(-(t - 60050) / 3)) if code == 2222
+             else 800 * np.sin(2 * np.pi * t / 0.7)) + rng.normal(0, 50, 30)  # fmt: skip
+        rows.append({"diaObjectId": 1000 * (split == "validation") + i, "class_code": code,
+                     "class_name": "SN Ia" if code == 2222 else "EB", "split": split, "ra": 10.0, "dec": -5.0,
+                     "redshift": 0.3 if code == 2222 else None, "generator": gen, "host_sep_arcsec": 0.5,
+                     **{f"host_mag_{b}": 22.0 + k * 0.1 for k, b in enumerate("ugrizy")},
+                     **{f"host_magerr_{b}": 0.05 for b in "ugrizy"},
+                     "mjd": t.tolist(), "band": [("ugrizy")[k % 6] for k in range(30)], "flux": f.tolist(),
+                     "flux_err": [50.0] * 30, "is_detection": (np.abs(f) / 50 >= 5).tolist()})  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("logo")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 36), ("validation", 18)):
+        _table(rng, n, split).write_parquet(d / f"{split}.parquet")
+    return d
+
+
+def _train(survey: Path, out: Path, *opts: str) -> dict[str, Any]:
+    assert train_main(["--data", str(survey), "--photoz", "none", "--steps", "3", "--out", str(out), *TINY,
+                       *opts]) == 0
+    return torch.load(out, weights_only=True)
+
+
+def test_exclude_generator_drops_its_rows_and_keeps_the_class_list(survey: Path) -> None:
+    kept = split_table(survey, "train", filt=GeneratorFilter.parse("sncosmo", None))
+    assert kept.height == 24 and set(kept["generator"]) == {"templates"}
+    ck = _train(survey, survey / "no_sncosmo.pt", "--exclude-generator", "sncosmo")
+    assert ck["train"]["generators"] == "templates" and ck["train"]["exclude_generator"] == "sncosmo"
+    # the same tokens as a table that never held the sncosmo rows
+    phys = survey / "physical"
+    phys.mkdir()
+    for split in ("train", "validation"):
+        t = pl.read_parquet(survey / f"{split}.parquet")
+        t.filter(pl.col("generator") != "sncosmo").write_parquet(phys / f"{split}.parquet")
+    assert _train(phys, survey / "phys.pt")["data_hash"] == ck["data_hash"]
+    # only sncosmo: SN Ia alone, and still the two-class taxonomy (EB has no training example)
+    only = _train(survey, survey / "only.pt", "--only-generator", "sncosmo")
+    assert only["train"]["generators"] == "sncosmo"
+    assert only["taxonomy"]["class_ids"] == ck["taxonomy"]["class_ids"] == [2222, 2325]
+    assert only["data_hash"] != ck["data_hash"]
+
+
+def test_unknown_generator_is_refused(survey: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train_main(["--data", str(survey), "--photoz", "none", "--exclude-generator", "nope",
+                       "--out", str(survey / "x.pt"), *TINY]) == 2
+    assert "unknown generator" in capsys.readouterr().err
+
+
+def test_widest_generator_temperature_is_recorded_and_used(survey: Path) -> None:
+    pooled = _train(survey, survey / "pooled.pt", "--only-generator", "templates,sncosmo")
+    wide = _train(survey, survey / "wide.pt", "--temperature-fit", "widest-generator")
+    m = wide["metrics"]
+    assert m["temperature"] == pytest.approx(m["temperature_widest_generator"])
+    assert pooled["metrics"]["temperature"] == pytest.approx(pooled["metrics"]["temperature_pooled"])
+    assert float(wide["state_dict"]["temperature"]) == pytest.approx(m["temperature_widest_generator"])
+
+
+def test_retemper_equals_softmax_at_the_new_temperature() -> None:
+    logits = np.random.default_rng(1).normal(0, 3, (50, 5))
+
+    def soft(x: np.ndarray) -> np.ndarray:
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    np.testing.assert_allclose(retemper(soft(logits / 1.3), 1.3 / 2.1), soft(logits / 2.1), rtol=1e-9)
+
+
+def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from broker.sim import simulate
+    from broker.sim.conditions import Conditions
+
+    sim = tmp_path / "sim"
+    simulate(300, seed=2, out_dir=sim, progress=False, generators="templates,sncosmo",
+             conditions=Conditions(randomise=True))
+    assert logo_main(["--archive", str(sim), "--steps", "2", "--objects", "60", "--work", str(tmp_path / "w"),
+                      *TINY]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    kv = dict(item.split("=", 1) for item in out.strip().splitlines()[-1].split())
+    for g in ("sncosmo", "templates"):
+        assert (tmp_path / "w" / f"without_{g}.pt").is_file()
+        assert f"logo_{g}_f1" in kv and f"logo_widest_{g}_ece" in kv
+    ck = torch.load(tmp_path / "w" / "without_sncosmo.pt", weights_only=True)
+    assert ck["train"]["generators"] == "templates"
+    f1 = float(kv["logo_f1_min"])
+    assert 0.0 <= f1 <= 1.0 and 0.0 <= float(kv["logo_ece_max"]) <= 1.0
+    assert "held-out generator, temperature pooled" in out and "per-class F1" in out
+    # eval served --generator keeps exactly that generator's alerts
+    assert served_main(["--archive", str(sim), "--checkpoint", str(tmp_path / "w" / "without_sncosmo.pt"),
+                        "--generator", "sncosmo"]) == 0  # fmt: skip
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    served = dict(item.split("=", 1) for item in last.split())
+    truth = pl.read_parquet(sim / "truth.parquet").filter(pl.col("generator") == "sncosmo")
+    assert int(served["served_alerts"]) == int(truth["n_alerts"].sum()) > 0
