@@ -187,6 +187,15 @@ class Deduplicator:
             log.info("dedup: dropped %d repeats of %d outputs", len(dropped), len(dropped) + len(kept))
         return dropped
 
+    def forget(self, dia_source_id: int) -> None:
+        """Drop an id of the newest batch: its output was refused and its input dead-lettered instead.
+
+        Recording it would make a later re-send of the alert a "repeat" of an output that does not exist.
+        """
+        if self._queued:
+            self._queued[-1].discard(dia_source_id)
+        self._pending.discard(dia_source_id)
+
     def _record(self, newest: bool, keep: bool) -> None:
         """Record (``keep``) or forget the ids of the oldest (or ``newest``) queued batch."""
         ids = self._queued.pop() if newest else self._queued.popleft()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from broker.errors import DeliveryFailed, MessageTooLarge
+from broker.errors import DeliveryFailed, MessageTooLarge, RegistryUnavailable
 from broker.metrics import Metrics
 from broker.records import DeadLetter, EnrichResult
 from consumers.messages import InMessage
@@ -150,3 +150,26 @@ def install_stop_signals(stop: Callable[[], None], hard_exit_after_s: float) -> 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def retry_transient(call: Callable[[], EnrichResult], retries: int, initial_s: float, running: Callable[[], bool],
+                    serve: Callable[[], None], tick_s: float) -> EnrichResult:  # fmt: skip
+    """``call()``, retried with doubling backoff (at most 30 s) while it raises :class:`RegistryUnavailable`.
+
+    ``serve`` runs every ``tick_s`` during a wait (deliveries go on); when ``running()`` turns false the wait
+    ends and the last failure is raised.
+    """
+    delay = initial_s
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except RegistryUnavailable as e:
+            if attempt == retries or not running():
+                raise
+            log.warning("transient failure (%s); retrying the batch in %.1f s", e, delay)
+            until = time.monotonic() + delay
+            while running() and time.monotonic() < until:  # a stop request ends the wait
+                serve()
+                time.sleep(tick_s)
+            delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")

@@ -23,7 +23,7 @@ from typing import Any
 
 from broker.annotations import SCORES_SCHEMA_ID
 from broker.enrich import Enricher
-from broker.errors import DeliveryFailed, MessageTooLarge, RegistryUnavailable
+from broker.errors import DeliveryFailed, MessageTooLarge
 from broker.metrics import Metrics
 from broker.records import DeadLetter, EnrichResult
 from broker.settings import Settings
@@ -49,21 +49,20 @@ class Runner:
     ----------
     source : Source
     enricher : Enricher
-    out, dlq : Sink
-        Enriched alerts, dead letters.
-    scores : Sink, optional
-        Compact scores records.
+    out, dlq, scores : Sink
+        Enriched alerts, dead letters, compact scores records (optional).
     batch_size, batch_timeout_s, batch_linger_s, max_inflight : micro-batching (see :meth:`_gather`), back-pressure.
     max_idle_s : float, optional
         Stop after this long without messages (for replays and tests).
     checkpoint : Checkpoint, optional
         Defaults to :class:`~consumers.checkpoint.AtLeastOnce` on ``source``.
-    max_message_bytes : int
-        Larger inputs are dead-lettered as ``message_too_large`` without decoding.
-    dlq_max_payload_bytes : int
-        A dead letter refused by the DLQ client is retried with its payload cut to this size.
+    max_message_bytes, dlq_max_payload_bytes : int
+        Larger inputs are dead letters (``message_too_large``), not decoded; a dead letter the DLQ refuses is
+        sent again cut to ``dlq_max_payload_bytes``.
     shutdown_timeout_s : float
         After a stop request, longest wait for in-flight deliveries.
+    dedup : Deduplicator, optional
+        ``run --dedup``: drops repeats of a ``diaSourceId`` (it is also the checkpoint).
     """
 
     def __init__(self, source: Source, enricher: Enricher, out: Sink, dlq: Sink, scores: Sink | None = None,
@@ -76,8 +75,7 @@ class Runner:
         self.source, self.enricher, self.out, self.dlq, self.scores = source, enricher, out, dlq, scores
         self.metrics = metrics or Metrics()
         self.batch_size, self.timeout, self.max_inflight = batch_size, batch_timeout_s, max_inflight
-        self.max_idle_s, self.linger_s = max_idle_s, batch_linger_s
-        self.dedup = dedup  # dedup (run --dedup) is also the checkpoint
+        self.max_idle_s, self.linger_s, self.dedup = max_idle_s, batch_linger_s, dedup
         self.checkpoint: Checkpoint = checkpoint or AtLeastOnce(source)
         self.max_message_bytes, self.dlq_max_payload_bytes = max_message_bytes, dlq_max_payload_bytes
         self.shutdown_timeout_s, self.drain_timeout_s, self.tick_s = shutdown_timeout_s, 60.0, 0.05
@@ -209,6 +207,8 @@ class Runner:
             except ProduceError as e:  # never queued: the input becomes a dead letter instead
                 if e.fatal:
                     raise DeliveryFailed(f"producer failed, offsets not stored: {e}") from e
+                if self.dedup is not None:  # no output exists: a re-send of this alert is no repeat
+                    self.dedup.forget(o.dia_source_id)
                 self._dead_letter(msgs[o.index], DeadLetter(o.index, MessageTooLarge.reason, f"output refused: {e}"),
                                   fl)  # fmt: skip
                 continue
@@ -241,20 +241,8 @@ class Runner:
 
     def _enrich_with_retry(self, values: list[bytes | None]) -> EnrichResult:
         """Enrich; a transient failure (schema registry down) is retried with backoff, never dead-lettered."""
-        delay = self.retry_initial_s
-        for attempt in range(self.retries + 1):
-            try:
-                return self.enricher.enrich(values)
-            except RegistryUnavailable as e:
-                if attempt == self.retries or not self.running:
-                    raise
-                log.warning("transient failure (%s); retrying the batch in %.1f s", e, delay)
-                until = time.monotonic() + delay
-                while self.running and time.monotonic() < until:  # a stop request ends the wait
-                    self._serve()
-                    time.sleep(self.tick_s)
-                delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
+        return outcomes.retry_transient(lambda: self.enricher.enrich(values), self.retries, self.retry_initial_s,
+                                        lambda: self.running, self._serve, self.tick_s)  # fmt: skip
 
     def _dead_letter(self, msg: InMessage, d: DeadLetter, fl: InFlight) -> None:
         """Queue a dead letter with the original payload, or a truncated copy when the DLQ client refuses it."""

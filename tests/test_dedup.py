@@ -100,6 +100,20 @@ def test_repeats_are_dropped_in_a_batch_and_against_batches_in_flight(tmp_path: 
     aborted.close()
 
 
+def test_a_refused_output_is_forgotten_so_a_resend_is_enriched(tmp_path: Path) -> None:
+    """An output the producer refused went to the DLQ: its id must not make a later re-send a repeat."""
+    d = Deduplicator(_Inner(), IdWindow(tmp_path / "w", window=100))  # type: ignore[arg-type]
+    d.drop_repeats(_res([5, 6]))
+    d.forget(6)  # the runner dead-lettered 6's input instead of producing it
+    assert [o.dia_source_id for o in d.drop_repeats(_res([6, 5]))] == [5]  # 5 in flight: a repeat; 6 is not
+    d.end_batch([])
+    d.end_batch([])
+    d.delivered([])
+    d.delivered([])
+    assert d.window.known([5, 6]) == [True, True]  # 6 recorded once its re-send was delivered
+    d.close()
+
+
 def _enriched_ids(out: Path) -> list[int]:
     ids: list[int] = []
     for f in sorted(out.glob("enriched-*.avro")):
