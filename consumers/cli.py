@@ -84,30 +84,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if out["failed"] == 0 else 1
 
 
-def split_uris(text: str) -> list[str]:
-    """``a,b,...`` into URIs: a Kafka URI keeps its ``host,host`` and ``topic,topic``; a path needs a ``/``."""
-    import re
-
-    out: list[str] = []
-    for part in re.split(r",(?=[a-z][a-z0-9+.-]*://)", text):
-        items = [p for p in part.split(",") if p]
-        if "://" not in part:
-            out += items
-            continue
-        in_path = "/" in items[0].split("://", 1)[1]
-        out.append(items[0])
-        for it in items[1:]:
-            if in_path and "/" in it:
-                out += items[items.index(it):]
-                break
-            out[-1] += "," + it
-            in_path = in_path or "/" in it
-    return out
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     """Reconcile a source with its outputs by diaSourceId; exit 1 on loss (or a ledger that does not add up)."""
     from consumers.audit import AuditInputError, audit
+    from consumers.uri import split_uris
 
     try:
         res = audit(args.source, split_uris(args.outputs), _settings(args),

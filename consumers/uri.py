@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -41,3 +42,22 @@ def parse_uri(uri: str) -> KafkaURI | FileURI:
     if parts.scheme == "":
         return FileURI(uri)
     raise ValueError(f"unsupported URI scheme {parts.scheme!r} in {uri!r} (use kafka:// or file://)")
+
+
+def split_uris(text: str) -> list[str]:
+    """``a,b,...`` into URIs: a Kafka URI keeps its ``host,host`` and ``topic,topic``; a path needs a ``/``."""
+    out: list[str] = []
+    for part in re.split(r",(?=[a-z][a-z0-9+.-]*://)", text):
+        items = [p for p in part.split(",") if p]
+        if "://" not in part:
+            out += items
+            continue
+        in_path = "/" in items[0].split("://", 1)[1]
+        out.append(items[0])
+        for it in items[1:]:
+            if in_path and "/" in it:
+                out += items[items.index(it):]
+                break
+            out[-1] += "," + it
+            in_path = in_path or "/" in it
+    return out
