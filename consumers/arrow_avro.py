@@ -22,16 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from broker.avro_pieces import ZERO, Piece, const, gather, union, varint
 from consumers.alert_rows import EXACT_FLOAT, nullable_branch, resolve_named
-
-Piece = tuple[np.ndarray, np.ndarray, np.ndarray]  # (uint8 source, start (n,), length (n,))
-_PREFIX = np.array([0, 2], dtype=np.uint8)  # union branch 0 (null) / 1 (the value), zig-zag encoded
-_ZERO = np.zeros(1, dtype=np.uint8)
 
 
 class Unsupported(Exception):
@@ -79,76 +74,7 @@ def _is_int(t: pa.DataType) -> bool:
 
 
 def _ints(arr: pa.Array) -> np.ndarray:
-    if arr.type == pa.int64():
-        return _values(arr, "<i8")
-    return np.asarray(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _varint(v: np.ndarray) -> Piece:
-    """Zig-zag varints of an int64 array, as a (n, 10) matrix piece."""
-    v = np.ascontiguousarray(v, dtype=np.int64)
-    m = np.empty((len(v), 10), dtype=np.uint8)
-    nbytes = np.empty(len(v), dtype=np.int64)
-    _zigzag(((v << 1) ^ (v >> 63)).view(np.uint64), m, nbytes)
-    return m.ravel(), np.arange(len(v), dtype=np.int64) * 10, nbytes
-
-
-@numba.njit(cache=True, nogil=True)
-def _zigzag(zz: np.ndarray, out: np.ndarray, nbytes: np.ndarray) -> None:  # pragma: no cover - compiled
-    for i in range(zz.shape[0]):
-        z = zz[i]
-        k = 0
-        while z >= 0x80:
-            out[i, k] = (z & 0x7F) | 0x80
-            z >>= np.uint64(7)
-            k += 1
-        out[i, k] = z
-        nbytes[i] = k + 1
-
-
-def _const(b: bytes | np.ndarray, n: int) -> Piece:
-    src = np.frombuffer(b, dtype=np.uint8) if isinstance(b, bytes) else b
-    return src, np.zeros(n, dtype=np.int64), np.full(n, len(src), dtype=np.int64)  # (n, never written)
-
-
-def gather(pieces: list[Piece], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Element ``i`` of every piece, concatenated: ``(data, offsets)``, element ``i`` is ``data[off[i]:off[i+1]]``."""
-    srcs: dict[int, tuple[np.ndarray, int]] = {}
-    base = 0
-    for src, _, _ in pieces:
-        if id(src) not in srcs:
-            srcs[id(src)] = (src, base)
-            base += len(src)
-    buf = np.concatenate([s for s, _ in srcs.values()]) if srcs else np.empty(0, np.uint8)
-    starts = np.empty((len(pieces), n), dtype=np.int64)
-    lens = np.empty((len(pieces), n), dtype=np.int64)
-    for k, (src, st, ln) in enumerate(pieces):
-        np.add(st, srcs[id(src)][1], out=starts[k])
-        lens[k] = ln
-    off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lens.sum(axis=0), out=off[1:])
-    out = np.empty(int(off[-1]), dtype=np.uint8)
-    _copy_runs(buf, starts, lens, out)
-    return out, off
-
-
-@numba.njit(cache=True, nogil=True)
-def _copy_runs(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-    p = 0
-    for i in range(starts.shape[1]):
-        for k in range(starts.shape[0]):
-            s, m = starts[k, i], lens[k, i]
-            if m > 16:
-                out[p: p + m] = buf[s: s + m]
-            else:
-                for j in range(m):
-                    out[p + j] = buf[s + j]
-            p += m
-
-
-def _union(present: np.ndarray, pieces: list[Piece]) -> list[Piece]:
-    keep = present.astype(np.int64)
-    return [(_PREFIX, keep, keep * 0 + 1)] + [(s, st, ln * keep) for s, st, ln in pieces]
+    return _values(arr, np.dtype(arr.type.to_pandas_dtype()).newbyteorder("<").str).astype(np.int64, copy=False)
 
 
 def _all_null(arr: pa.Array) -> np.ndarray:
@@ -186,14 +112,18 @@ def _int_from_float(arr: pa.Array, live: np.ndarray, rows: np.ndarray, name: str
     return out
 
 
-def _leaf(kind: str, arr: pa.Array, live: np.ndarray, rows: np.ndarray, name: str, ctx: _Ctx) -> list[Piece]:
+def _leaf(kind: str, arr: pa.Array, live: np.ndarray, rows: np.ndarray, name: str, ctx: _Ctx,
+          logical: str = "") -> list[Piece]:  # fmt: skip
     t, n = arr.type, len(arr)
     if pa.types.is_null(t):
-        return [_const(b"", n)]
+        return [const(b"", n)]
     if kind in ("long", "int") and _is_int(t):
-        return [_varint(_ints(arr))]
+        return [varint(_ints(arr))]
+    utc = pa.types.is_timestamp(t) and t.tz in ("UTC", "+00:00")
+    if kind == "long" and utc and logical == {"us": "timestamp-micros", "ms": "timestamp-millis"}.get(t.unit):
+        return [varint(_values(arr, "<i8"))]  # the same count of the same unit since the epoch
     if kind in ("long", "int") and pa.types.is_floating(t):
-        return [_varint(_int_from_float(arr, live, rows, name, ctx))]
+        return [varint(_int_from_float(arr, live, rows, name, ctx))]
     if kind in ("double", "float") and pa.types.is_floating(t) and not pa.types.is_float16(t):
         x = _values(arr, "<f8" if pa.types.is_float64(t) else "<f4")
         if kind == "float" and x.dtype.itemsize == 8:
@@ -214,7 +144,7 @@ def _leaf(kind: str, arr: pa.Array, live: np.ndarray, rows: np.ndarray, name: st
         o = np.frombuffer(obuf, dtype=np.int64 if big else np.int32)[arr.offset: arr.offset + n + 1].astype(np.int64)
         data = np.frombuffer(dbuf, dtype=np.uint8) if dbuf is not None else np.empty(0, np.uint8)
         lens = np.diff(o) * _valid(arr)
-        return [_varint(lens), (data, o[:-1], lens)]
+        return [varint(lens), (data, o[:-1], lens)]
     raise Unsupported(f"{name}: Avro {kind} from Arrow {t}")
 
 
@@ -244,17 +174,17 @@ def encode(t: Any, arr: pa.Array, rows: np.ndarray, live: np.ndarray, ctx: _Ctx,
         if not nullable:
             ctx.bad[rows[live & ~valid]] = True
         children = _field_arrays(arr)
-        pieces: list[Piece] = [_const(b"", n)] if pa.types.is_null(arr.type) else []  # no row is a record
+        pieces: list[Piece] = [const(b"", n)] if pa.types.is_null(arr.type) else []  # no row is a record
         for f in t["fields"] if not pieces else ():
             if f["name"] in children:
                 pieces += encode(f["type"], children[f["name"]], rows, live & present, ctx, f["name"])
             elif f.get("default", 0) is None and nullable_branch(f["type"])[1]:
-                pieces.append(_const(b"\x00", n))
+                pieces.append(const(b"\x00", n))
             else:
                 raise Unsupported(f"{name}.{f['name']}: missing, no null default")
     elif kind == "array":
         if pa.types.is_null(arr.type):  # null and [] are both one 0 byte; a required null array is []
-            return [_const(b"\x00", n)]
+            return [const(b"\x00", n)]
         if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
             raise Unsupported(f"{name}: array from Arrow {arr.type}")
         off = arr.offsets.to_numpy().astype(np.int64)
@@ -266,15 +196,16 @@ def encode(t: Any, arr: pa.Array, rows: np.ndarray, live: np.ndarray, ctx: _Ctx,
         item_pieces = encode(t["items"], items, np.repeat(rows, np.diff(off)), item_live, ctx, name)
         data, ioff = gather(item_pieces, len(items))
         s = ioff[off[:-1] - off[0]]
-        cnt, cst, cln = _varint(counts)
-        pieces = [(cnt, cst, cln * (counts > 0)), (data, s, ioff[off[:-1] - off[0] + counts] - s), _const(_ZERO, n)]
+        cnt, cst, cln = varint(counts)
+        pieces = [(cnt, cst, cln * (counts > 0)), (data, s, ioff[off[:-1] - off[0] + counts] - s), const(ZERO, n)]
         present = valid
     else:
         if not nullable:
             ctx.bad[rows[live & ~valid]] = True
-        pieces = _leaf(kind, arr, live & valid, rows, name, ctx)
+        logical = t.get("logicalType", "") if isinstance(t, dict) else ""
+        pieces = _leaf(kind, arr, live & valid, rows, name, ctx, logical)
         present = valid
-    return _union(present, pieces) if nullable else pieces
+    return union(present, pieces) if nullable else pieces
 
 
 def _exact_ints(batch: pa.RecordBatch) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -287,8 +218,9 @@ def _exact_ints(batch: pa.RecordBatch) -> dict[str, list[tuple[np.ndarray, np.nd
     return out
 
 
-def encode_batch(definition: dict[str, Any], batch: pa.RecordBatch) -> list[bytes | None]:
-    """Avro bodies of every row of ``batch`` as records of ``definition``; None for a row the row path must do.
+def encode_batch(definition: dict[str, Any], batch: pa.RecordBatch, header: bytes = b"") -> list[bytes | None]:
+    """``header`` + the Avro body of every row of ``batch`` as a record of ``definition``; None for a row the row
+    path must do.
 
     Raises
     ------
@@ -301,7 +233,7 @@ def encode_batch(definition: dict[str, Any], batch: pa.RecordBatch) -> list[byte
     if struct is None:
         raise Unsupported("no columns")
     rows = np.arange(n, dtype=np.int64)
-    data, off = gather(encode(definition, struct, rows, np.ones(n, dtype=bool), ctx), n)
+    data, off = gather([const(header, n), *encode(definition, struct, rows, np.ones(n, dtype=bool), ctx)], n)
     raw = data.tobytes()
     bad = ctx.bad
     return [None if bad[i] else raw[off[i]: off[i + 1]] for i in range(n)]

@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks against peers, measured side by side")
     bsub = p.add_subparsers(dest="which", required=True)
-    for name, mod in (("audit", "benchmarks.bench_audit"), ("decode", "benchmarks.bench_decode"),
+    for name, mod in (("archive", "benchmarks.bench_archive"), ("audit", "benchmarks.bench_audit"),
+                      ("decode", "benchmarks.bench_decode"),
                       ("features", "benchmarks.bench_features"),
                       ("hosts", "benchmarks.bench_hosts"), ("models", "benchmarks.bench_models"),
                       ("scale", "benchmarks.bench_scale"), ("dedup", "benchmarks.bench_dedup")):  # fmt: skip
