@@ -49,7 +49,7 @@ def const(b: bytes | np.ndarray, n: int) -> Piece:
 def gather(pieces: list[Piece], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Element ``i`` of every piece, concatenated: ``(data, offsets)``, element ``i`` is ``data[off[i]:off[i+1]]``.
 
-    A union's branch piece (:func:`_union`) is written as a one-byte tag of the piece after it.
+    A union's branch piece (:func:`union`) is written as a one-byte tag of the piece after it.
     """
     srcs: dict[int, tuple[np.ndarray, int]] = {}
     base = 0
@@ -59,8 +59,9 @@ def gather(pieces: list[Piece], n: int) -> tuple[np.ndarray, np.ndarray]:
             base += len(src)
     buf = np.concatenate([s for s, _ in srcs.values()]) if srcs else np.empty(0, np.uint8)
     k_all = sum(src is not BRANCH for src, _, _ in pieces)
-    starts = np.empty((k_all, n), dtype=np.int64)
-    lens = np.empty((k_all, n), dtype=np.int64)
+    width = np.int32 if len(buf) < 2**31 else np.int64
+    starts = np.empty((k_all, n), dtype=width)
+    lens = np.empty((k_all, n), dtype=width)
     tags = np.zeros((k_all, n), dtype=np.uint8)
     tagged = np.zeros((k_all, n), dtype=np.uint8)  # 1 where the tag is written (0: under a null union)
     k = 0
@@ -69,11 +70,11 @@ def gather(pieces: list[Piece], n: int) -> tuple[np.ndarray, np.ndarray]:
             np.multiply(st, 2, out=tags[k], casting="unsafe")
             tagged[k] = ln
             continue
-        np.add(st, srcs[id(src)][1], out=starts[k])
+        np.add(st, srcs[id(src)][1], out=starts[k], casting="unsafe")
         lens[k] = ln
         k += 1
     off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lens.sum(axis=0) + tagged.sum(axis=0), out=off[1:])
+    np.cumsum(lens.sum(axis=0, dtype=np.int64) + tagged.sum(axis=0, dtype=np.int64), out=off[1:])
     out = np.empty(int(off[-1]), dtype=np.uint8)
     _copy_runs(buf, starts, lens, tags, tagged, out)
     return out, off

@@ -233,10 +233,20 @@ def _compiled(definition_json: str) -> Conv:
     return conv
 
 
+_BY_OBJECT: dict[int, tuple[dict[str, Any], Conv]] = {}
+
+
 def record_converter(definition: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
     """Row -> Avro record of schema ``definition`` (build once per file; see :func:`converter`).
 
     The returned function raises :class:`InexactId` or :class:`BadAlertRow` for a row that cannot be converted.
     """
-    conv = _compiled(json.dumps(definition, sort_keys=True))
+    held = _BY_OBJECT.get(id(definition))
+    if held is not None and held[0] is definition:  # the same dict again (a SchemaStore's): no JSON dump
+        conv = held[1]
+    else:
+        conv = _compiled(json.dumps(definition, sort_keys=True))
+        if len(_BY_OBJECT) >= 64:
+            _BY_OBJECT.clear()
+        _BY_OBJECT[id(definition)] = (definition, conv)  # holding the dict keeps its id from being reused
     return lambda row: conv(row, exact_ints(row))

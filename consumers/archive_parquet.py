@@ -89,14 +89,15 @@ def _open(src: IO[bytes], size: int | None, nested: bool, cap: int, name: str) -
 def _schema_id(pf: pq.ParquetFile, opts: ReadOptions) -> int:
     if opts.schema_version:
         return version_id(opts.schema_version)
-    meta = pf.schema_arrow.metadata or {}
+    arrow_schema = pf.schema_arrow  # built anew at each access
+    meta = arrow_schema.metadata or {}
     if SCHEMA_ID_KEY in meta:
         return int(meta[SCHEMA_ID_KEY])
     hints: list[str] = []
-    if VERSION_COLUMN in pf.schema_arrow.names and pf.metadata.num_row_groups:
+    if VERSION_COLUMN in arrow_schema.names and pf.metadata.num_row_groups:
         col = pf.read_row_group(0, columns=[VERSION_COLUMN]).column(0)
         hints = [v for v in col.unique().to_pylist() if isinstance(v, str)]
-    return infer_schema_id(pf.schema_arrow, hints)
+    return infer_schema_id(arrow_schema, hints)
 
 
 def encode_row(row: dict[str, Any], schema: AlertSchema, convert: Callable[[dict[str, Any]], Any]) -> bytes:
