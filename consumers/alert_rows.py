@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -95,6 +95,30 @@ def _schema_paths() -> dict[int, frozenset[str]]:
     return {load_local(*v).schema_id: frozenset(avro_paths(load_local(*v).definition)) for v in local_versions()}
 
 
+@lru_cache(maxsize=64)
+def _tied(schema: pa.Schema) -> list[int]:
+    """The matching schema ids with the most paths (see :func:`infer_schema_id`); cached: folders repeat a schema."""
+    got, nulls = arrow_paths(pa.struct(list(schema)))
+
+    def under_null(path: str) -> bool:  # some n in nulls with path.startswith(n + "."), by prefix lookup
+        parts = path.split(".")
+        return any(".".join(parts[:k]) in nulls for k in range(1, len(parts)))
+
+    def missing(paths: frozenset[str]) -> list[str]:
+        return sorted(p for p in paths - got if not under_null(p))
+
+    table = _schema_paths()
+    matches = [sid for sid, paths in table.items() if not missing(paths)]
+    if not matches:
+        best = min(table, key=lambda s: (len(missing(table[s])), -s))
+        miss = missing(table[best])
+        raise NotAnAlertDump(f"columns match no Rubin schema; closest {best // 100}.{best % 100} lacks "
+                             f"{len(miss)} fields ({', '.join(miss[:4])})")  # fmt: skip
+    most = max(len(table[s]) for s in matches)
+    tied = sorted(s for s in matches if len(table[s]) == most)
+    return tied
+
+
 def infer_schema_id(schema: pa.Schema, version_values: Iterable[str] = ()) -> int:
     """The Rubin schema id whose field set a Parquet dump's columns match.
 
@@ -110,20 +134,7 @@ def infer_schema_id(schema: pa.Schema, version_values: Iterable[str] = ()) -> in
     NotAnAlertDump
         When no shipped schema matches; the detail names the closest one.
     """
-    got, nulls = arrow_paths(pa.struct(list(schema)))
-
-    def missing(paths: frozenset[str]) -> list[str]:
-        return sorted(p for p in paths - got if not any(p.startswith(n + ".") for n in nulls))
-
-    table = _schema_paths()
-    matches = [sid for sid, paths in table.items() if not missing(paths)]
-    if not matches:
-        best = min(table, key=lambda s: (len(missing(table[s])), -s))
-        miss = missing(table[best])
-        raise NotAnAlertDump(f"columns match no Rubin schema; closest {best // 100}.{best % 100} lacks "
-                             f"{len(miss)} fields ({', '.join(miss[:4])})")  # fmt: skip
-    most = max(len(table[s]) for s in matches)
-    tied = sorted(s for s in matches if len(table[s]) == most)
+    tied = _tied(schema)
     found = (re.fullmatch(r"lsst\.v(\d+)_(\d+)", v) for v in version_values if isinstance(v, str))
     named = {int(m.group(1)) * 100 + int(m.group(2)) for m in found if m}
     hinted = [s for s in tied if s in named]
@@ -222,10 +233,20 @@ def _compiled(definition_json: str) -> Conv:
     return conv
 
 
+_BY_OBJECT: dict[int, tuple[dict[str, Any], Conv]] = {}
+
+
 def record_converter(definition: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
     """Row -> Avro record of schema ``definition`` (build once per file; see :func:`converter`).
 
     The returned function raises :class:`InexactId` or :class:`BadAlertRow` for a row that cannot be converted.
     """
-    conv = _compiled(json.dumps(definition, sort_keys=True))
+    held = _BY_OBJECT.get(id(definition))
+    if held is not None and held[0] is definition:  # the same dict again (a SchemaStore's): no JSON dump
+        conv = held[1]
+    else:
+        conv = _compiled(json.dumps(definition, sort_keys=True))
+        if len(_BY_OBJECT) >= 64:
+            _BY_OBJECT.clear()
+        _BY_OBJECT[id(definition)] = (definition, conv)  # holding the dict keeps its id from being reused
     return lambda row: conv(row, exact_ints(row))

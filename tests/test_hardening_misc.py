@@ -85,8 +85,8 @@ def test_file_run_over_its_own_outputs_does_not_crash(tmp_path: Path, store: Sch
     second = build_runner(f"file://{tmp_path / 'out1'}", f"file://{tmp_path / 'out2'}",
                           Settings(model="none")).run()  # fmt: skip
     # the enriched containers come back enriched again; the scores containers are dead letters,
-    # and so is the first run's (empty) dlq.jsonl, which is not an alert file
-    assert second.enriched == 5 and dict(second.dead) == {"already_enriched": 5, "not_an_alert": 1}
+    # and so are the first run's (empty) dlq.jsonl and its ledger .jsonl, which are not alert files
+    assert second.enriched == 5 and dict(second.dead) == {"already_enriched": 5, "not_an_alert": 2}
     ids = set()
     for f in (tmp_path / "out2").glob("enriched-*.avro"):
         assert f.name.startswith(f"enriched-{enriched_schema_id(1101)}-")
