@@ -61,10 +61,10 @@ class ReadOptions:
     @classmethod
     def from_settings(cls, max_expanded_bytes: int | None = None, schema_version: str | None = None,
                       batch_rows: int | None = None) -> ReadOptions:  # fmt: skip
-        """Options with every unset value taken from ``Settings()``."""
+        """Options with every unset value taken from the settings (defaults and environment)."""
         from broker.settings import Settings
 
-        s = Settings()
+        s = Settings.from_env()
         return cls(s.max_expanded_bytes if max_expanded_bytes is None else max_expanded_bytes,
                    schema_version or s.archive_schema_version,
                    s.parquet_batch_rows if batch_rows is None else batch_rows)  # fmt: skip
