@@ -152,6 +152,20 @@ def build_runner(
     else:
         src = FileSource(parsed.path, decoder, max_expanded_bytes=settings.max_expanded_bytes, time_range=time_range,
                          schema_version=settings.archive_schema_version)  # fmt: skip
+    try:
+        runner = _assemble(src, (enricher, out, dlq_sink, scores_sink), metrics, settings, max_idle_s, producer,
+                           sink, ledger_uri)  # fmt: skip
+    except BaseException:  # a consumer left to the garbage collector can hang the interpreter's exit
+        src.close()
+        raise
+    runner_box.append(runner)
+    return runner
+
+
+def _assemble(src: Source, stages: tuple[Enricher, Sink, Sink, Sink | None], metrics: Metrics, settings: Settings,
+              max_idle_s: float | None, producer: Any, sink: str, ledger_uri: str | None) -> Runner:  # fmt: skip
+    """The runner around ``src``: its checkpoint (at-least-once, transactional, dedup) and ledger."""
+    enricher, out, dlq_sink, scores_sink = stages
     args = (src, enricher, out, dlq_sink, scores_sink, metrics, settings.batch_size, settings.batch_timeout_s,
             settings.max_inflight_batches, max_idle_s, __version__)  # fmt: skip
     checkpoint: Checkpoint = AtLeastOnce(src)
@@ -166,5 +180,4 @@ def build_runner(
                     batch_linger_s=settings.batch_linger_s, dedup=dedup)  # fmt: skip
     if ledger_uri is not None:
         runner.ledger = make_ledger(ledger_uri, settings, producer)
-    runner_box.append(runner)
     return runner

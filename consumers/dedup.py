@@ -83,6 +83,9 @@ class SinkSync:
                           "isolation.level": "read_committed"})  # fmt: skip
         try:
             meta = c.list_topics(self.topic, timeout=30).topics[self.topic]
+            if meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                log.info("dedup: sink topic %s does not exist yet: nothing to reconcile", self.topic)
+                return 0  # a first run onto an auto-created topic; its offsets are synced at the next start
             if meta.error is not None:
                 raise RuntimeError(f"dedup: cannot read sink topic {self.topic}: {meta.error}")
             self.partitions = sorted(meta.partitions)

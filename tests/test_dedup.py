@@ -188,6 +188,31 @@ def test_rubin_resend_reaches_the_sink_once(kafka_bootstrap: str, topic_prefix: 
 
 
 @pytest.mark.kafka
+def test_a_first_run_onto_a_sink_topic_that_does_not_exist_yet(kafka_bootstrap: str, topic_prefix: str,
+                                                              tmp_path: Path, alerts: list[bytes]) -> None:  # fmt: skip
+    """Before: reconciling with a sink the broker had not created yet raised, and the worker never started."""
+    src, dst = f"{topic_prefix}-in", f"{topic_prefix}-new"  # only the input exists; the broker auto-creates dst
+    create_topics(kafka_bootstrap, [src], partitions=2)
+    _fill(kafka_bootstrap, src, alerts[:50] + alerts[:10])
+    assert _kafka_run(kafka_bootstrap, src, dst, f"{topic_prefix}-g", tmp_path / "s") == (60, 50, 10)
+    assert sorted(_ids(read_topic(kafka_bootstrap, dst, expect=50))) == list(range(1, 51))
+
+
+@pytest.mark.kafka
+def test_a_worker_that_fails_to_start_exits_instead_of_hanging(kafka_bootstrap: str, topic_prefix: str,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    """Before: the already-subscribed source consumer was left to the garbage collector, whose librdkafka
+    destroy spun forever at exit: the worker neither ran nor exited."""
+    src = f"{topic_prefix}-in"
+    create_topics(kafka_bootstrap, [src], partitions=1)
+    (tmp_path / "not-a-dir").write_text("x")  # the dedup store cannot open here
+    p = worker(kafka_bootstrap, src, f"{topic_prefix}-out", f"{topic_prefix}-g", "--dedup", "--model", "none",
+               env={"ALERTBROKER__DEDUP_PATH": str(tmp_path / "not-a-dir")})  # fmt: skip
+    _, err = p.communicate(timeout=90)
+    assert p.returncode != 0 and b"Traceback" in err
+
+
+@pytest.mark.kafka
 def test_restart_drops_what_was_delivered_before(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path,
                                                  alerts: list[bytes],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
