@@ -95,8 +95,13 @@ def _consumer(settings: Settings, uri: KafkaURI) -> Any:
         "isolation.level": "read_committed", "auto.offset.reset": "earliest", "fetch.max.bytes": 64 << 20})
 
 
-def _read(uri: str, reader: IdReader, settings: Settings, cut: TimeRange | str | None = None) -> None:
-    """One input into ``reader``; ``cut`` (a time range or ``--offsets`` text) only for a Kafka source."""
+def _read(uri: str, reader: IdReader, settings: Settings, cut: TimeRange | str | None = None,
+          output: bool = False) -> None:  # fmt: skip
+    """One input into ``reader``; ``cut`` (a time range or ``--offsets`` text) only for a Kafka source.
+
+    An ``output`` topic that does not exist is empty (a DLQ never written is never auto-created): if it
+    should have held something, the audit reports those ids as lost.
+    """
     parsed = parse_uri(uri)
     if not isinstance(parsed, KafkaURI):
         if cut is not None:
@@ -106,7 +111,8 @@ def _read(uri: str, reader: IdReader, settings: Settings, cut: TimeRange | str |
     c = _consumer(settings, parsed)
     try:
         topics = parsed.topic.split(",")
-        ranges: Ranges = parse_offsets(cut, topics) if isinstance(cut, str) else time_ranges(c, topics, cut)
+        ranges: Ranges = (parse_offsets(cut, topics) if isinstance(cut, str)
+                          else time_ranges(c, topics, cut, missing_ok=output))  # fmt: skip
         read_kafka(c, ranges, reader.pos, reader.add)
         reader.flush()
     finally:
@@ -211,7 +217,7 @@ def audit(source: str, outputs: list[str], settings: Settings | None = None, tim
     _read(source, src_reader, settings, offsets if offsets is not None else time_range)
     src_topics = set(pos.names)
     for uri in outputs:
-        _read(uri, out_reader, settings)
+        _read(uri, out_reader, settings, output=True)
     src, out = src_reader.out.arrays(), out_reader.out.arrays()
     res = AuditResult(source=src_reader.out.messages, outputs=len(out["ids"]), undecoded=len(src["undecoded"]))
     _reconcile(res, src, out, pos, cut=time_range is not None or offsets is not None)

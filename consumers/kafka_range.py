@@ -10,18 +10,21 @@ cut is by offset, so a message whose timestamp is out of order with its neighbou
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from consumers.timerange import TimeRange
 
+log = logging.getLogger(__name__)
 #: ``(topic, partition) -> (start, end)``, half-open; ``end`` None: unbounded.
 Ranges = dict[tuple[str, int], tuple[int, int | None]]
 _OFFSETS = re.compile(r"^(?:(?P<topic>[^:]+):)?(?P<partition>\d+):(?P<start>\d+)-(?P<end>\d+)$")
 
 
-def topic_partitions(consumer: Any, topics: list[str], timeout: float = 30.0) -> list[tuple[str, int]]:
-    """Every ``(topic, partition)`` of ``topics``, in order.
+def topic_partitions(consumer: Any, topics: list[str], timeout: float = 30.0,
+                     missing_ok: bool = False) -> list[tuple[str, int]]:  # fmt: skip
+    """Every ``(topic, partition)`` of ``topics``, in order (``missing_ok``: a topic that does not exist has none).
 
     Raises
     ------
@@ -33,6 +36,9 @@ def topic_partitions(consumer: Any, topics: list[str], timeout: float = 30.0) ->
     for t in topics:
         tm = md.topics.get(t)
         if tm is None or tm.error is not None or not tm.partitions:
+            if missing_ok:  # e.g. a DLQ topic that was never written, hence never auto-created: empty
+                log.warning("Kafka topic %r does not exist: read as empty", t)
+                continue
             raise ValueError(f"Kafka topic {t!r} not found ({tm.error if tm is not None else 'no metadata'})")
         out += [(t, p) for p in sorted(tm.partitions)]
     return out
@@ -46,14 +52,14 @@ def _offsets_at(consumer: Any, tps: list[tuple[str, int]], ms: int, timeout: flo
 
 
 def time_ranges(consumer: Any, topics: list[str], time_range: TimeRange | None, timeout: float = 30.0,
-                open_end: bool = False) -> Ranges:  # fmt: skip
+                open_end: bool = False, missing_ok: bool = False) -> Ranges:  # fmt: skip
     """The offset range of ``time_range`` (None: everything now in the topics) on every partition of ``topics``.
 
     ``open_end``: without ``until`` the end is None (a live stream goes on), else the high watermark now.
     """
     from confluent_kafka import TopicPartition
 
-    tps = topic_partitions(consumer, topics, timeout)
+    tps = topic_partitions(consumer, topics, timeout, missing_ok)
     marks = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout) for tp in tps}
     tr = time_range or TimeRange()
     starts = _offsets_at(consumer, tps, tr.start_ms, timeout) if tr.start_ms is not None else {}

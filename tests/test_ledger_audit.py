@@ -101,6 +101,8 @@ def test_audit_of_a_clean_run_finds_nothing_lost(night: dict[str, str], capsys: 
     assert c["source"] == N_GOOD + len(BAD) and c["outputs"] == N_GOOD and c["dead_lettered"] == len(BAD)
     assert c["ledger_uncovered"] == c["ledger_bad"] == 0 and c["ledger_in"] == N_GOOD + len(BAD)
     assert c["ids_per_s"] > 0
+    never = audit(f"{k}/{night['src']}", [f"{k}/{dst}", f"{k}/{dst}-dlq", f"{k}/{dst}-never-written"])
+    assert never.lost == 0 and never.outputs == N_GOOD  # an output topic that does not exist is empty, not an error
     part = audit(f"{k}/{night['src']}", [f"{k}/{dst}", f"{k}/{dst}-dlq"], offsets="1:10-60")  # 50 offsets of one
     assert part.source == 50 and part.lost == part.unexpected == 0 and part.outside_range == N_GOOD + len(BAD) - 50
 
