@@ -60,9 +60,13 @@ class Moc:
         return inside
 
 
+class FilterError(ValueError):
+    """A ``where`` condition that polars cannot run on the enriched columns (unknown column, bad SQL)."""
+
+
 def compile_filter(where: str | None = None, cone: tuple[float, float, float] | None = None,
                    moc: Moc | None = None) -> AlertFilter:  # fmt: skip
-    """Build the filter function; a bad ``where`` raises ``polars`` errors at the first batch.
+    """Build the filter function; a bad ``where`` raises :class:`FilterError` at the first batch.
 
     A ``p_<classId>`` column that ``where`` names is null in a batch where no alert has that class
     (e.g. only solar-system alerts): :func:`broker.flatten.flatten` makes those columns per batch.
@@ -72,7 +76,13 @@ def compile_filter(where: str | None = None, cone: tuple[float, float, float] | 
     def run(df: pl.DataFrame) -> pl.DataFrame:
         if where:
             df = df.with_columns(pl.lit(None, pl.Float64).alias(c) for c in probs if c not in df.columns)
-            df = pl.SQLContext(alerts=df).execute(f"SELECT * FROM alerts WHERE {where}", eager=True)
+            try:
+                df = pl.SQLContext(alerts=df).execute(f"SELECT * FROM alerts WHERE {where}", eager=True)
+            except (pl.exceptions.ColumnNotFoundError, pl.exceptions.SQLSyntaxError,
+                    pl.exceptions.SQLInterfaceError, pl.exceptions.InvalidOperationError) as e:  # fmt: skip
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                cols = "" if "valid columns" in first else f"; columns: {', '.join(df.columns)}"
+                raise FilterError(f"--where {where!r}: {first}{cols}") from None
         if cone is not None:
             df = df.filter(cone_expr(*cone))
         if moc is not None and df.height:

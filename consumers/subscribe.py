@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import polars as pl
 
-from broker.filters import FilterCounts, Moc
+from broker.filters import FilterCounts, FilterError, Moc
 from broker.settings import Settings
 from consumers.client import Subscription
 
@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
                     break
         except KeyboardInterrupt:  # a second signal: the batch in hand is cut short
             pass
+        except FilterError as e:  # a usage error: one line, exit 2, no traceback
+            print(f"alertbroker subscribe: {e}", file=err)
+            return 2
         finally:
             stop.final = True
             report_counts(sub.counts, outputs.written, err)

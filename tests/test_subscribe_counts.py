@@ -100,6 +100,15 @@ def test_file_counts_match_polars_and_go_to_stderr(values: list[bytes], archive:
     check(counts_line(err.getvalue()), want, 2)
 
 
+def test_a_where_naming_an_unknown_column_is_one_line_and_exit_2(archive: Path) -> None:
+    """Before: a polars ColumnNotFoundError traceback."""
+    out, err = io.StringIO(), io.StringIO()
+    assert subscribe.main([str(archive), "--where", "classificationState = 'classified'"], out, err) == 2
+    first = err.getvalue().splitlines()[0]
+    assert first.startswith("alertbroker subscribe: --where") and "classification_state" in first
+    assert "Traceback" not in err.getvalue()
+
+
 def test_client_counts_add_up_over_small_batches(values: list[bytes], archive: Path) -> None:
     """Batches of 7: some hold no classified alert, so no ``p_2222`` column (null there, not an error)."""
     sub = Subscription(str(archive), where=WHERE, batch_size=7)
