@@ -75,7 +75,7 @@ def _busiest_night(cad: Cadence, t_lo: float) -> float:
 
 
 def _sample_redshift(rng: np.random.Generator, code: int, n: int) -> np.ndarray:
-    zmax = mt.SPEC[code][8] if code in mt.SPEC else 3.0
+    zmax = mt.SPEC[code][8] if code in mt.SPEC else (tx.BY_CODE[code].zmax or 3.0)
     grid = np.linspace(0.01, zmax, 2000)
     cdf = np.cumsum(comoving_volume_pdf(grid))
     return np.interp(rng.uniform(0, 1, n) * cdf[-1], cdf, grid)
@@ -137,7 +137,7 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
 
     gens = {name: gz.get(name) for name in gz.parse(generators)}
     cond = conditions or oc_mod.Conditions()
-    freq = np.array(tx.frequencies())
+    freq = np.array(tx.frequencies(gens))
     if "templates" not in gens:  # only the classes some listed generator can make
         freq = freq * np.isin(tx.codes(), list(gz.class_coverage(gens)))
         freq = freq / freq.sum()
