@@ -145,11 +145,14 @@ def keep_points(oc: ObjectConditions, off: np.ndarray, mjd: np.ndarray, band: np
     n = off.size - 1
     obj = np.repeat(np.arange(n), np.diff(off))
     first = np.full(n, np.inf)
-    d = np.flatnonzero(detected)
-    np.minimum.at(first, obj[d], mjd[d])  # earliest detection per object
+    seen = oc.band_mask[obj, band]
+    # earliest detection per object, in the bands it was observed in: a detection in a
+    # missing band never happened, so it must not extend the precovery history
+    d = np.flatnonzero(detected & seen)
+    np.minimum.at(first, obj[d], mjd[d])
     first = np.where(np.isfinite(first), first, ref_mjd)
     recent = mjd >= first[obj] - oc.precovery_days[obj]
-    return oc.band_mask[obj, band] & (recent | detected)
+    return seen & (recent | detected)
 
 
 def place_in_ddf(rng: np.random.Generator, fraction: float, cad: Cadence,
