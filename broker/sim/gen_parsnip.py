@@ -37,12 +37,14 @@ ParSNIP looks its bands up in sncosmo as ``lsstu`` ... ``lssty``; sncosmo would 
 those, so before loading the model we register the DC2 throughputs under these names
 (:func:`broker.sim.photometry.passbands`, as :mod:`broker.sim.gen_sncosmo` does).  This
 replaces sncosmo's built-in ``lsst?`` bands for the whole process.  The decoder runs in
-torch (lazily imported, CPU, ``no_grad``) over all points of a group at once.
+torch (CPU, ``no_grad``), 256 objects per call.  ``broker/`` imports no torch: this module
+imports it (through parsnip) only when the generator is used, like the other packages.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import numpy as np
@@ -67,7 +69,9 @@ def _model() -> Any:
         sncosmo.register(sncosmo.Bandpass(lam, thr, wave_unit="AA", name=f"lsst{b}"),
                          force=True)
     # load_model would set torch's thread count to 8; keep the process's setting
-    model = parsnip.load_model("plasticc", device="cpu", threads=torch.get_num_threads())
+    with warnings.catch_warnings():  # its band-weight setup warns about a slow tensor copy
+        warnings.simplefilter("ignore", UserWarning)
+        model = parsnip.load_model("plasticc", device="cpu", threads=torch.get_num_threads())
     if list(model.settings["bands"]) != [f"lsst{b}" for b in "ugrizy"]:
         raise ValueError(f"unexpected ParSNIP bands {model.settings['bands']}")
     model.eval()
