@@ -36,7 +36,7 @@ from models.served import ServedAlerts, enrich_archive, join_truth
 #: Detection-count views: name -> (low, high) inclusive bounds on ``n_det``.
 VIEWS: dict[str, tuple[int, int]] = {"all": (0, 1 << 30), "<=3": (0, 3), "<=5": (0, 5), "<=10": (0, 10),
                                      ">=5": (5, 1 << 30)}  # fmt: skip
-SHORT = {2232: "kn", 2246: "pisn"}  # key names of the usual held-out classes
+SHORT = {2232: "kn", 2246: "pisn", 2901: "parsnip"}  # key names of the usual held-out classes
 NAN = float("nan")
 
 

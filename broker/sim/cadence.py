@@ -25,6 +25,11 @@ BANDS = "ugrizy"
 FOV_RADIUS_DEG = 1.75
 OPSIM_MEMBER = "redback/tables/rubin_baseline_v3.0_10yrs.tar.gz"
 CACHE_NAME = "opsim_baseline_v3.0_10yrs.npz"
+# Rubin's deep-drilling fields (RA, Dec deg; baseline v3.0 pointings; EDFS is two pointings)
+DDF_FIELDS: dict[str, tuple[float, float]] = {
+    "COSMOS": (150.11, 2.23), "XMM_LSS": (35.57, -4.82), "ECDFS": (52.98, -28.12),
+    "ELAISS1": (9.45, -44.02), "EDFS_a": (58.90, -49.32), "EDFS_b": (63.60, -47.60)}
+DDF_RADIUS_DEG = 1.5  # objects this close to a DDF centre get its (dithered) visits
 
 
 def cache_dir() -> Path:
@@ -214,6 +219,17 @@ def visits_covering(cad: Cadence, idx: np.ndarray, ra: np.ndarray, dec: np.ndarr
     np.cumsum(counts, out=offsets[1:])
     visits = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
     return offsets, visits
+
+
+def in_ddf(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Whether each position lies within ``DDF_RADIUS_DEG`` of a deep-drilling field centre."""
+    x, y, zc = _unit(np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64))
+    out = np.zeros(np.size(ra), dtype=bool)
+    cos_r = np.cos(np.radians(DDF_RADIUS_DEG))
+    for fra, fdec in DDF_FIELDS.values():
+        fx, fy, fz = _unit(np.array([fra]), np.array([fdec]))
+        out |= x * fx + y * fy + zc * fz >= cos_r
+    return out
 
 
 def _unit(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--missing-band-prob", type=float, default=0.1,
                    help="probability that a band is missing for an object (with "
                         "--randomise-conditions)")
+    g.add_argument("--ddf-fraction", type=float, default=None,
+                   help="share of objects placed in the deep-drilling fields observed in the "
+                        "window (default 0.05 with --randomise-conditions, else 0)")
     return p
 
 
@@ -56,7 +59,9 @@ def cli_main(argv: list[str] | None = None) -> int:
                             randomise=args.randomise_conditions,
                             precovery_days=args.precovery_days,
                             noise_scale=(args.noise_scale[0], args.noise_scale[1]),
-                            missing_band_prob=args.missing_band_prob))
+                            missing_band_prob=args.missing_band_prob,
+                            ddf_fraction=args.ddf_fraction if args.ddf_fraction is not None
+                            else 0.05 * args.randomise_conditions))
     except (FileNotFoundError, ValueError) as exc:
         print(f"alertbroker simulate: {exc}", file=sys.stderr)
         return 2

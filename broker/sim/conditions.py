@@ -18,13 +18,24 @@ year of forced photometry, all six bands, the nominal noise and no dust).  With
 
 Without ``randomise`` no random number is drawn and nothing changes, except that a
 ``precovery_days`` below the 365-day history cuts every object's pre-detection history.
+
+Independently, ``ddf_fraction`` moves that share of the objects into the deep-drilling
+fields (:data:`broker.sim.cadence.DDF_FIELDS`) observed during the alert window (else
+during the year of history), uniformly within 1.25 deg of a field centre, so they get the
+DDF cadence: nightly sequences of many visits instead of the WFD's pairs every few
+nights.  Without it an object lands in a DDF only as often as a DDF pointing turns up
+among the window's distinct pointings (about 0.5 % of objects on the default night).
+The simulator writes ``ddf`` (in a DDF footprint or not) per object to the truth.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .cadence import DDF_FIELDS, DDF_RADIUS_DEG, Cadence
 
 R_LSST = np.array([4.757, 3.661, 2.701, 2.054, 1.590, 1.308])  # A_b / E(B-V), rubin_sim
 
@@ -38,6 +49,7 @@ class Conditions:
     noise_scale: tuple[float, float] = (0.8, 1.6)
     missing_band_prob: float = 0.1
     ebv_pole: float = 0.025
+    ddf_fraction: float = 0.0
 
 
 @dataclass
@@ -133,8 +145,61 @@ def keep_points(oc: ObjectConditions, off: np.ndarray, mjd: np.ndarray, band: np
     n = off.size - 1
     obj = np.repeat(np.arange(n), np.diff(off))
     first = np.full(n, np.inf)
-    d = np.flatnonzero(detected)
-    np.minimum.at(first, obj[d], mjd[d])  # earliest detection per object
+    seen = oc.band_mask[obj, band]
+    # earliest detection per object, in the bands it was observed in: a detection in a
+    # missing band never happened, so it must not extend the precovery history
+    d = np.flatnonzero(detected & seen)
+    np.minimum.at(first, obj[d], mjd[d])
     first = np.where(np.isfinite(first), first, ref_mjd)
     recent = mjd >= first[obj] - oc.precovery_days[obj]
-    return oc.band_mask[obj, band] & (recent | detected)
+    return seen & (recent | detected)
+
+
+def place_in_ddf(rng: np.random.Generator, fraction: float, cad: Cadence,
+                 visits: Sequence[np.ndarray], ra: np.ndarray,
+                 dec: np.ndarray) -> np.ndarray:
+    """Move about ``fraction`` of the objects into observed deep-drilling fields (in place).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random state; untouched when ``fraction <= 0``.
+    fraction : float
+        Probability that an object is moved.
+    cad : Cadence
+        Visit table.
+    visits : sequence of numpy.ndarray
+        Visit index sets in order of preference (the alert window, then the history): the
+        fields observed in the first set that observes any are used.
+    ra, dec : numpy.ndarray
+        Positions (deg), modified in place.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of the moved objects.
+    """
+    moved = np.zeros(ra.size, dtype=bool)
+    if fraction <= 0:
+        return moved
+    moved = rng.uniform(0.0, 1.0, ra.size) < fraction
+    centres = np.array(list(DDF_FIELDS.values()))
+    for vis in visits:
+        seen = [k for k, (fra, fdec) in enumerate(centres)
+                if _near(cad.ra[vis], cad.dec[vis], fra, fdec).any()]
+        if seen:
+            break
+    else:
+        return np.zeros(ra.size, dtype=bool)
+    pick = centres[np.asarray(seen)[rng.integers(0, len(seen), int(moved.sum()))]]
+    r = (DDF_RADIUS_DEG - 0.25) * np.sqrt(rng.uniform(0.0, 1.0, pick.shape[0]))
+    phi = rng.uniform(0.0, 2.0 * np.pi, pick.shape[0])
+    dec[moved] = np.clip(pick[:, 1] + r * np.sin(phi), -89.9, 89.9)
+    ra[moved] = (pick[:, 0] + r * np.cos(phi) / np.cos(np.radians(dec[moved]))) % 360.0
+    return moved
+
+
+def _near(ra: np.ndarray, dec: np.ndarray, fra: float, fdec: float) -> np.ndarray:
+    """Visits pointed within ``DDF_RADIUS_DEG`` of the field centre (flat-sky distance)."""
+    d_ra = (ra - fra + 180.0) % 360.0 - 180.0
+    return np.hypot(d_ra * np.cos(np.radians(fdec)), dec - fdec) < DDF_RADIUS_DEG

@@ -28,7 +28,7 @@ from . import generators as gz
 from . import models_transient as mt
 from . import taxonomy as tx
 from .alerts import day_obs, write_alerts
-from .cadence import FOV_RADIUS_DEG, Cadence, load_opsim, synthetic_cadence, visits_covering
+from .cadence import FOV_RADIUS_DEG, Cadence, in_ddf, load_opsim, synthetic_cadence, visits_covering
 from .hosts import build_catalog, draw_hosts, galaxy_pool, galaxy_shapes, offset_positions, write_hats
 from .photometry import comoving_volume_pdf
 from .render import photometry
@@ -75,7 +75,7 @@ def _busiest_night(cad: Cadence, t_lo: float) -> float:
 
 
 def _sample_redshift(rng: np.random.Generator, code: int, n: int) -> np.ndarray:
-    zmax = mt.SPEC[code][8] if code in mt.SPEC else 3.0
+    zmax = mt.SPEC[code][8] if code in mt.SPEC else (tx.BY_CODE[code].zmax or 3.0)
     grid = np.linspace(0.01, zmax, 2000)
     cdf = np.cumsum(comoving_volume_pdf(grid))
     return np.interp(rng.uniform(0, 1, n) * cdf[-1], cdf, grid)
@@ -137,7 +137,7 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
 
     gens = {name: gz.get(name) for name in gz.parse(generators)}
     cond = conditions or oc_mod.Conditions()
-    freq = np.array(tx.frequencies())
+    freq = np.array(tx.frequencies(gens))
     if "templates" not in gens:  # only the classes some listed generator can make
         freq = freq * np.isin(tx.codes(), list(gz.class_coverage(gens)))
         freq = freq / freq.sum()
@@ -164,6 +164,8 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     phi = rng.uniform(0, 2 * np.pi, n_objects)
     dec = np.clip(cad.dec[v] + r * np.sin(phi), -89.9, 89.9)
     ra = (cad.ra[v] + r * np.cos(phi) / np.cos(np.radians(dec))) % 360.0
+    hist = cad.window(w_lo - HISTORY_DAYS, w_hi)
+    oc_mod.place_in_ddf(rng, cond.ddf_fraction, cad, (win, hist), ra, dec)  # no draw at 0
     obj_id = (np.int64(seed % 100000) * 10**9 + np.arange(1, n_objects + 1)).astype(np.int64)
 
     # hosts for extragalactic classes (transient z = host z)
@@ -185,7 +187,6 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     log(f"placed {n_objects} objects, {ix.size} with hosts")
     obj_cond = oc_mod.draw(rng, cond, galactic_latitude(ra, dec))
 
-    hist = cad.window(w_lo - HISTORY_DAYS, w_hi)
     off, vis = visits_covering(cad, hist, ra, dec)
     log(f"matched {vis.size} visits ({vis.size / max(n_objects, 1):.0f} per object)")
 
@@ -228,7 +229,7 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
                    "generator": gen_of.astype(str), "mwebv": obj_cond.mwebv,
                    "noise_scale": obj_cond.noise_scale,
                    "precovery_days": obj_cond.precovery_days,
-                   "missing_bands": obj_cond.missing_bands()})],
+                   "missing_bands": obj_cond.missing_bands(), "ddf": in_ddf(ra, dec)})],
               how="horizontal").write_parquet(out / "truth.parquet")
     curves = light_curve_frame(ph.off, ph.mjd, ph.band, ph.flux, ph.flux_err, ph.detected)
     split_counts = write_training(out / "training", meta, curves)

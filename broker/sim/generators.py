@@ -11,7 +11,9 @@ classifier can be trained on some generators and tested on another.
   simulator);
 - ``redback``: :mod:`broker.sim.gen_redback`, SN Ia, SN Ibc, SN II, SLSN, TDE, KN, PISN;
 - ``sncosmo``: :mod:`broker.sim.gen_sncosmo`, SN Ia (``hsiao-subsampled``);
-- ``lightcurvelynx``: :mod:`broker.sim.gen_lynx`, AGN and eclipsing binaries.
+- ``lightcurvelynx``: :mod:`broker.sim.gen_lynx`, AGN and eclipsing binaries;
+- ``parsnip``: :mod:`broker.sim.gen_parsnip`, ParSNIP decoder draws from its latent prior,
+  a class of its own (``2901 ParSNIP prior``, held out of training).
 
 The external packages are imported lazily, only when their generator is used: the
 default run (``templates`` only) needs numpy alone and draws exactly the same random
@@ -94,10 +96,10 @@ class Generator(Protocol):
 
 
 class TemplatesGenerator:
-    """The simulator's own parametric templates (all classes; microseconds per light curve)."""
+    """The simulator's own parametric templates (every class that is not generator-only)."""
 
     name = "templates"
-    classes: frozenset[int] = frozenset(tx.codes())
+    classes: frozenset[int] = frozenset(c for c in tx.codes() if c not in tx.GENERATOR_ONLY)
 
     def sample(self, code: int, rng: np.random.Generator, z: np.ndarray, t_lo: float,
                t_hi: float) -> dict[str, np.ndarray]:
@@ -120,7 +122,7 @@ class TemplatesGenerator:
 
 def names() -> tuple[str, ...]:
     """Every generator name, in a fixed order."""
-    return ("templates", "redback", "sncosmo", "lightcurvelynx")
+    return ("templates", "redback", "sncosmo", "lightcurvelynx", "parsnip")
 
 
 def get(name: str) -> Generator:
@@ -155,6 +157,10 @@ def get(name: str) -> Generator:
         from .gen_lynx import LynxGenerator
 
         return LynxGenerator()
+    if name == "parsnip":
+        from .gen_parsnip import ParsnipGenerator
+
+        return ParsnipGenerator()
     raise ValueError(f"unknown generator {name!r}; choose from {', '.join(names())}")
 
 

@@ -4,10 +4,16 @@
 like ELAsTiCC/PLAsTiCC the mix is tuned so that every class yields alerts).  Classes in
 ``HELD_OUT`` never enter the train or validation splits; they exist for anomaly
 detection and appear only in the test split.
+
+A class with ``generator`` set is made only by that generator (:mod:`broker.sim.generators`)
+and is simulated only when the generator is in use; otherwise its frequency is zero, so
+runs without it draw exactly the same objects as before the class existed.  Such classes
+are held out: a model never sees them in training.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -28,6 +34,10 @@ class SimClass:
         Fraction of simulated objects.
     extragalactic : bool
         Whether the object has a redshift and a host galaxy.
+    generator : str or None
+        The only generator that makes this class (None: the templates and others).
+    zmax : float or None
+        Largest host redshift drawn for it (None: the template's or 3).
     """
 
     code: int
@@ -35,6 +45,8 @@ class SimClass:
     parent: int
     frequency: float
     extragalactic: bool
+    generator: str | None = None
+    zmax: float | None = None
 
 
 CLASSES: tuple[SimClass, ...] = (
@@ -52,10 +64,14 @@ CLASSES: tuple[SimClass, ...] = (
     SimClass(2323, "RR Lyrae", 2320, 0.08, False),
     SimClass(2322, "Cepheid", 2320, 0.03, False),
     SimClass(2325, "EB", 2320, 0.10, False),
+    # not an ELAsTiCC class: ParSNIP's latent prior (broker.sim.gen_parsnip), held out
+    SimClass(2901, "ParSNIP prior", 2220, 0.05, True, generator="parsnip", zmax=0.6),
 )
 
 BY_CODE: dict[int, SimClass] = {c.code: c for c in CLASSES}
-HELD_OUT: frozenset[int] = frozenset({2232, 2246})  # kilonova, PISN
+GENERATOR_ONLY: dict[int, str] = {c.code: c.generator for c in CLASSES if c.generator}
+# kilonova, PISN, and every generator-only class
+HELD_OUT: frozenset[int] = frozenset({2232, 2246, *GENERATOR_ONLY})
 
 
 def codes() -> list[int]:
@@ -63,10 +79,24 @@ def codes() -> list[int]:
     return [c.code for c in CLASSES]
 
 
-def frequencies() -> list[float]:
-    """Object fractions in the order of :func:`codes` (they sum to 1)."""
-    tot = sum(c.frequency for c in CLASSES)
-    return [c.frequency / tot for c in CLASSES]
+def frequencies(generators: Iterable[str] = ()) -> list[float]:
+    """Object fractions in the order of :func:`codes` (they sum to 1).
+
+    Parameters
+    ----------
+    generators : iterable of str
+        Generators in use; a generator-only class gets its frequency only when its
+        generator is among them (else 0).
+
+    Returns
+    -------
+    list of float
+        Fraction per class.
+    """
+    use = set(generators)
+    f = [c.frequency if c.generator is None or c.generator in use else 0.0 for c in CLASSES]
+    tot = sum(f)
+    return [x / tot for x in f]
 
 
 def name_of(code: int) -> str:
