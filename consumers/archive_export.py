@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from broker.annotations import ENRICHED_ID_BASE, annotations_major
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.decode import BatchDecoder
 from broker.features.catalog import write_hats_metadata, write_partition
 from broker.features.healpix import MAX_ORDER, ang2pix_py

@@ -10,7 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.samples import sample_records
 from broker.schemas import SchemaStore
 from broker.settings import Settings

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from broker.annotations import SCORES_SCHEMA, SCORES_SCHEMA_ID
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.schemas import SchemaStore
 from broker.wire import HEADER_SIZE, parse_header
 

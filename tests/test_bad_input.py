@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.samples import encode, filled_alert
@@ -163,7 +163,7 @@ def test_atheris_fuzzing_finds_no_crash(tmp_path: Path) -> None:
     import sys
 
     pytest.importorskip("atheris")
-    from broker.container import ContainerWriter
+    from broker.container_writer import ContainerWriter
     from broker.samples import stream
     from broker.schemas import SchemaStore
 

@@ -106,7 +106,7 @@ def test_split_block_finds_record_boundaries(store: SchemaStore, decoder: BatchD
 
 
 def test_container_file_bodies_match_fastavro(tmp_path, store: SchemaStore) -> None:  # type: ignore[no-untyped-def]
-    from broker.container import ContainerWriter
+    from broker.container_writer import ContainerWriter
 
     schema = store.get(900)
     recs = [filled_alert(schema, n, seed=n) for n in (1, 4)]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from broker.annotations import SCORES_SCHEMA_ID, enriched_schema_id
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.errors import ALL_REASONS

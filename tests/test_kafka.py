@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from broker.annotations import enriched_schema_id
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.samples import stream
 from broker.schemas import SchemaStore
 from broker.wire import HEADER_SIZE, frame, parse_header

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.samples import stream
 from broker.schemas import SchemaStore
 from broker.settings import Settings

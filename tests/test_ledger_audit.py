@@ -185,7 +185,7 @@ def test_time_range_run_processes_exactly_the_range_and_audits_clean(
 
 
 def test_file_run_writes_its_ledger_and_audits_clean(tmp_path: Path, store: SchemaStore) -> None:
-    from broker.container import ContainerWriter
+    from broker.container_writer import ContainerWriter
     from broker.settings import Settings
     from broker.wire import HEADER_SIZE
     from consumers.app import build_runner

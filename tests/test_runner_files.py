@@ -8,7 +8,7 @@ from pathlib import Path
 
 import fastavro
 
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.samples import encode, filled_alert, sample_records
 from broker.schemas import SchemaStore
 from broker.settings import Settings

@@ -8,7 +8,7 @@ import fastavro
 import numpy as np
 import pytest
 
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.features.healpix import ang2pix_py as ang2pix_nest  # the one HEALPix code, used by the sim too
 from broker.sim.avro_columns import encode_records, varint, zigzag_varint
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.filters import FilterCounts, clauses, split_where

@@ -12,7 +12,7 @@ import pytest
 
 from broker.annotations import enriched_schema_id
 from broker.annotations_codec import HostAnnotation
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.filters import Moc, compile_filter

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from broker.container import ContainerWriter
+from broker.container_writer import ContainerWriter
 
 from .avro_columns import encode_records, varint
 

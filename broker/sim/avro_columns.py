@@ -1,4 +1,4 @@
-"""Vectorised Avro binary encoding of many records at once (containers: :class:`broker.container.ContainerWriter`).
+"""Vectorised Avro binary encoding of many records at once (files: :mod:`broker.container_writer`).
 
 An Avro record is the concatenation of its fields, so records whose fields come from
 numpy columns can be encoded for all rows at once: every field becomes a byte matrix
