@@ -17,6 +17,7 @@ from tests.test_models_anomaly import _tokens  # noqa: E402
 from tests.test_models_encoder import TINY, tokens  # noqa: E402
 
 NB = NeighbourConfig(n_bank=128, k=5, n_ref=64)
+TAX = {"name": "toy", "class_ids": [1, 2, 3], "class_names": ["a", "b", "c"]}
 
 
 def _steps(loss_fn: object, model: MultimodalModel, n: int = 40) -> tuple[float, float]:
@@ -91,7 +92,7 @@ def _fitted(cfg: ModelConfig) -> tuple[MultimodalModel, dict[str, torch.Tensor]]
 def test_bank_is_saved_and_loaded_and_selects_the_score(tmp_path: Path) -> None:
     cfg = ModelConfig(TINY.encoder, TINY.n_classes, TINY.n_components, neighbours=NB)
     model, tok = _fitted(cfg)
-    path = save_checkpoint(tmp_path / "m.pt", model, {"class_ids": [1, 2, 3]}, {}, "0" * 16, {})
+    path = save_checkpoint(tmp_path / "m.pt", model, TAX, {}, "0" * 16, {})
     loaded, meta = load_checkpoint(path)
     assert meta["config"]["neighbours"]["n_bank"] == NB.n_bank
     assert torch.equal(loaded.neighbours.bank, model.neighbours.bank)
@@ -113,7 +114,7 @@ def test_bank_is_saved_and_loaded_and_selects_the_score(tmp_path: Path) -> None:
 
 def test_checkpoint_without_bank_loads_and_scores_as_before(tmp_path: Path) -> None:
     model, tok = _fitted(TINY)
-    path = save_checkpoint(tmp_path / "old.pt", model, {"class_ids": [1, 2, 3]}, {}, "0" * 16, {})
+    path = save_checkpoint(tmp_path / "old.pt", model, TAX, {}, "0" * 16, {})
     ck = torch.load(path, weights_only=True)
     # as written before the bank and the contrastive head existed
     ck["config"].pop("neighbours")
