@@ -9,6 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from torch import Tensor  # noqa: E402
+
 from models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from models.model import ModelConfig, MultimodalModel, anomaly_context  # noqa: E402
 from models.neighbours import NeighbourBank, NeighbourConfig  # noqa: E402
@@ -42,7 +44,7 @@ def test_masked_reconstruction_runs_and_decreases() -> None:
     assert ((tok["lc_mask"] & ~hide).any(1) | ~tok["lc_mask"].any(1)).all()  # never a whole curve
     seen = {**tok, "lc_mask": tok["lc_mask"] & ~hide}
 
-    def loss(m: MultimodalModel) -> torch.Tensor:
+    def loss(m: MultimodalModel) -> Tensor:
         return recon_loss(m, m(**seen)["emb"], tok["lc"], hide)
 
     first, last = _steps(loss, model)
@@ -77,7 +79,7 @@ def test_neighbour_score_ranks_out_of_distribution_first() -> None:
     assert float(outside.min()) > float(inside.quantile(0.95))
 
 
-def _fitted(cfg: ModelConfig) -> tuple[MultimodalModel, dict[str, torch.Tensor]]:
+def _fitted(cfg: ModelConfig) -> tuple[MultimodalModel, dict[str, Tensor]]:
     torch.manual_seed(0)
     model = MultimodalModel(cfg).eval()
     tok = tokens(n=300, L=12)
