@@ -164,6 +164,23 @@ def export_forest(forest: object, cfg: ForestConfig) -> tuple[np.ndarray, np.nda
     return feature, value
 
 
+def tail_score(s: Tensor, ref: Tensor) -> Tensor:
+    """``-log10`` of the fraction of reference scores ``ref`` (n, R, sorted) at least ``s`` (n,).
+
+    Between reference quantiles the fraction is interpolated linearly, and
+    beyond the strangest one it keeps falling (exponentially, on the scale of
+    the last quantile gap), so the score is continuous and never ties.
+    """
+    n_ref = ref.shape[1]
+    j = torch.searchsorted(ref, s[:, None].contiguous())[:, 0].clamp(1, n_ref - 1)
+    lo, hi = ref.gather(1, (j - 1)[:, None])[:, 0], ref.gather(1, j[:, None])[:, 0]
+    below = (j - 1).float() + ((s - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
+    tail = (n_ref - 0.5 - below) / n_ref
+    gap = (ref[:, -1] - ref[:, -2]).clamp(min=1e-6)
+    tail = torch.where(s > ref[:, -1], 0.5 / n_ref * torch.exp(-(s - ref[:, -1]) / gap), tail)
+    return -torch.log10(tail.clamp(min=1e-30, max=1.0))
+
+
 class AnomalyForest(nn.Module):
     """Stratified isolation forests over ``x = [descriptors, context]``, standardised.
 
@@ -234,23 +251,9 @@ class AnomalyForest(nn.Module):
         return torch.exp2(-path / self.c_norm[strata])
 
     def forward(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> Tensor:
-        """``-log10`` of the tail fraction of same-stratum training alerts at least as strange, (n,).
-
-        Between reference quantiles the fraction is interpolated linearly, and
-        beyond the strangest one it keeps falling (exponentially, on the scale of
-        the last quantile gap), so the score is continuous and never ties.
-        """
+        """``-log10`` of the tail fraction of same-stratum training alerts at least as strange, (n,)."""
         x, strata = self.inputs(ctx, lc, lc_mask)
-        s = self.path_score(x, strata)
-        ref = self.ref[strata]
-        n_ref = ref.shape[1]
-        j = torch.searchsorted(ref, s[:, None].contiguous())[:, 0].clamp(1, n_ref - 1)
-        lo, hi = ref.gather(1, (j - 1)[:, None])[:, 0], ref.gather(1, j[:, None])[:, 0]
-        below = (j - 1).float() + ((s - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
-        tail = (n_ref - 0.5 - below) / n_ref
-        gap = (ref[:, -1] - ref[:, -2]).clamp(min=1e-6)
-        tail = torch.where(s > ref[:, -1], 0.5 / n_ref * torch.exp(-(s - ref[:, -1]) / gap), tail)
-        score = -torch.log10(tail.clamp(min=1e-30, max=1.0))
+        score = tail_score(self.path_score(x, strata), self.ref[strata])
         return torch.where(self.fitted[strata], score, float("nan"))
 
     def fit(self, ctx: np.ndarray, lc: np.ndarray, lc_mask: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -31,6 +31,8 @@ from models.model import ModelConfig, MultimodalModel
 
 FORMAT = "alertbroker-multimodal"
 FORMAT_VERSION = 1
+#: State-dict prefixes a checkpoint may lack (written before these modules existed).
+OPTIONAL: tuple[str, ...] = ("neighbours.", "contrast.")
 
 
 def save_checkpoint(path: str | Path, model: MultimodalModel, taxonomy: dict[str, Any],
@@ -81,7 +83,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
     model = MultimodalModel(cfg)
-    model.load_state_dict(ck["state_dict"])
+    # modules newer than the checkpoint (training aids, the empty neighbour bank) keep their init
+    own = model.state_dict()
+    model.load_state_dict({**{k: v for k, v in own.items() if k.startswith(OPTIONAL)}, **ck["state_dict"]})
     model.to(device).eval()
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
     return model, meta

@@ -18,6 +18,8 @@ from broker.tokens import FEAT_FIELDS, HOST_KIND_MAG, LC_FIELDS
 from models.anomaly import DESCRIPTORS, AnomalyForest, ForestConfig
 from models.encoder import EncoderConfig, PerceiverEncoder
 from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
+from models.neighbours import NeighbourBank, NeighbourConfig
+from models.ssl import ContrastiveHead
 
 TOKEN_KEYS: tuple[str, ...] = ("lc", "lc_mask", "host", "host_mask", "feat", "feat_mask")
 
@@ -35,12 +37,15 @@ class ModelConfig:
         Gaussians in the photo-z mixture.
     forest : ForestConfig
         Size of the anomaly isolation forest.
+    neighbours : NeighbourConfig
+        Size of the embedding neighbour bank and which anomaly score is served.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     n_classes: int = 12
     n_components: int = 5
     forest: ForestConfig = field(default_factory=ForestConfig)
+    neighbours: NeighbourConfig = field(default_factory=NeighbourConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (checkpoint-safe)."""
@@ -51,9 +56,11 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         """Inverse of :meth:`to_dict`."""
-        # checkpoints written before the forest existed carry no "forest" entry
+        # checkpoints written before the forest (the bank) existed carry no "forest" ("neighbours")
+        # entry; without a bank the forest is the served score, as it was
         return cls(encoder=EncoderConfig(**d["encoder"]), n_classes=int(d["n_classes"]),
-                   n_components=int(d["n_components"]), forest=_forest_config(d.get("forest", {})))
+                   n_components=int(d["n_components"]), forest=_forest_config(d.get("forest", {})),
+                   neighbours=NeighbourConfig(**d.get("neighbours", {"n_bank": 0})))
 
 
 def _forest_config(d: dict) -> ForestConfig:
@@ -79,7 +86,11 @@ class MultimodalModel(nn.Module):
         self.register_buffer("temperature", torch.ones(()))
         self.register_buffer("z_sigma_scale", torch.ones(()))
         self.recon = ReconHead(d, cfg.encoder.n_fourier)  # training aid, see ReconHead
-        self.anomaly = AnomalyForest(len(DESCRIPTORS) + 2 * d + cfg.n_classes, cfg.forest)
+        d_in = len(DESCRIPTORS) + 2 * d + cfg.n_classes
+        self.anomaly = AnomalyForest(d_in, cfg.forest)
+        self.neighbours = NeighbourBank(d_in, (len(DESCRIPTORS), 2 * d, cfg.n_classes),
+                                        cfg.forest.edges, cfg.neighbours)
+        self.contrast = ContrastiveHead(d)  # training aid, see models.ssl
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
                 feat: Tensor, feat_mask: Tensor) -> dict[str, Tensor]:
@@ -103,9 +114,24 @@ class MultimodalModel(nn.Module):
         out = self.forward(**tokens)
         probs = torch.softmax(out["logits"].float() / self.temperature, -1)
         photoz = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
-        anomaly = self.anomaly(anomaly_context(out), tokens["lc"], tokens["lc_mask"])
+        anomaly = self.anomaly_score(anomaly_context(out), tokens["lc"], tokens["lc_mask"])
         return {"probs": probs, "photoz": photoz, "anomaly": anomaly, "emb": out["emb"].float()}
 
+    def anomaly_score(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> Tensor:
+        """The served anomaly score (n,): forest, neighbour, or both (``cfg.neighbours.score``).
+
+        ``max`` and ``mean`` combine the two calibrated ``-log10`` tail scores; where the
+        neighbour score is NaN (no bank for the stratum) the forest score stands.
+        """
+        forest = self.anomaly(ctx, lc, lc_mask)
+        mode = self.cfg.neighbours.score
+        if mode == "forest":
+            return forest
+        knn = self.neighbours(ctx, lc, lc_mask)
+        if mode == "knn":
+            return knn
+        both = torch.maximum(forest, knn) if mode == "max" else 0.5 * (forest + knn)
+        return torch.where(knn.isnan(), forest, both)
 
     @torch.no_grad()
     def photoz_from_host(self, host: Tensor, host_mask: Tensor) -> Tensor:

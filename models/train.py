@@ -39,6 +39,8 @@ from models.encoder import EncoderConfig
 from models.generator_split import GeneratorFilter, widest_generator_temperature
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
 from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel, anomaly_context
+from models.neighbours import SCORES, NeighbourConfig
+from models.ssl import contrastive_loss, hide_tokens, recon_loss
 from models.train_data import load_class_tables
 
 
@@ -56,6 +58,7 @@ class TrainConfig:
     threads: int = 2
     recon_weight: float = 0.0
     recon_frac: float = 0.25
+    contrastive_weight: float = 0.0
     exclude_generator: str = ""
     only_generator: str = ""
     temperature_fit: str = "pooled"
@@ -148,19 +151,16 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
             idx = np.sort(rng.choice(cls_idx, bs))
             tok = batch_tensors(cls_train, idx, device)
             hide = torch.zeros_like(tok["lc_mask"])
-            if cfg.recon_weight > 0:  # hide a fraction of the points; the embedding redraws them
-                draw = torch.as_tensor(rng.random(tuple(hide.shape)) < cfg.recon_frac, device=device)
-                hide = draw & tok["lc_mask"]
-                keep = tok["lc_mask"] & ~hide
-                hide &= keep.any(1, keepdim=True)  # never hide a whole light curve
+            if cfg.contrastive_weight > 0:  # on the unmasked tokens: whole modalities are masked
+                loss = loss + cfg.contrastive_weight * contrastive_loss(model, tok)
+            if cfg.recon_weight > 0:  # hide a share of the points; the embedding redraws them
+                hide = hide_tokens(tok["lc_mask"], cfg.recon_frac, rng)
                 tok["lc_mask"] = tok["lc_mask"] & ~hide
             out = model(**tok)
             y = torch.as_tensor(cls_train.label[idx], device=device)
             loss = loss + F.cross_entropy(out["logits"].float(), y, weight=class_w)
             if hide.any():
-                pred = model.recon(out["emb"], tok["lc"])
-                err = F.smooth_l1_loss(pred.float(), tok["lc"][..., 2].float(), reduction="none")
-                loss = loss + cfg.recon_weight * err[hide].mean()
+                loss = loss + cfg.recon_weight * recon_loss(model, out["emb"], tok["lc"], hide)
         if z_fit is not None:
             idx = np.sort(rng.choice(len(z_fit), 2 * bs))
             tok = batch_tensors(z_fit, idx, device)
@@ -198,6 +198,7 @@ def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: Toke
         tr = cls_train.take(cls_idx)
         ctx = anomaly_context(run_model(model, tr, device)).numpy()
         model.anomaly.fit(ctx, tr.tokens["lc"], tr.tokens["lc_mask"], seed)
+        model.neighbours.fit(ctx, tr.tokens["lc"], tr.tokens["lc_mask"], seed)
     if cls_val is not None:
         ok = (cls_val.label >= 0) & (cls_val.n_det > 0)
         val = cls_val.take(np.flatnonzero(ok))
@@ -251,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection counts that open a new anomaly-forest stratum")
     p.add_argument("--forest-trees", type=int, default=f.n_trees, help="trees per forest")
     p.add_argument("--forest-samples", type=int, default=f.max_samples, help="samples per tree")
+    nb = NeighbourConfig()
+    p.add_argument("--bank-size", type=int, default=nb.n_bank, help="neighbour-bank rows per stratum")
+    p.add_argument("--bank-k", type=int, default=nb.k, help="neighbours averaged by the bank score")
+    p.add_argument("--anomaly-score", default=nb.score, choices=SCORES, help="served anomaly score")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     return p
 
@@ -300,7 +305,9 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
                            if k not in ("n_features", "feature_names")})
     forest = ForestConfig(edges=tuple(int(e) for e in a.forest_edges.split(",") if e.strip()),
                           n_trees=a.forest_trees, max_samples=a.forest_samples)
-    mcfg = ModelConfig(encoder=enc, n_classes=max(len(taxonomy["class_ids"]), 1), forest=forest)
+    nbr = NeighbourConfig(n_bank=a.bank_size, k=a.bank_k, score=a.anomaly_score)
+    mcfg = ModelConfig(encoder=enc, n_classes=max(len(taxonomy["class_ids"]), 1), forest=forest,
+                       neighbours=nbr)
     init, ck = None, {}
     if a.init:
         ck = torch.load(a.init, map_location="cpu", weights_only=True)
@@ -309,7 +316,7 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
             return 2
         old = ModelConfig.from_dict(ck["config"])
         mcfg = ModelConfig(encoder=old.encoder, n_classes=old.n_classes, n_components=old.n_components,
-                           forest=forest)
+                           forest=forest, neighbours=nbr)
         init = ck["state_dict"]
     log(f"training on {device}: {len(cls_train or [])} light curves, {len(z_data or [])} galaxies")
     model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init, val_groups)
