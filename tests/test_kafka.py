@@ -52,7 +52,7 @@ def test_replay_then_worker_delivers_every_alert_exactly_once(kafka_bootstrap: s
     create_topics(kafka_bootstrap, [src, dst, f"{dst}-scores", f"{dst}-dlq"])
     assert main(["replay", str(archive), "--to", f"kafka://{kafka_bootstrap}/{src}", "--quiet"]) == 0
     replayed = json.loads(capsys.readouterr().out)
-    assert replayed == {"produced": N + 2, "failed": 0, "unreadable_skipped": 0}
+    assert replayed == {"produced": N + 2, "failed": 0, "unreadable_skipped": 0, "outside_range": 0}
     w = worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g")
     out, err = w.communicate(timeout=240)
     assert w.returncode == 0, err.decode()[-2000:]
