@@ -205,3 +205,29 @@ def test_file_run_writes_its_ledger_and_audits_clean(tmp_path: Path, store: Sche
     report_counts(f"audit, file run: {res.line()}")
     assert res.ok(strict=True) and res.source == 51 and res.outputs == 50 and res.dead_lettered == 1
     assert res.ledger is not None and res.ledger["ledger_in"] == 51
+
+
+def test_64_bit_ids_survive_the_json_outputs(tmp_path: Path, store: SchemaStore) -> None:
+    """Ids above 2**53 through a file run, then ``inspect`` and ``subscribe --format jsonl`` (JSON) exactly."""
+    import io
+
+    from consumers import subscribe
+    from consumers.app import build_runner
+    from consumers.inspect_cmd import inspect
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k, m in enumerate(_big_alerts(5)):
+        (src / f"a{k}.bin").write_bytes(m)  # already framed (wire format)
+    want = [BIG + k for k in range(5)]
+    from broker.settings import Settings
+
+    assert build_runner(f"file://{src}", f"file://{tmp_path / 'out'}", Settings(model="none")).run().enriched == 5
+    files = sorted((tmp_path / "out").glob("enriched-*.avro"))
+    rows = [json.loads(line) for f in files for line in inspect(str(f), store)]
+    seen = sorted(int(r["diaSourceId"]) for r in rows if "diaSourceId" in r)  # inspect writes ids as strings
+    assert seen == want and all(isinstance(r["diaSourceId"], str) for r in rows if "diaSourceId" in r)
+    out = io.StringIO()
+    assert subscribe.main([str(tmp_path / "out"), "--format", "jsonl"], out, io.StringIO()) == 0
+    ids = [json.loads(line)["diaSourceId"] for line in out.getvalue().splitlines()]
+    assert sorted(int(i) for i in ids) == want  # as strings (exact for any reader, JavaScript included)
