@@ -38,6 +38,7 @@ FLOAT_COLUMNS: tuple[str, ...] = (
     "ra", "dec", "mjd", "psfFlux", "psfFluxErr", "snr", "reliability", "extendedness",
     "obj_ra", "obj_dec", "nDiaSources", "firstDiaSourceMjdTai", "lastDiaSourceMjdTai",
     *(f"{b}_psfFlux{s}" for b in BANDS for s in ("Mean", "MeanErr", "Sigma", "Ndata")),
+    *(f"{b}_scienceFlux{s}" for b in BANDS for s in ("Mean", "MeanErr")),
 )  # fmt: skip
 #: Per-alert int64 columns, -1 when absent.
 INT_COLUMNS: tuple[str, ...] = ("diaSourceId", "diaObjectId", "ssObjectId", "visit", "alertId", "band")

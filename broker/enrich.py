@@ -20,7 +20,7 @@ from broker.batch import AlertBatch
 from broker.decode import BatchDecoder
 from broker.errors import EnrichmentFailed
 from broker.gates import ClassificationGate, is_solar_system
-from broker.predict import NullPredictor, Predictions, Predictor
+from broker.predict import ROTATION_AGE, ROTATOR_CODE, NullPredictor, Predictions, Predictor
 from broker.records import DeadLetter, EnrichResult, Output
 from broker.wire import HEADER_SIZE, frame
 
@@ -68,6 +68,10 @@ class Enricher:
     def _score(self, batch: AlertBatch) -> Predictions:
         feats = self.featurizer(batch) if self.featurizer is not None else None
         preds = self.predictor.predict(batch, feats)
+        if preds.probs is not None and ROTATOR_CODE in self.predictor.class_ids:
+            from broker.features.gyro import rotation_ages  # only models that know the class pay
+
+            preds.extra[ROTATION_AGE] = rotation_ages(preds.probs, tuple(self.predictor.class_ids), feats, batch)
         if preds.hosts is None and feats is not None and getattr(feats, "host_match", None) is not None:
             preds.hosts = host_annotations(feats.host_match, self.host_catalog_name)
         return preds

@@ -16,6 +16,12 @@ import numpy as np
 from broker.annotations_codec import HostAnnotation
 from broker.batch import AlertBatch
 
+#: Key of the gyrochronology ages in :attr:`Predictions.extra`.
+ROTATION_AGE = "rotation_age"
+#: Taxonomy code of the rotating-star class (not an ELAsTiCC code; the simulator's
+#: ``Rotator``, :mod:`broker.sim.taxonomy`): alerts classified so get an age.
+ROTATOR_CODE = 2902
+
 
 @dataclass
 class Predictions:
@@ -30,6 +36,11 @@ class Predictions:
     anomaly : ndarray (n,) or None
         Anomaly score, higher = stranger; NaN = no score.
     hosts : list of HostAnnotation or None, length n, or None
+    extra : dict
+        Further per-alert outputs.  ``extra[ROTATION_AGE]``: ndarray (n, 3) of
+        log10(age / yr), its sigma (dex) and the rotation period (days) for alerts
+        classified as rotating stars (:func:`broker.features.gyro.rotation_ages`),
+        NaN rows elsewhere; set by ``enrich()`` when the model knows the class.
     """
 
     probs: np.ndarray | None = None

@@ -1,4 +1,6 @@
-"""``alertbroker eval classify|photoz|anomaly|served|logo``: the model against peers in one run.
+"""``alertbroker eval classify|photoz|anomaly|served|logo|gyro``: the model against peers in one run.
+
+``gyro`` (:mod:`models.evaluate_gyro`) scores the gyrochronology ages served for rotating stars.
 
 ``served`` (:mod:`models.evaluate_served`) is the primary view: per ALERT, through the
 ``alertbroker run`` enrichment, on a simulated archive; ``logo`` (:mod:`models.evaluate_logo`)
@@ -210,8 +212,12 @@ def cli_main(argv: list[str] | None = None) -> int:
         from models.evaluate_logo import cli_main as logo_main
 
         return logo_main(args[1:])
+    if args[:1] == ["gyro"]:
+        from models.evaluate_gyro import cli_main as gyro_main
+
+        return gyro_main(args[1:])
     p = argparse.ArgumentParser(prog="alertbroker eval", description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=("classify", "photoz", "anomaly", "served", "logo"),
+    p.add_argument("task", choices=("classify", "photoz", "anomaly", "served", "logo", "gyro"),
                    help="served: per alert through the serving path (see 'eval served --help'); "
                         "logo: leave-one-generator-out (see 'eval logo --help')")
     p.add_argument("--data", help="training-table directory (classify, anomaly)")

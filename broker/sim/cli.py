@@ -45,13 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ddf-fraction", type=float, default=None,
                    help="share of objects placed in the deep-drilling fields observed in the "
                         "window (default 0.05 with --randomise-conditions, else 0)")
+    g.add_argument("--class-fraction", action="append", default=[], metavar="NAME=F",
+                   help="object fraction of a class, e.g. Rotator=0.5 (repeatable; the other "
+                        "classes share the rest)")
     return p
+
+
+def _fractions(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, val = item.rpartition("=")
+        if not sep or not name:
+            raise ValueError(f"--class-fraction wants NAME=F, got {item!r}")
+        out[name] = float(val)
+    return out
 
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Run the simulator; returns a process exit code."""
     args = build_parser().parse_args(argv)
     try:
+        fractions = _fractions(args.class_fraction)
         summ = simulate(args.objects, args.seed, args.out, start_mjd=args.start_mjd,
                         nights=args.nights, cadence=args.cadence, tar=args.tar,
                         cutouts=args.cutouts, progress=not args.quiet, generators=args.generators,
@@ -61,7 +75,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                             noise_scale=(args.noise_scale[0], args.noise_scale[1]),
                             missing_band_prob=args.missing_band_prob,
                             ddf_fraction=args.ddf_fraction if args.ddf_fraction is not None
-                            else 0.05 * args.randomise_conditions))
+                            else 0.05 * args.randomise_conditions),
+                        class_fractions=fractions)
     except (FileNotFoundError, ValueError) as exc:
         print(f"alertbroker simulate: {exc}", file=sys.stderr)
         return 2

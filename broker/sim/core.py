@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import polars as pl
 
 from . import conditions as oc_mod
 from . import generators as gz
+from . import models_rotator as rot
 from . import models_transient as mt
 from . import taxonomy as tx
 from .alerts import day_obs, write_alerts
@@ -85,7 +86,8 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
              nights: int = 1, cadence: str = "auto", tar: bool = False, cutouts: bool = False,
              progress: bool = True, log: Callable[[str], None] | None = None,
              generators: str | Sequence[str] | None = None,
-             conditions: oc_mod.Conditions | None = None) -> SimulationSummary:
+             conditions: oc_mod.Conditions | None = None,
+             class_fractions: Mapping[str, float] | None = None) -> SimulationSummary:
     """Simulate ``n_objects`` objects and write alerts, truth, training tables and hosts.
 
     Parameters
@@ -114,6 +116,9 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
         Without ``templates``, classes no listed generator makes are not simulated.
     conditions : Conditions, optional
         Observing-condition randomisation (:mod:`broker.sim.conditions`); default: none.
+    class_fractions : mapping of str to float, optional
+        Object fraction of some classes by name (e.g. ``{"Rotator": 0.5}``); the other
+        classes share the rest in their usual proportions.
     """
     if n_objects < 1:
         raise ValueError("n_objects must be at least 1")
@@ -141,6 +146,9 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     if "templates" not in gens:  # only the classes some listed generator can make
         freq = freq * np.isin(tx.codes(), list(gz.class_coverage(gens)))
         freq = freq / freq.sum()
+    if class_fractions:
+        freq = np.array(tx.with_fractions(freq.tolist(),
+                                        {tx.code_of(k): v for k, v in class_fractions.items()}))
     codes = np.array(tx.codes())[rng.choice(len(tx.CLASSES), n_objects, p=freq)]
     order = np.argsort(codes, kind="stable")  # group by class
     codes = codes[order]
@@ -229,7 +237,8 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
                    "generator": gen_of.astype(str), "mwebv": obj_cond.mwebv,
                    "noise_scale": obj_cond.noise_scale,
                    "precovery_days": obj_cond.precovery_days,
-                   "missing_bands": obj_cond.missing_bands(), "ddf": in_ddf(ra, dec)})],
+                   "missing_bands": obj_cond.missing_bands(), "ddf": in_ddf(ra, dec),
+                   **rot.truth_columns(codes, params)})],
               how="horizontal").write_parquet(out / "truth.parquet")
     curves = light_curve_frame(ph.off, ph.mjd, ph.band, ph.flux, ph.flux_err, ph.detected)
     split_counts = write_training(out / "training", meta, curves)

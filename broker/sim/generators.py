@@ -13,7 +13,9 @@ classifier can be trained on some generators and tested on another.
 - ``sncosmo``: :mod:`broker.sim.gen_sncosmo`, SN Ia (``hsiao-subsampled``);
 - ``lightcurvelynx``: :mod:`broker.sim.gen_lynx`, AGN and eclipsing binaries;
 - ``parsnip``: :mod:`broker.sim.gen_parsnip`, ParSNIP decoder draws from its latent prior,
-  a class of its own (``2901 ParSNIP prior``, held out of training).
+  a class of its own (``2901 ParSNIP prior``, held out of training);
+- ``rotators``: :mod:`broker.sim.models_rotator`, spotted rotating dwarfs with
+  gyrochronology truth, a class of its own (``2902 Rotator``, held out of training).
 
 The external packages are imported lazily, only when their generator is used: the
 default run (``templates`` only) needs numpy alone and draws exactly the same random
@@ -120,9 +122,26 @@ class TemplatesGenerator:
         return mv.flux(code, p, offsets, mjd, band, rng)
 
 
+class RotatorGenerator:
+    """Spotted rotating dwarfs (:mod:`broker.sim.models_rotator`), numpy only."""
+
+    name = "rotators"
+    classes: frozenset[int] = frozenset({tx.ROTATOR_CODE})
+
+    def sample(self, code: int, rng: np.random.Generator, z: np.ndarray, t_lo: float,
+               t_hi: float) -> dict[str, np.ndarray]:
+        """See :meth:`Generator.sample`."""
+        return mv.sample_params(code, rng, z.size, t_lo, t_hi)
+
+    def flux(self, code: int, p: dict[str, np.ndarray], offsets: np.ndarray, mjd: np.ndarray,
+             band: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`Generator.flux`."""
+        return mv.flux(code, p, offsets, mjd, band, rng)
+
+
 def names() -> tuple[str, ...]:
     """Every generator name, in a fixed order."""
-    return ("templates", "redback", "sncosmo", "lightcurvelynx", "parsnip")
+    return ("templates", "redback", "sncosmo", "lightcurvelynx", "parsnip", "rotators")
 
 
 def get(name: str) -> Generator:
@@ -161,6 +180,8 @@ def get(name: str) -> Generator:
         from .gen_parsnip import ParsnipGenerator
 
         return ParsnipGenerator()
+    if name == "rotators":
+        return RotatorGenerator()
     raise ValueError(f"unknown generator {name!r}; choose from {', '.join(names())}")
 
 

@@ -1,5 +1,5 @@
 """Variable and Galactic sources: AGN, M-dwarf flares, dwarf novae, microlensing,
-RR Lyrae, Cepheids and eclipsing binaries.
+RR Lyrae, Cepheids, eclipsing binaries and spotted rotators.
 
 Every model returns the noiseless difference flux (science minus template, nJy) and
 the static flux that sits in the template.  The template is the mean flux for
@@ -12,12 +12,15 @@ SF_inf 0.1-0.35 mag (MacLeod et al. 2010); RR Lyrae P 0.45-0.75 d, A_g 0.5-1.1 m
 Cepheids P 3-50 d; EBs P 0.3-10 d with eclipse depths 0.05-0.8 mag; M-dwarf flares
 5-30 per 100 d decaying in 0.02-0.5 d, peaking at 1-30x the quiescent u flux; dwarf
 novae 2-5 mag outbursts every 20-120 d; microlensing Paczynski curves with t_E 10-150 d and blending 0.3-1.
+Spotted rotators (:mod:`broker.sim.models_rotator`): F7-K2 dwarfs whose period follows the
+gyrochronology relation at a drawn age and colour.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import models_rotator as rot
 from .photometry import bb_band, mag_to_njy
 
 AMP_BAND = np.array([1.35, 1.15, 1.0, 0.85, 0.78, 0.72])  # pulsation/DRW amplitude vs band
@@ -48,6 +51,8 @@ def sample_params(code: int, rng: np.random.Generator, n: int, t_lo: float,
         p |= {"m_mean": u(15.0, 21.5, n), "T": u(5200, 6500, n),
               "period": 10 ** u(np.log10(3), np.log10(50), n), "amp_mag": u(0.4, 1.0, n),
               "rise_frac": u(0.25, 0.35, n)}
+    elif code == rot.CODE:
+        p |= rot.sample_params(rng, n)
     elif code == 2325:
         d1 = u(0.05, 0.8, n)
         p |= {"m_mean": u(16.0, 22.5, n), "T": u(4500, 9000, n),
@@ -93,6 +98,9 @@ def flux(code: int, p: dict[str, np.ndarray], offsets: np.ndarray, t: np.ndarray
         saw = np.where(ph < rf, ph / rf, (1 - ph) / (1 - rf)) - 0.5
         dm = -p["amp_mag"][obj] * AMP_BAND[band] * saw
         return base * (10 ** (-0.4 * dm) - 1.0), base
+    if code == rot.CODE:
+        static = rot.static_flux(p, obj, band, base)
+        return rot.flux(p, obj, t, AMP_BAND[band], static), static
     if code == 2325:
         ph = ((t / p["period"][obj]) + p["phase0"][obj]) % 1.0
         w = p["width"][obj]

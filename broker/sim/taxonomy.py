@@ -13,8 +13,10 @@ are held out: a model never sees them in training.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from broker.predict import ROTATOR_CODE
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ CLASSES: tuple[SimClass, ...] = (
     SimClass(2325, "EB", 2320, 0.10, False),
     # not an ELAsTiCC class: ParSNIP's latent prior (broker.sim.gen_parsnip), held out
     SimClass(2901, "ParSNIP prior", 2220, 0.05, True, generator="parsnip", zmax=0.6),
+    # not an ELAsTiCC class: spotted rotating dwarfs with gyrochronology truth
+    # (broker.sim.models_rotator), made by the ``rotators`` generator, held out
+    SimClass(ROTATOR_CODE, "Rotator", 2320, 0.08, False, generator="rotators"),
 )
 
 BY_CODE: dict[int, SimClass] = {c.code: c for c in CLASSES}
@@ -102,3 +107,54 @@ def frequencies(generators: Iterable[str] = ()) -> list[float]:
 def name_of(code: int) -> str:
     """Class name for an ELAsTiCC code."""
     return BY_CODE[code].name
+
+
+def code_of(name: str) -> int:
+    """Class code for a class name (as in :data:`CLASSES`).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    """
+    for c in CLASSES:
+        if c.name == name:
+            return c.code
+    raise ValueError(f"unknown class {name!r}; choose from {', '.join(c.name for c in CLASSES)}")
+
+
+def with_fractions(freq: Sequence[float], fractions: Mapping[int, float]) -> list[float]:
+    """Set the object fraction of some classes, rescaling the others to fill the rest.
+
+    Parameters
+    ----------
+    freq : sequence of float
+        Fractions in the order of :func:`codes` (from :func:`frequencies`).
+    fractions : mapping of int to float
+        Wanted fraction per class code; each class must already be simulated (> 0).
+
+    Returns
+    -------
+    list of float
+        Fractions that sum to 1.
+
+    Raises
+    ------
+    ValueError
+        For a class not simulated in this run, a fraction outside (0, 1) or a sum >= 1.
+    """
+    cs = codes()
+    out = list(freq)
+    for code, f in fractions.items():
+        if not 0.0 < f < 1.0:
+            raise ValueError(f"class fraction of {name_of(code)} must be in (0, 1), got {f}")
+        if out[cs.index(code)] <= 0.0:
+            gen = BY_CODE[code].generator
+            raise ValueError(f"class {name_of(code)} is not simulated in this run"
+                             + (f" (it needs --generators ...,{gen})" if gen else ""))
+    fixed = sum(fractions.values())
+    rest = sum(x for c, x in zip(cs, out, strict=True) if c not in fractions)
+    if fixed >= 1.0 or rest <= 0.0:
+        raise ValueError("class fractions must leave room for the other classes")
+    return [fractions[c] if c in fractions else x * (1.0 - fixed) / rest
+            for c, x in zip(cs, out, strict=True)]
