@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 
 from broker.features import gyro
 
@@ -88,8 +89,8 @@ def flux(p: dict[str, np.ndarray], obj: np.ndarray, t: np.ndarray, band_amp: np.
     return static * (10 ** (-0.4 * dm) - 1.0)
 
 
-def truth_columns(codes: np.ndarray, params_json: list[str]) -> dict[str, np.ndarray]:
-    """``rotation_period_days`` and ``log_age_yr`` per object (NaN unless a rotator).
+def truth_columns(codes: np.ndarray, params_json: list[str]) -> dict[str, pl.Series]:
+    """``rotation_period_days`` and ``log_age_yr`` per object (null unless a rotator).
 
     Parameters
     ----------
@@ -100,7 +101,7 @@ def truth_columns(codes: np.ndarray, params_json: list[str]) -> dict[str, np.nda
 
     Returns
     -------
-    dict of str to numpy.ndarray
+    dict of str to polars.Series
         The two truth columns, float64.
     """
     per = np.full(codes.size, np.nan)
@@ -108,4 +109,5 @@ def truth_columns(codes: np.ndarray, params_json: list[str]) -> dict[str, np.nda
     for i in np.flatnonzero(codes == CODE):
         p = json.loads(params_json[i])
         per[i], age[i] = p["period"], p["log_age_yr"]
-    return {"rotation_period_days": per, "log_age_yr": age}
+    return {"rotation_period_days": pl.Series(per).fill_nan(None),
+            "log_age_yr": pl.Series(age).fill_nan(None)}
