@@ -16,6 +16,8 @@ Prints, over the rotator alerts (and over the latest alert per rotator):
 * ``bias``, ``scatter`` (standard deviation) and ``nmad`` (1.4826 x median absolute deviation)
   of ``log_age - log_age_true`` in dex, and ``within_1sigma``: the share with
   ``|residual| <= sigma``;
+* ``aged_period_ok`` and ``scatter_period_ok``: among the alerts with an age, the share whose
+  period is right, and the scatter over those alone (the rest are periodogram aliases);
 * ``ideal_scatter``: the same relation fed the true period and the star's true g - r
   (the floor set by the relation's dispersion and the colour transformation).
 
@@ -114,10 +116,14 @@ def _stats(df: pl.DataFrame) -> dict[str, float]:
     base = {"n": float(n), "frac_age": has.height / n if n else NAN,
             "period_ok": float(np.mean(per < 0.1)) if n else NAN}
     if d.size == 0:
-        return {**base, "bias": NAN, "scatter": NAN, "nmad": NAN, "within_1sigma": NAN}
+        return {**base, "bias": NAN, "scatter": NAN, "nmad": NAN, "within_1sigma": NAN,
+                "aged_period_ok": NAN, "scatter_period_ok": NAN}
+    right = (has["period_meas"] / has["rotation_period_days"] - 1.0).abs().to_numpy() < 0.1
     return {**base, "bias": float(np.median(d)), "scatter": float(np.std(d)),
             "nmad": float(1.4826 * np.median(np.abs(d - np.median(d)))),
-            "within_1sigma": float(np.mean(np.abs(d) <= has["sigma"].to_numpy()))}
+            "within_1sigma": float(np.mean(np.abs(d) <= has["sigma"].to_numpy())),
+            "aged_period_ok": float(np.mean(right)),
+            "scatter_period_ok": float(np.std(d[right])) if right.any() else NAN}
 
 
 def report(sim: Path) -> dict[str, dict[str, float]]:
@@ -136,10 +142,11 @@ def report(sim: Path) -> dict[str, dict[str, float]]:
                     "scatter": float(np.std(di)) if di.size else NAN}
     print(f"rotators: {truth.height} objects, {served.height} served alerts "
           f"({served['diaObjectId'].n_unique()} objects)")
-    cols = ("n", "frac_age", "period_ok", "bias", "scatter", "nmad", "within_1sigma")
-    print(f"{'view':8s} " + " ".join(f"{c:>13s}" for c in cols))
+    cols = ("n", "frac_age", "period_ok", "bias", "scatter", "nmad", "within_1sigma", "aged_period_ok",
+            "scatter_period_ok")
+    print(f"{'view':8s} " + " ".join(f"{c:>17s}" for c in cols))
     for k, v in out.items():
-        print(f"{k:8s} " + " ".join(f"{v.get(c, NAN):13.4f}" for c in cols))
+        print(f"{k:8s} " + " ".join(f"{v.get(c, NAN):17.4f}" for c in cols))
     return out
 
 
@@ -153,6 +160,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     print(" ".join(f"{k}={v:.4g}" for k, v in (
         ("n_alerts", a["n"]), ("frac_age", a["frac_age"]), ("period_ok", a["period_ok"]),
         ("bias_dex", a["bias"]), ("scatter_dex", a["scatter"]), ("nmad_dex", a["nmad"]),
-        ("within_1sigma", a["within_1sigma"]), ("latest_scatter_dex", latest["scatter"]),
+        ("within_1sigma", a["within_1sigma"]), ("aged_period_ok", a["aged_period_ok"]),
+        ("scatter_period_ok_dex", a["scatter_period_ok"]), ("latest_scatter_dex", latest["scatter"]),
         ("ideal_scatter_dex", out["ideal"]["scatter"]))))
     return 0

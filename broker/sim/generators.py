@@ -106,6 +106,8 @@ class TemplatesGenerator:
     def sample(self, code: int, rng: np.random.Generator, z: np.ndarray, t_lo: float,
                t_hi: float) -> dict[str, np.ndarray]:
         """See :meth:`Generator.sample`; parameter ranges are in the template modules."""
+        if code not in self.classes:
+            raise ValueError(f"the templates do not make class {code}")
         if code in mt.SPEC:
             return mt.sample_params(code, rng, z, t_lo, t_hi)
         p = mv.sample_params(code, rng, z.size, t_lo, t_hi)
@@ -131,6 +133,8 @@ class RotatorGenerator:
     def sample(self, code: int, rng: np.random.Generator, z: np.ndarray, t_lo: float,
                t_hi: float) -> dict[str, np.ndarray]:
         """See :meth:`Generator.sample`."""
+        if code not in self.classes:
+            raise ValueError(f"the rotators generator does not make class {code}")
         return mv.sample_params(code, rng, z.size, t_lo, t_hi)
 
     def flux(self, code: int, p: dict[str, np.ndarray], offsets: np.ndarray, mjd: np.ndarray,
