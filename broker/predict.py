@@ -30,12 +30,15 @@ class Predictions:
     anomaly : ndarray (n,) or None
         Anomaly score, higher = stranger; NaN = no score.
     hosts : list of HostAnnotation or None, length n, or None
+    embedding : ndarray (n, EMBEDDING_DIM) or None
+        The model's compact embedding (``annotations.embedding``); NaN rows = none.
     """
 
     probs: np.ndarray | None = None
     photoz: np.ndarray | None = None
     anomaly: np.ndarray | None = None
     hosts: list[HostAnnotation | None] | None = None
+    embedding: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
