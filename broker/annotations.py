@@ -9,7 +9,7 @@ plain Rubin schema still reads it (schema resolution ignores the extra field),
 and so does any reader of the enriched schema.
 
 **Schema ids.** Enriched: ``ENRICHED_ID_BASE * major + input id``
-(v2 on Rubin 11.1 -> 2_001_101; v1 was 1_001_101). Scores: ``SCORES_SCHEMA_ID``
+(v3 on Rubin 11.1 -> 3_001_101; v1 was 1_001_101). Scores: ``SCORES_SCHEMA_ID``
 (2_000_001). Rubin ids are between 300 (3.0) and 10,000, so the ranges never collide.
 
 **Versions.** Each annotations major only appends fields (with defaults) to the one
@@ -21,6 +21,7 @@ reads v2 records by ordinary Avro schema resolution (the new fields are ignored)
 - v1.0: scores, photo-z, anomaly, host, counts, timestamps.
 - v2.0: ``solarSystem``, ``reliability`` (the alert's own real/bogus score) and
   ``classificationState`` (why ``classifications`` is or is not there).
+- v3.0: ``embedding`` (a compact copy of the model's view of the alert, for similarity search).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from typing import Any
 
 import fastavro
 
-ANNOTATIONS_VERSION = "2.0"
-ANNOTATIONS_MAJOR = 2
+ANNOTATIONS_VERSION = "3.0"
+ANNOTATIONS_MAJOR = 3
 #: Every annotations major a reader of this code understands (v1 outputs are still read).
-KNOWN_MAJORS: tuple[int, ...] = (1, 2)
+KNOWN_MAJORS: tuple[int, ...] = (1, 2, 3)
 ENRICHED_ID_BASE = 1_000_000
 #: The scores record has not changed since v1: its id stays 2_000_001.
 SCORES_SCHEMA_ID = 2_000_001
@@ -47,6 +48,10 @@ STATE_UNCLASSIFIED = "unclassified"  # too little information (fewer detections 
 STATE_SOLAR_SYSTEM = "solar_system"  # a moving object: no transient or variable class applies
 STATE_NO_MODEL = "no_model"  # no model configured, or the model declined to score this alert
 CLASSIFICATION_STATES = (STATE_CLASSIFIED, STATE_UNCLASSIFIED, STATE_SOLAR_SYSTEM, STATE_NO_MODEL)
+
+#: Values in ``annotations.embedding`` (little-endian float16 each): the one place this size lives.
+EMBEDDING_DIM = 16
+EMBEDDING_DTYPE = "<f2"
 
 _TS = {"type": "long", "logicalType": "timestamp-millis"}
 _F = ["null", "float"]
@@ -92,12 +97,21 @@ _V2_FIELDS: list[dict[str, Any]] = [
      "doc": "classified | unclassified (too little information) | solar_system | no_model."},
 ]  # fmt: skip
 
+_V3_FIELDS: list[dict[str, Any]] = [
+    {"name": "embedding", "type": ["null", "bytes"], "default": None,
+     "doc": f"{EMBEDDING_DIM} little-endian float16 values: the model's compact embedding of the alert "
+            "(nearby = similar; see `alertbroker similar`). Null without a model or with a closed gate."},
+]  # fmt: skip
+
+#: The fields each annotations major appends to the one before.
+_FIELDS_BY_MAJOR: dict[int, list[dict[str, Any]]] = {1: _V1_FIELDS, 2: _V2_FIELDS, 3: _V3_FIELDS}
+
 
 def annotations_schema(major: int = ANNOTATIONS_MAJOR) -> dict[str, Any]:
     """The ``annotations`` record of version ``major`` (each version appends to the previous)."""
     if major not in KNOWN_MAJORS:
         raise ValueError(f"unknown annotations major {major}; known: {KNOWN_MAJORS}")
-    fields = copy.deepcopy(_V1_FIELDS) + (copy.deepcopy(_V2_FIELDS) if major >= 2 else [])
+    fields = [f for m in KNOWN_MAJORS if m <= major for f in copy.deepcopy(_FIELDS_BY_MAJOR[m])]
     return {"type": "record", "name": "annotations", "namespace": f"alertbroker.v{major}",
             "doc": "Added by alertbroker. Null score fields mean 'no prediction' (see classificationState).",
             "fields": fields}  # fmt: skip

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from broker.annotations import ANNOTATIONS_VERSION, STATE_NO_MODEL
+from broker.annotations import ANNOTATIONS_VERSION, EMBEDDING_DIM, EMBEDDING_DTYPE, STATE_NO_MODEL
 
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
@@ -44,6 +44,27 @@ def _opt_string(s: str | None) -> bytes:
 
 def _opt_float(v: float | None) -> bytes:
     return b"\x00" if v is None or not np.isfinite(v) else b"\x02" + _FLOAT.pack(v)
+
+
+_EMBEDDING_PREFIX = b"\x02" + zigzag(EMBEDDING_DIM * np.dtype(EMBEDDING_DTYPE).itemsize)
+
+
+def _opt_embedding(v: np.ndarray | None) -> bytes:
+    """``annotations.embedding``: null, or ``EMBEDDING_DIM`` float16 values as Avro bytes."""
+    if v is None:
+        return b"\x00"
+    if v.shape != (EMBEDDING_DIM,):
+        raise ValueError(f"embedding has shape {v.shape}, the schema holds ({EMBEDDING_DIM},)")
+    if not np.isfinite(v).all():
+        return b"\x00"
+    return _EMBEDDING_PREFIX + np.ascontiguousarray(v, dtype=EMBEDDING_DTYPE).tobytes()
+
+
+def decode_embedding(raw: bytes | None) -> np.ndarray | None:
+    """The float32 values of an ``annotations.embedding`` field (None stays None)."""
+    if raw is None:
+        return None
+    return np.frombuffer(raw, dtype=EMBEDDING_DTYPE).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,7 @@ class AnnotationEncoder:
         self, probs: np.ndarray | None, photoz: np.ndarray | None, anomaly: float | None,
         host: HostAnnotation | None, n_det: int, n_forced: int, ingest_ms: int, processed_ms: int,
         solar_system: bool = False, reliability: float | None = None, state: str = STATE_NO_MODEL,
+        embedding: np.ndarray | None = None,
     ) -> bytes:  # fmt: skip
         """Encode one alert's annotations (the current version, ``ANNOTATIONS_VERSION``).
 
@@ -97,6 +119,8 @@ class AnnotationEncoder:
             mean, sigma, mode, q05, q16, q50, q84, q95; None = no photo-z.
         solar_system, reliability, state
             The v2 fields: moving-object flag, the alert's own reliability, ``classificationState``.
+        embedding : ndarray, shape (EMBEDDING_DIM,), or None
+            The v3 field (stored as float16); None or any NaN = null.
         """
         parts = [self._prefix]
         if probs is None:
@@ -116,6 +140,7 @@ class AnnotationEncoder:
             )  # fmt: skip
         parts.append(zigzag(n_det) + zigzag(n_forced) + zigzag(ingest_ms) + zigzag(processed_ms))
         parts.append((b"\x01" if solar_system else b"\x00") + _opt_float(reliability) + avro_string(state))
+        parts.append(_opt_embedding(embedding))
         return b"".join(parts)
 
 

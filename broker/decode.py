@@ -16,7 +16,7 @@ import numpy.typing as npt
 from broker.annotations import SCORES_SCHEMA_ID
 from broker.avro_program import FLOAT_COLUMNS, INT_COLUMNS, Program, compile_schema
 from broker.batch import AlertBatch, AlertTable, LightCurves
-from broker.decode_kernel import OK, STATUS_TEXT, TOO_MANY_ROWS, decode_messages
+from broker.decode_kernel import OK, STATUS_TEXT, TOO_MANY_ROWS, Outputs, Source, decode_messages, new_rows
 from broker.errors import AlertError, AlreadyEnriched, HistoryTooLarge, MalformedBody
 from broker.schemas import AlertSchema, SchemaStore
 from broker.wire import HEADER_SIZE, parse_header
@@ -107,31 +107,22 @@ class BatchDecoder:
         ends = np.cumsum(lens)
         starts = ends - lens + skip
         code, jt, pbase, jbase = self._link(sids)
-        out_f = np.full((n, len(FLOAT_COLUMNS)), np.nan)
-        out_i = np.full((n, len(INT_COLUMNS)), -1, dtype=np.int64)
-        status = np.zeros(n, dtype=np.int8)
-        row_off = np.zeros(n + 1, dtype=np.int64)
-        cap = max(64, n * 64, int(lens.sum()) // 48)  # a photometry row takes >= ~48 bytes
-        rows_f = np.empty((3, cap))
-        rows_band = np.empty(cap, dtype=np.int8)
-        rows_det = np.empty(cap, dtype=np.bool_)
-        stops = np.zeros(n, dtype=np.int64)
-        marks = np.full(n, -1, dtype=np.int64)
+        src = Source(buf, starts, ends, pbase, jbase, code, jt)
+        out = Outputs(np.full((n, len(FLOAT_COLUMNS)), np.nan), np.full((n, len(INT_COLUMNS)), -1, dtype=np.int64),
+                      np.zeros(n, dtype=np.int8), np.zeros(n + 1, dtype=np.int64), np.zeros(n, dtype=np.int64),
+                      np.full(n, -1, dtype=np.int64))  # fmt: skip
+        out_f, out_i, status, row_off, _, marks = out
+        rows = new_rows(max(64, n * 64, int(lens.sum()) // 48))  # a photometry row takes >= ~48 bytes
         first = 0
         while True:
-            first = decode_messages(buf, starts, ends, pbase, jbase, code, jt, first, self.max_rows, True,
-                                    out_f, out_i, status, row_off, rows_f, rows_band, rows_det, stops,
-                                    False, marks)  # fmt: skip
+            first = decode_messages(src, rows, out, first, self.max_rows, True, False)
             if first >= n:
                 break
-            cap *= 2  # rows full: grow and resume from the message that did not fit
-            rows_f = np.concatenate([rows_f, np.empty_like(rows_f)], axis=1)
-            rows_band = np.concatenate([rows_band, np.empty_like(rows_band)])
-            rows_det = np.concatenate([rows_det, np.empty_like(rows_det)])
+            rows = new_rows(2 * rows.band.shape[0], keep=rows)  # full: grow and resume where it stopped
         nrows = int(row_off[n])
         lc = LightCurves(
-            offsets=row_off, mjd=rows_f[0, :nrows], band=rows_band[:nrows], flux=rows_f[1, :nrows],
-            flux_err=rows_f[2, :nrows], is_detection=rows_det[:nrows],
+            offsets=row_off, mjd=rows.f[0, :nrows], band=rows.band[:nrows], flux=rows.f[1, :nrows],
+            flux_err=rows.f[2, :nrows], is_detection=rows.det[:nrows],
         )  # fmt: skip
         cols: dict[str, np.ndarray] = {name: out_f[:, j] for j, name in enumerate(FLOAT_COLUMNS)}
         cols.update({name: out_i[:, j] for j, name in enumerate(INT_COLUMNS)})
@@ -164,26 +155,21 @@ class BatchDecoder:
         buf = np.frombuffer(block, dtype=np.uint8)
         sids = np.full(count, schema_id, dtype=np.int32)
         code, jt, pbase, jbase = self._link(sids)
-        ends = np.full(count, len(block), dtype=np.int64)
-        starts = np.zeros(count, dtype=np.int64)
-        stops = np.zeros(count, dtype=np.int64)
-        status = np.zeros(count, dtype=np.int8)
-        row_off = np.zeros(count + 1, dtype=np.int64)
-        out_f = np.empty((count, len(FLOAT_COLUMNS)))
-        out_i = np.empty((count, len(INT_COLUMNS)), dtype=np.int64)
-        cap = 1 << 16
-        rows_f, rows_band, rows_det = np.empty((3, cap)), np.empty(cap, np.int8), np.empty(cap, np.bool_)
+        src = Source(buf, np.zeros(count, dtype=np.int64), np.full(count, len(block), dtype=np.int64), pbase, jbase,
+                     code, jt)  # fmt: skip
+        out = Outputs(np.empty((count, len(FLOAT_COLUMNS))), np.empty((count, len(INT_COLUMNS)), dtype=np.int64),
+                      np.zeros(count, dtype=np.int8), np.zeros(count + 1, dtype=np.int64),
+                      np.zeros(count, dtype=np.int64), np.zeros(count, np.int64))  # fmt: skip
+        status, row_off, stops = out.status, out.row_off, out.stops
+        rows = new_rows(1 << 16)
         first = 0
         while first < count:
             was = first
-            first = decode_messages(buf, starts, ends, pbase, jbase, code, jt, first, 1 << 40, False,
-                                    out_f, out_i, status, row_off, rows_f, rows_band, rows_det, stops,
-                                    True, np.zeros(count, np.int64))  # fmt: skip
+            first = decode_messages(src, rows, out, first, 1 << 40, False, True)
             if first < count:  # rows are not kept: restart them, growing if one record did not fit
                 row_off[first] = 0
                 if first == was:
-                    cap *= 2
-                    rows_f, rows_band, rows_det = np.empty((3, cap)), np.empty(cap, np.int8), np.empty(cap, np.bool_)
+                    rows = new_rows(2 * rows.band.shape[0])
         if (status != OK).any() or (count and stops[-1] != len(block)):
             return None
         begins = np.concatenate([[0], stops[:-1]])

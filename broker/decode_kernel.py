@@ -7,6 +7,8 @@ a crash or an out-of-bounds read.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -28,6 +30,51 @@ NEED_SPACE = -1
 _BANDMAP = np.full(256, -1, dtype=np.int64)
 for _i, _c in enumerate("ugrizy"):
     _BANDMAP[ord(_c)] = _i
+
+
+class Source(NamedTuple):
+    """What the kernel reads: the bodies laid end to end and the linked programs.
+
+    ``buf`` uint8; ``starts``/``ends`` (n,) int64 byte ranges; ``pbase``/``jbase`` (n,) int64
+    offsets of each message's program in ``code`` (m, 5) int32 and jump table ``jt`` int32.
+    """
+
+    buf: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    pbase: np.ndarray
+    jbase: np.ndarray
+    code: np.ndarray
+    jt: np.ndarray
+
+
+class Rows(NamedTuple):
+    """Photometry rows: ``f`` (3, cap) float64 = mjd, flux, flux_err; ``band`` int8; ``det`` bool."""
+
+    f: np.ndarray
+    band: np.ndarray
+    det: np.ndarray
+
+
+class Outputs(NamedTuple):
+    """Per-message results: ``out_f``/``out_i`` columns, ``status`` int8, ``row_off`` (n + 1,),
+    ``stops`` (end of each message), ``marks`` (where a top-level ``annotations`` field starts)."""
+
+    out_f: np.ndarray
+    out_i: np.ndarray
+    status: np.ndarray
+    row_off: np.ndarray
+    stops: np.ndarray
+    marks: np.ndarray
+
+
+def new_rows(cap: int, keep: Rows | None = None) -> Rows:
+    """Row arrays of capacity ``cap``; the first rows of ``keep`` are copied in (growth keeps them)."""
+    rows = Rows(np.empty((3, cap)), np.empty(cap, np.int8), np.empty(cap, np.bool_))
+    if keep is not None:
+        k = min(cap, keep.band.shape[0])
+        rows.f[:, :k], rows.band[:k], rows.det[:k] = keep.f[:, :k], keep.band[:k], keep.det[:k]
+    return rows
 
 
 @nb.njit(cache=True, inline="always")
@@ -75,11 +122,7 @@ def _skip_varint(buf: np.ndarray, p: int, end: int) -> int:
 
 @nb.njit(cache=True)
 def decode_messages(  # noqa: C901 - one interpreter loop is the point
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, pbase: np.ndarray, jbase: np.ndarray,
-    code: np.ndarray, jt: np.ndarray, first: int, max_rows: int, strict: bool,
-    out_f: np.ndarray, out_i: np.ndarray, status: np.ndarray, row_off: np.ndarray,
-    rows_f: np.ndarray, rows_band: np.ndarray, rows_det: np.ndarray, stops: np.ndarray, chain: bool,
-    marks: np.ndarray,
+    src: Source, rows: Rows, out: Outputs, first: int, max_rows: int, strict: bool, chain: bool,
 ) -> int:
     """Decode messages ``first..`` into the output arrays.
 
@@ -90,6 +133,9 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
     starts at ``stops[i - 1]``: this splits an Avro container block into records.
     ``marks[i]`` is where a top-level ``annotations`` field starts (left as is when absent).
     """
+    buf, starts, ends, pbase, jbase, code, jt = src
+    rows_f, rows_band, rows_det = rows
+    out_f, out_i, status, row_off, stops, marks = out
     bandmap = _BANDMAP
     cap = rows_band.shape[0]
     stack = np.zeros(16, dtype=np.int64)

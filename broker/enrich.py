@@ -147,8 +147,9 @@ class Enricher:
             if solar[k]:  # a moving object: no transient class, no host redshift, no anomaly to flag
                 pz, an, host = None, None, None
             reliability = None if math.isnan(rel[k]) else rel[k]
+            emb = None if solar[k] else _row(preds.embedding, k)
             ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed, solar[k], reliability,
-                      states[k])  # fmt: skip
+                      states[k], emb)  # fmt: skip
             raw = values[i]
             assert raw is not None
             sid = int(sids[k])
@@ -193,7 +194,7 @@ def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
 def _merge(parts: list[Predictions | None], n: int) -> Predictions:
     """Stack one-alert predictions; failed alerts get NaN rows / None hosts."""
     out = Predictions()
-    for name in ("probs", "photoz", "anomaly"):
+    for name in ("probs", "photoz", "anomaly", "embedding"):
         proto = next((getattr(p, name) for p in parts if p is not None and getattr(p, name) is not None), None)
         if proto is None:
             continue

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from broker.annotations import ANNOTATIONS_MAJOR, KNOWN_MAJORS, SCORES_SCHEMA_ID, annotations_major, annotations_schema
+from broker.annotations_codec import decode_embedding
 from broker.batch import BANDS, LightCurves
 from broker.decode import DecodeResult
 from broker.wire import parse_header, version_for_schema_id
@@ -98,6 +99,8 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
         cols[f"p_{cid}"] = pl.Series(probs[cid], dtype=pl.Float64)
     for name, v in rows.items():
         cols[name] = pl.Series(v, dtype=pl.Utf8 if name == "host_id" else pl.Float64)
+    emb = [decode_embedding((a or {}).get("embedding")) for a in anns]
+    cols["embedding"] = pl.Series([None if e is None else e.tolist() for e in emb], dtype=pl.List(pl.Float32))
     cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
     cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)
     cols["sparkline"] = [sparkline(lc, k) for k in range(n)]

@@ -36,6 +36,8 @@ class Predictions:
     anomaly : ndarray (n,) or None
         Anomaly score, higher = stranger; NaN = no score.
     hosts : list of HostAnnotation or None, length n, or None
+    embedding : ndarray (n, EMBEDDING_DIM) or None
+        The model's compact embedding (``annotations.embedding``); NaN rows = none.
     extra : dict
         Further per-alert outputs.  ``extra[ROTATION_AGE]``: ndarray (n, 3) of
         log10(age / yr), its sigma (dex) and the rotation period (days) for alerts
@@ -47,6 +49,7 @@ class Predictions:
     photoz: np.ndarray | None = None
     anomaly: np.ndarray | None = None
     hosts: list[HostAnnotation | None] | None = None
+    embedding: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -48,8 +48,9 @@ from broker.schemas import AlertSchema
 from broker.wire import HEADER_SIZE, parse_header, version_for_schema_id
 from consumers.alert_rows import SCHEMA_ID_KEY, nullable_branch, resolve_named
 from consumers.archive import iter_archive
+from consumers.archive_walk import EXPORT_FORMATS
 
-FORMATS = ("parquet", "hats", "per-alert", "tar.gz")
+FORMATS = EXPORT_FORMATS  # kept for importers of archive_export.FORMATS
 NULL_OBJECT = "__HIVE_DEFAULT_PARTITION__"
 _PRIMITIVE = {"boolean": pa.bool_(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
               "double": pa.float64(), "string": pa.string(), "bytes": pa.binary(), "null": pa.null()}  # fmt: skip

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: Files of a HATS catalog that describe it rather than hold alerts (skipped inside a catalog).
 HATS_METADATA = frozenset({"properties", "hats.properties", "partition_info.csv", "_metadata", "_common_metadata",
                            "data_thumbnail.parquet", "point_map.fits", "skymap.fits", "README", "README.md"})
+#: Layouts ``alertbroker export`` writes (and every reader walks): the one list of them.
+EXPORT_FORMATS: tuple[str, ...] = ("parquet", "hats", "per-alert", "tar.gz")
 _DIGITS = re.compile(r"(\d+)")
 
 

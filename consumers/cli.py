@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from consumers.archive_walk import EXPORT_FORMATS
 from consumers.commands import (
     _settings,
     _time_range,
@@ -113,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_time_range(p, "Kafka source: publication time, every partition")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("export", help="write an archive as parquet | hats | per-alert | tar.gz")
+    p = sub.add_parser("export", help=f"write an archive as {' | '.join(EXPORT_FORMATS)}")
     p.add_argument("source", help="any archive that run/replay read")
     p.add_argument("out", help="folder (parquet, hats, per-alert) or .tar.gz file")
-    p.add_argument("--format", required=True, choices=["parquet", "hats", "per-alert", "tar.gz"])
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--quirks", action="store_true", help="parquet: Spark null structs and pandas float ids")
     p.add_argument("--order", type=int, default=2, help="hats: HEALPix order of the partitions")
     p.add_argument("--schema-version", help="schema major.minor of Parquet dumps in SOURCE (default: inferred)")

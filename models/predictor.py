@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from broker.annotations import EMBEDDING_DIM
 from broker.batch import AlertBatch
 from broker.features.registry import FEATURE_NAMES
 from broker.predict import Predictions
@@ -110,6 +111,7 @@ class MultimodalPredictor:
         probs = np.full((n, k), np.nan, np.float32)
         photoz = np.full((n, 8), np.nan, np.float32)
         anomaly = np.full(n, np.nan, np.float32)
+        embedding = np.full((n, EMBEDDING_DIM), np.nan, np.float32)
         todo = np.flatnonzero(cls_ok)
         cuda = self.device.type == "cuda"
         zi = np.flatnonzero(z_ok)
@@ -128,7 +130,8 @@ class MultimodalPredictor:
                 out = self.model.infer(**tb)
             probs[idx] = out["probs"].float().cpu().numpy()
             anomaly[idx] = out["anomaly"].float().cpu().numpy()
-        return Predictions(probs=probs, photoz=photoz, anomaly=anomaly)
+            embedding[idx] = out["embedding"].float().cpu().numpy()
+        return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding)
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Score a batch; ``features`` from :func:`broker.features.featurize` (computed if None)."""

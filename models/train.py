@@ -191,6 +191,7 @@ def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: Toke
         ctx = anomaly_context(run_model(model, tr, device)).numpy()
         model.anomaly.fit(ctx, tr.tokens["lc"], tr.tokens["lc_mask"], seed)
         model.neighbours.fit(ctx, tr.tokens["lc"], tr.tokens["lc_mask"], seed)
+        metrics["embedding_explained_variance"] = float(model.embedding.fit(ctx).sum())
     if cls_val is not None:
         ok = (cls_val.label >= 0) & (cls_val.n_det > 0)
         val = cls_val.take(np.flatnonzero(ok))

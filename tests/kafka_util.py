@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,21 @@ class Watcher:
         self._stop = True
         self._t.join(10)
         self._c.close()
+
+
+def kill_at(spawn: Callable[[], subprocess.Popen], watch: Watcher, targets: Iterable[float],
+            wait_s: float, poll_s: float = 0.02) -> Iterator[tuple[subprocess.Popen, bool]]:
+    """Start a worker per target and SIGKILL it once ``watch`` has seen that many unique outputs.
+
+    Yields each worker (killed or already exited) with whether it was killed; the caller
+    collects its stderr. A worker that has not reached its target after ``wait_s`` is killed too.
+    """
+    for target in targets:
+        w = spawn()
+        deadline = time.monotonic() + wait_s
+        while watch.unique() < target and w.poll() is None and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        alive = w.poll() is None
+        if alive:
+            w.send_signal(signal.SIGKILL)
+        yield w, alive

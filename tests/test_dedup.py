@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import random
 import re
-import signal
 import struct
-import time
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from consumers.audit import audit
 from consumers.dedup import Deduplicator
 from consumers.dedup_store import IdWindow
 from consumers.messages import InMessage
-from tests.kafka_util import Watcher, create_topics, read_topic, report_counts, worker
+from tests.kafka_util import Watcher, create_topics, kill_at, read_topic, report_counts, worker
 
 BIG = [2**53, 2**53 + 1, 2**53 + 2, 2**63 - 1, -(2**63), 0]
 
@@ -251,13 +250,11 @@ def test_sigkills_with_dedup_leave_no_duplicate(kafka_bootstrap: str, topic_pref
     watch = Watcher(kafka_bootstrap, dst)
     killed, at, dropped, reread = 0, [], 0, 0
     try:
-        for frac in points:
-            w = worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g", *args, env=env, idle=60)
-            deadline = time.monotonic() + 60
-            while watch.unique() < frac * n and w.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if w.poll() is None:
-                w.send_signal(signal.SIGKILL)
+        def spawn() -> subprocess.Popen:
+            return worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g", *args, env=env, idle=60)
+
+        for w, was_killed in kill_at(spawn, watch, [frac * n for frac in points], 60, 0.01):
+            if was_killed:
                 killed += 1
                 at.append(watch.unique())
             err = w.communicate(timeout=30)[1].decode()

@@ -11,6 +11,7 @@ import pytest
 
 from broker.annotations import (
     ANNOTATIONS_VERSION,
+    EMBEDDING_DIM,
     SCORES_SCHEMA,
     base_schema_id,
     decode_scores,
@@ -18,7 +19,7 @@ from broker.annotations import (
     enriched_definition,
     enriched_schema_id,
 )
-from broker.annotations_codec import AnnotationEncoder, HostAnnotation, ScoresEncoder
+from broker.annotations_codec import AnnotationEncoder, HostAnnotation, ScoresEncoder, decode_embedding
 from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.predict import Predictions
@@ -84,14 +85,17 @@ def test_predictions_land_in_annotations_and_scores(store: SchemaStore) -> None:
     assert sc["photozMean"] == pytest.approx(0.0) and sc["photozSigma"] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("probs,photoz,anomaly,host,v2", list(itertools.product(
+@pytest.mark.parametrize("probs,photoz,anomaly,host,v2,emb", list(itertools.product(
     [None, np.array([0.1, 0.9])], [None, np.linspace(0.1, 0.8, 8)], [None, 3.5, float("nan")],
     [None, HostAnnotation("c", "7", 1.0, 2.0, 0.3, None), HostAnnotation("c", "7", 1.0, 2.0, 0.3, 2.0)],
-    [(False, None, "no_model"), (True, 0.25, "solar_system"), (False, float("nan"), "classified")])))
-def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host, v2) -> None:  # type: ignore[no-untyped-def]
+    [(False, None, "no_model"), (True, 0.25, "solar_system"), (False, float("nan"), "classified")],
+    [None, np.linspace(-3, 3, EMBEDDING_DIM), np.full(EMBEDDING_DIM, np.nan)])))
+def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host, v2, emb) -> None:  # type: ignore[no-untyped-def]
     enc = AnnotationEncoder("b", "1.2", "m", None, "tax", (1, 2), ("one", "two"))
     solar, rel, state = v2
-    got = enc.encode(probs, photoz, anomaly, host, 5, 7, 1_700_000_000_123, 1_700_000_000_456, solar, rel, state)
+    got = enc.encode(probs, photoz, anomaly, host, 5, 7, 1_700_000_000_123, 1_700_000_000_456, solar, rel, state,
+                     emb)  # fmt: skip
+    emb_bytes = None if emb is None or np.isnan(emb).any() else emb.astype("<f2").tobytes()
     want = encode_annotations({
         "schemaVersion": ANNOTATIONS_VERSION, "brokerName": "b", "brokerVersion": "1.2", "modelName": "m",
         "modelVersion": None, "taxonomy": "tax",
@@ -105,8 +109,17 @@ def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host, v2) -> None
                                            "separationArcsec": 0.3, "dlr": host.dlr},
         "nDetections": 5, "nForced": 7, "ingestTimestamp": 1_700_000_000_123, "processedTimestamp": 1_700_000_000_456,
         "solarSystem": solar, "reliability": None if rel is None or rel != rel else rel, "classificationState": state,
+        "embedding": emb_bytes,
     })  # fmt: skip
     assert got == want
+    if emb_bytes is not None:  # float16 keeps the values to ~1e-3 relative
+        assert decode_embedding(emb_bytes) == pytest.approx(emb, rel=2e-3, abs=1e-3)
+
+
+def test_an_embedding_of_the_wrong_size_is_refused() -> None:
+    enc = AnnotationEncoder("b", "1.2")
+    with pytest.raises(ValueError, match="embedding has shape"):
+        enc.encode(None, None, None, None, 1, 0, 1, 2, embedding=np.zeros(EMBEDDING_DIM + 1))
 
 
 def test_scores_encoder_matches_fastavro() -> None:

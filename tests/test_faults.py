@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +17,7 @@ from confluent_kafka import Producer
 
 from broker.samples import stream
 from consumers import devkafka
-from tests.kafka_util import Watcher, audit_counts, create_topics, read_topic, report_counts, worker
+from tests.kafka_util import Watcher, audit_counts, create_topics, kill_at, read_topic, report_counts, worker
 
 pytestmark = pytest.mark.kafka
 N = 20_000
@@ -68,13 +69,11 @@ def test_twenty_sigkills_during_a_20k_replay(kafka_bootstrap: str, topic_prefix:
     watch = Watcher(kafka_bootstrap, dst, committed_only=eos)
     killed, at, exited = 0, [], []
     try:
-        for frac in points:
-            w = worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g", *extra, env=env, idle=60)
-            deadline = time.monotonic() + 120
-            while watch.unique() < frac * N and w.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if w.poll() is None:
-                w.send_signal(signal.SIGKILL)
+        def spawn() -> subprocess.Popen:
+            return worker(kafka_bootstrap, src, dst, f"{topic_prefix}-g", *extra, env=env, idle=60)
+
+        for w, was_killed in kill_at(spawn, watch, [frac * N for frac in points], 120):
+            if was_killed:
                 killed += 1
                 at.append(watch.unique())
             else:  # it stopped by itself: keep why, for the assertion message

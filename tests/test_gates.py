@@ -99,23 +99,25 @@ def test_v1_records_still_decode_and_are_upgraded(store: SchemaStore) -> None:
     df = flatten(BatchDecoder(store).decode([old]), [old])
     assert df["anomaly_score"][0] == pytest.approx(1.5) and df["classification_state"][0] is None
     new = Enricher(BatchDecoder(store)).enrich([old]).outputs[0].value
-    assert parse_header(new) == enriched_schema_id(1101) == 2_001_101
+    assert parse_header(new) == enriched_schema_id(1101) == 3_001_101
     assert new[HEADER_SIZE : len(msg)] == msg[HEADER_SIZE:]
     _, rec2 = read_message(new, store)
     assert rec2["annotations"]["classificationState"] == "no_model" and rec2["annotations"]["brokerName"] != "old"
 
 
-def test_a_v1_reader_reads_v2_records(store: SchemaStore) -> None:
+@pytest.mark.parametrize("major", [1, 2])
+def test_an_older_reader_reads_current_records(store: SchemaStore, major: int) -> None:
     schema = store.get(1101)
     msg = encode(schema, filled_alert(schema, 4, seed=6))
     new = Enricher(BatchDecoder(store)).enrich([msg]).outputs[0].value
     bio = io.BytesIO(new)
     bio.seek(HEADER_SIZE)
     writer = fastavro.parse_schema(enriched_definition(schema.definition))
-    reader = fastavro.parse_schema(enriched_definition(schema.definition, major=1))
+    reader = fastavro.parse_schema(enriched_definition(schema.definition, major=major))
     rec = fastavro.schemaless_reader(bio, writer, reader)
     ann = rec["annotations"]  # type: ignore[index,call-overload]
-    assert ann["nDetections"] == 5 and "classificationState" not in ann
+    assert ann["nDetections"] == 5 and "embedding" not in ann
+    assert ("classificationState" in ann) == (major >= 2)
 
 
 def test_scores_id_is_not_an_enriched_id() -> None:
@@ -123,4 +125,21 @@ def test_scores_id_is_not_an_enriched_id() -> None:
 
     assert SCORES_SCHEMA_ID == 2_000_001 and annotations_major(SCORES_SCHEMA_ID) is None
     assert base_schema_id(2_000_001) is None and base_schema_id(1101) is None
-    assert base_schema_id(2_000_300) == 300 and base_schema_id(3_001_101) is None
+    assert base_schema_id(2_000_300) == 300 and base_schema_id(3_001_101) == 1101
+    assert base_schema_id(4_001_101) is None  # a major this reader does not know
+
+
+def test_real_alerts_carry_an_embedding_except_moving_objects(
+    real_enriched: tuple[list[bytes], list[bytes]], store: SchemaStore
+) -> None:
+    from broker.annotations import EMBEDDING_DIM
+
+    _, outs = real_enriched
+    df = flatten(BatchDecoder(store).decode(outs), outs)
+    assert df.filter(df["solar_system"])["embedding"].is_null().all()
+    moving = df.filter(~df["solar_system"])
+    assert moving["embedding"].is_not_null().all()
+    emb = np.array(moving["embedding"].to_list(), np.float32)
+    assert emb.shape == (moving.height, EMBEDDING_DIM) and np.isfinite(emb).all()
+    # not a constant: different alerts sit at different places (the first axis carries the most variance)
+    assert emb.std(0)[0] > 0.1 and emb.std(0)[0] >= emb.std(0)[-1]
