@@ -21,7 +21,8 @@ reads v2 records by ordinary Avro schema resolution (the new fields are ignored)
 - v1.0: scores, photo-z, anomaly, host, counts, timestamps.
 - v2.0: ``solarSystem``, ``reliability`` (the alert's own real/bogus score) and
   ``classificationState`` (why ``classifications`` is or is not there).
-- v3.0: ``embedding`` (a compact copy of the model's view of the alert, for similarity search).
+- v3.0: ``embedding`` (a compact copy of the model's view of the alert, for similarity search),
+  ``rotationAge`` (gyrochronology age of an alert classified as a rotating star).
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ _V3_FIELDS: list[dict[str, Any]] = [
     {"name": "embedding", "type": ["null", "bytes"], "default": None,
      "doc": f"{EMBEDDING_DIM} little-endian float16 values: the model's compact embedding of the alert "
             "(nearby = similar; see `alertbroker similar`). Null without a model or with a closed gate."},
+    {"name": "rotationAge", "default": None, "type": ["null", {
+        "type": "record", "name": "rotationAge", "fields": [
+            {"name": "logAgeYr", "type": "float", "doc": "log10(age / yr) (Mamajek & Hillenbrand 2008)."},
+            {"name": "logAgeSigma", "type": "float", "doc": "Its 1-sigma uncertainty in dex."},
+            {"name": "periodDays", "type": "float", "doc": "The rotation period it used (periodogram peak)."}]}],
+     "doc": "Age of a star classified as a rotator with a significant period and a usable g-r colour; else null."},
 ]  # fmt: skip
 
 #: The fields each annotations major appends to the one before.

@@ -107,7 +107,7 @@ class AnnotationEncoder:
         self, probs: np.ndarray | None, photoz: np.ndarray | None, anomaly: float | None,
         host: HostAnnotation | None, n_det: int, n_forced: int, ingest_ms: int, processed_ms: int,
         solar_system: bool = False, reliability: float | None = None, state: str = STATE_NO_MODEL,
-        embedding: np.ndarray | None = None,
+        embedding: np.ndarray | None = None, rotation_age: np.ndarray | None = None,
     ) -> bytes:  # fmt: skip
         """Encode one alert's annotations (the current version, ``ANNOTATIONS_VERSION``).
 
@@ -121,6 +121,8 @@ class AnnotationEncoder:
             The v2 fields: moving-object flag, the alert's own reliability, ``classificationState``.
         embedding : ndarray, shape (EMBEDDING_DIM,), or None
             The v3 field (stored as float16); None or any NaN = null.
+        rotation_age : ndarray, shape (3,), or None
+            v3 ``rotationAge``: log10(age / yr), sigma (dex), period (days); None or NaN = null.
         """
         parts = [self._prefix]
         if probs is None:
@@ -141,6 +143,8 @@ class AnnotationEncoder:
         parts.append(zigzag(n_det) + zigzag(n_forced) + zigzag(ingest_ms) + zigzag(processed_ms))
         parts.append((b"\x01" if solar_system else b"\x00") + _opt_float(reliability) + avro_string(state))
         parts.append(_opt_embedding(embedding))
+        ok_age = rotation_age is not None and bool(np.isfinite(rotation_age).all())
+        parts.append(b"\x02" + struct.pack("<3f", *rotation_age.tolist()) if ok_age else b"\x00")  # type: ignore[union-attr]
         return b"".join(parts)
 
 

@@ -20,7 +20,7 @@ from broker.batch import AlertBatch
 from broker.decode import BatchDecoder
 from broker.errors import EnrichmentFailed
 from broker.gates import ClassificationGate, is_solar_system
-from broker.predict import ROTATION_AGE, ROTATOR_CODE, NullPredictor, Predictions, Predictor
+from broker.predict import ROTATOR_CODE, NullPredictor, Predictions, Predictor
 from broker.records import DeadLetter, EnrichResult, Output
 from broker.wire import HEADER_SIZE, frame
 
@@ -71,7 +71,7 @@ class Enricher:
         if preds.probs is not None and ROTATOR_CODE in self.predictor.class_ids:
             from broker.features.gyro import rotation_ages  # only models that know the class pay
 
-            preds.extra[ROTATION_AGE] = rotation_ages(preds.probs, tuple(self.predictor.class_ids), feats, batch)
+            preds.rotation_age = rotation_ages(preds.probs, tuple(self.predictor.class_ids), feats, batch)
         if preds.hosts is None and feats is not None and getattr(feats, "host_match", None) is not None:
             preds.hosts = host_annotations(feats.host_match, self.host_catalog_name)
         return preds
@@ -148,8 +148,9 @@ class Enricher:
                 pz, an, host = None, None, None
             reliability = None if math.isnan(rel[k]) else rel[k]
             emb = None if solar[k] else _row(preds.embedding, k)
+            age = _row(preds.rotation_age, k) if probs is not None else None
             ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed, solar[k], reliability,
-                      states[k], emb)  # fmt: skip
+                      states[k], emb, age)  # fmt: skip
             raw = values[i]
             assert raw is not None
             sid = int(sids[k])
@@ -194,7 +195,7 @@ def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
 def _merge(parts: list[Predictions | None], n: int) -> Predictions:
     """Stack one-alert predictions; failed alerts get NaN rows / None hosts."""
     out = Predictions()
-    for name in ("probs", "photoz", "anomaly", "embedding"):
+    for name in ("probs", "photoz", "anomaly", "embedding", "rotation_age"):
         proto = next((getattr(p, name) for p in parts if p is not None and getattr(p, name) is not None), None)
         if proto is None:
             continue

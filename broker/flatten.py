@@ -101,6 +101,10 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
         cols[name] = pl.Series(v, dtype=pl.Utf8 if name == "host_id" else pl.Float64)
     emb = [decode_embedding((a or {}).get("embedding")) for a in anns]
     cols["embedding"] = pl.Series([None if e is None else e.tolist() for e in emb], dtype=pl.List(pl.Float32))
+    age = [(a or {}).get("rotationAge") or {} for a in anns]
+    for col, key in (("rotation_log_age", "logAgeYr"), ("rotation_log_age_sigma", "logAgeSigma"),
+                     ("rotation_period_days", "periodDays")):  # fmt: skip
+        cols[col] = pl.Series([g.get(key) for g in age], dtype=pl.Float64)
     cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
     cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)
     cols["sparkline"] = [sparkline(lc, k) for k in range(n)]

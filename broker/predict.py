@@ -16,8 +16,6 @@ import numpy as np
 from broker.annotations_codec import HostAnnotation
 from broker.batch import AlertBatch
 
-#: Key of the gyrochronology ages in :attr:`Predictions.extra`.
-ROTATION_AGE = "rotation_age"
 #: Taxonomy code of the rotating-star class (not an ELAsTiCC code; the simulator's
 #: ``Rotator``, :mod:`broker.sim.taxonomy`): alerts classified so get an age.
 ROTATOR_CODE = 2902
@@ -38,11 +36,13 @@ class Predictions:
     hosts : list of HostAnnotation or None, length n, or None
     embedding : ndarray (n, EMBEDDING_DIM) or None
         The model's compact embedding (``annotations.embedding``); NaN rows = none.
-    extra : dict
-        Further per-alert outputs.  ``extra[ROTATION_AGE]``: ndarray (n, 3) of
+    rotation_age : ndarray (n, 3) or None
         log10(age / yr), its sigma (dex) and the rotation period (days) for alerts
-        classified as rotating stars (:func:`broker.features.gyro.rotation_ages`),
-        NaN rows elsewhere; set by ``enrich()`` when the model knows the class.
+        classified as rotating stars (:func:`broker.features.gyro.rotation_ages`), NaN
+        rows elsewhere (``annotations.rotationAge``); set by ``enrich()`` when the model
+        knows the class.
+    extra : dict
+        Further per-alert outputs that are not published.
     """
 
     probs: np.ndarray | None = None
@@ -50,6 +50,7 @@ class Predictions:
     anomaly: np.ndarray | None = None
     hosts: list[HostAnnotation | None] | None = None
     embedding: np.ndarray | None = None
+    rotation_age: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

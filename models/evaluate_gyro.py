@@ -37,7 +37,7 @@ import polars as pl
 from broker.batch import AlertBatch
 from broker.features.gyro import gyro_ages
 from broker.features.registry import FEATURE_INDEX
-from broker.predict import ROTATION_AGE, ROTATOR_CODE, Predictions
+from broker.predict import ROTATOR_CODE, Predictions
 from broker.settings import Settings
 from broker.sim import taxonomy as tx
 
@@ -100,7 +100,7 @@ def served_ages(sim: Path, batch_size: int = 256) -> pl.DataFrame:
     if not oracle.seen:
         return pl.DataFrame(schema={"diaObjectId": pl.Int64, "mjd": pl.Float64, "period_meas": pl.Float64,
                                     "log_age": pl.Float64, "sigma": pl.Float64, "period": pl.Float64})
-    age = np.concatenate([p.extra.get(ROTATION_AGE, np.full((ids.size, 3), np.nan))
+    age = np.concatenate([p.rotation_age if p.rotation_age is not None else np.full((ids.size, 3), np.nan)
                           for ids, _, _, p in oracle.seen])
     return pl.DataFrame({"diaObjectId": np.concatenate([s[0] for s in oracle.seen]),
                          "mjd": np.concatenate([s[1] for s in oracle.seen]),

@@ -85,16 +85,19 @@ def test_predictions_land_in_annotations_and_scores(store: SchemaStore) -> None:
     assert sc["photozMean"] == pytest.approx(0.0) and sc["photozSigma"] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("probs,photoz,anomaly,host,v2,emb", list(itertools.product(
+@pytest.mark.parametrize("probs,photoz,anomaly,host,v2,v3", list(itertools.product(
     [None, np.array([0.1, 0.9])], [None, np.linspace(0.1, 0.8, 8)], [None, 3.5, float("nan")],
     [None, HostAnnotation("c", "7", 1.0, 2.0, 0.3, None), HostAnnotation("c", "7", 1.0, 2.0, 0.3, 2.0)],
     [(False, None, "no_model"), (True, 0.25, "solar_system"), (False, float("nan"), "classified")],
-    [None, np.linspace(-3, 3, EMBEDDING_DIM), np.full(EMBEDDING_DIM, np.nan)])))
-def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host, v2, emb) -> None:  # type: ignore[no-untyped-def]
+    [(None, None), (np.linspace(-3, 3, EMBEDDING_DIM), np.array([9.5, 0.12, 26.0])),
+     (np.full(EMBEDDING_DIM, np.nan), np.array([9.5, np.nan, 26.0]))])))
+def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host, v2, v3) -> None:  # type: ignore[no-untyped-def]
     enc = AnnotationEncoder("b", "1.2", "m", None, "tax", (1, 2), ("one", "two"))
     solar, rel, state = v2
+    emb, age = v3
     got = enc.encode(probs, photoz, anomaly, host, 5, 7, 1_700_000_000_123, 1_700_000_000_456, solar, rel, state,
-                     emb)  # fmt: skip
+                     emb, age)  # fmt: skip
+    ok_age = age is not None and np.isfinite(age).all()
     emb_bytes = None if emb is None or np.isnan(emb).any() else emb.astype("<f2").tobytes()
     want = encode_annotations({
         "schemaVersion": ANNOTATIONS_VERSION, "brokerName": "b", "brokerVersion": "1.2", "modelName": "m",
@@ -110,6 +113,8 @@ def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host, v2, emb) ->
         "nDetections": 5, "nForced": 7, "ingestTimestamp": 1_700_000_000_123, "processedTimestamp": 1_700_000_000_456,
         "solarSystem": solar, "reliability": None if rel is None or rel != rel else rel, "classificationState": state,
         "embedding": emb_bytes,
+        "rotationAge": dict(zip(("logAgeYr", "logAgeSigma", "periodDays"), age.tolist(), strict=True)) if ok_age
+        else None,
     })  # fmt: skip
     assert got == want
     if emb_bytes is not None:  # float16 keeps the values to ~1e-3 relative

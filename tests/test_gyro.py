@@ -16,7 +16,8 @@ from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.features import gyro
 from broker.features.core import FeatureConfig, featurize
-from broker.predict import ROTATION_AGE, ROTATOR_CODE, Predictions
+from broker.flatten import flatten
+from broker.predict import ROTATOR_CODE, Predictions
 from broker.schemas import SchemaStore
 from broker.sim import generators as gz
 from broker.sim import models_rotator as rot
@@ -148,13 +149,19 @@ def test_simulator_writes_rotators_with_truth_and_the_stream_serves_ages(
             return p
 
     enr = Enricher(dec, Oracle(), featurizer=lambda b: featurize(b, FeatureConfig()))
-    enr.enrich([m.value for m in iter_archive(out / "alerts", dec)])
-    ages = kept[0].extra[ROTATION_AGE]
+    res = enr.enrich([m.value for m in iter_archive(out / "alerts", dec)])
+    ages = kept[0].rotation_age
+    assert ages is not None
     assert ages.shape == (len(batch), 3)
     assert np.isnan(ages[~is_rot]).all()  # not classified as rotators: no age
     got = np.isfinite(ages[:, 0])
     assert got.any()
     assert (ages[got, 1] > 0).all() and ((ages[got, 2] >= 1) & (ages[got, 2] <= 50)).all()
+    # published as annotations.rotationAge (float32), null where there is no age
+    outs = [o.value for o in sorted(res.outputs, key=lambda o: o.index)]
+    flat = flatten(dec.decode(outs), outs)
+    pub = flat["rotation_log_age"].to_numpy()
+    assert np.array_equal(np.isfinite(pub), got) and np.allclose(pub[got], ages[got, 0], rtol=1e-6)
     # the shipped taxonomy has no rotator class: nothing is attached
     no = gyro.rotation_ages(kept[0].probs, (2325, 2322), featurize(batch, FeatureConfig()), batch)
     assert np.isnan(no).all()
