@@ -74,7 +74,8 @@ def test_vectorised_ages_match_scalar_and_are_deterministic() -> None:
 
 def test_rotator_class_is_opt_in_and_held_out() -> None:
     k = tx.codes().index(ROTATOR_CODE)
-    assert tx.name_of(ROTATOR_CODE) == "Rotator" and ROTATOR_CODE in tx.HELD_OUT
+    assert tx.name_of(ROTATOR_CODE) == "Rotator" and ROTATOR_CODE not in tx.HELD_OUT  # a class to learn
+    assert tx.GENERATOR_ONLY[ROTATOR_CODE] == "rotators"
     assert tx.frequencies()[k] == 0.0 and tx.frequencies(["templates", "rotators"])[k] > 0.0
     f = tx.with_fractions(tx.frequencies(["templates", "rotators"]), {ROTATOR_CODE: 0.7})
     assert f[k] == pytest.approx(0.7) and sum(f) == pytest.approx(1.0)

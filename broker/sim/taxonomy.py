@@ -8,7 +8,7 @@ detection and appear only in the test split.
 A class with ``generator`` set is made only by that generator (:mod:`broker.sim.generators`)
 and is simulated only when the generator is in use; otherwise its frequency is zero, so
 runs without it draw exactly the same objects as before the class existed.  Such classes
-are held out: a model never sees them in training.
+are held out (a model never sees them in training) unless marked ``trainable`` (Rotator).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ class SimClass:
         The only generator that makes this class (None: the templates and others).
     zmax : float or None
         Largest host redshift drawn for it (None: the template's or 3).
+    trainable : bool
+        A generator-only class that still enters the train and validation splits (when its
+        generator runs). Other generator-only classes are held out for anomaly detection.
     """
 
     code: int
@@ -49,6 +52,7 @@ class SimClass:
     extragalactic: bool
     generator: str | None = None
     zmax: float | None = None
+    trainable: bool = False
 
 
 CLASSES: tuple[SimClass, ...] = (
@@ -69,14 +73,15 @@ CLASSES: tuple[SimClass, ...] = (
     # not an ELAsTiCC class: ParSNIP's latent prior (broker.sim.gen_parsnip), held out
     SimClass(2901, "ParSNIP prior", 2220, 0.05, True, generator="parsnip", zmax=0.6),
     # not an ELAsTiCC class: spotted rotating dwarfs with gyrochronology truth
-    # (broker.sim.models_rotator), made by the ``rotators`` generator, held out
-    SimClass(ROTATOR_CODE, "Rotator", 2320, 0.08, False, generator="rotators"),
+    # (broker.sim.models_rotator), made by the ``rotators`` generator; a class to learn
+    # (the age is attached to alerts classified as rotators), not an anomaly
+    SimClass(ROTATOR_CODE, "Rotator", 2320, 0.08, False, generator="rotators", trainable=True),
 )
 
 BY_CODE: dict[int, SimClass] = {c.code: c for c in CLASSES}
 GENERATOR_ONLY: dict[int, str] = {c.code: c.generator for c in CLASSES if c.generator}
-# kilonova, PISN, and every generator-only class
-HELD_OUT: frozenset[int] = frozenset({2232, 2246, *GENERATOR_ONLY})
+# kilonova, PISN, and every generator-only class that is not trainable
+HELD_OUT: frozenset[int] = frozenset({2232, 2246, *(c.code for c in CLASSES if c.generator and not c.trainable)})
 
 
 def codes() -> list[int]:
