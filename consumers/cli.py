@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("consumers.subscribe"))
 
+    p = sub.add_parser("similar", help="nearest alerts in the model's embedding space (and `similar index`)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("consumers.similar"))
+
     p = sub.add_parser("plot", help="png of an alert's light curve, class probabilities and photo-z", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("consumers.plot"))
