@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                       ("features", "benchmarks.bench_features"),
                       ("hosts", "benchmarks.bench_hosts"), ("models", "benchmarks.bench_models"),
                       ("scale", "benchmarks.bench_scale"), ("dedup", "benchmarks.bench_dedup"),
-                      ("pipeline", "benchmarks.bench_pipeline")):  # fmt: skip
+                      ("pipeline", "benchmarks.bench_pipeline"),
+                      ("similar", "benchmarks.bench_similar")):  # fmt: skip
         b = bsub.add_parser(name, add_help=False)
         b.add_argument("rest", nargs=argparse.REMAINDER)
         b.set_defaults(func=_delegate(mod))

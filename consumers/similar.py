@@ -41,15 +41,10 @@ from broker.annotations import EMBEDDING_DIM
 from broker.decode import BatchDecoder
 from broker.flatten import flatten
 from broker.settings import Settings
-from consumers.similar_index import STORE, STORE_COLUMNS, NoEmbeddings, SimilarError, SimilarIndex, is_saved_index
+from consumers.similar_index import STORE, NoEmbeddings, SimilarError, SimilarIndex, is_saved_index
+from consumers.similar_store import ROW_GROUP, STORE_COLUMNS, STORE_SCHEMA
 
 _INT64 = (-(2**63), 2**63 - 1)
-#: Rows per row group of a saved store: a neighbour's row costs reading one group.
-ROW_GROUP = 8192
-_STORE_SCHEMA = {"diaSourceId": pl.Int64, "diaObjectId": pl.Int64, "mjd": pl.Float64, "band": pl.Utf8,
-                 "n_det": pl.Int32, "best_class": pl.Utf8, "best_class_id": pl.Int32, "best_prob": pl.Float64,
-                 "classification_state": pl.Utf8, "sparkline": pl.Utf8,
-                 "embedding": pl.List(pl.Float32)}  # fmt: skip
 _ROW = "{rank:>4} {distance:>8} {diaSourceId:>20} {diaObjectId:>20} {best_class:>14} {best_prob:>5} {n_det:>5} {spark}"
 
 
@@ -111,24 +106,26 @@ class Collector:
         self.counts["without_embedding"] += flat.height - has.height
         if has.height == 0:
             return
-        rows = has.select(STORE_COLUMNS).cast(_STORE_SCHEMA)  # type: ignore[arg-type]
+        rows = has.select(STORE_COLUMNS).cast(STORE_SCHEMA)  # type: ignore[arg-type]
         self.vectors.append(np.asarray(rows["embedding"].to_list(), np.float16).reshape(-1, EMBEDDING_DIM))
         self.counts["indexed"] += rows.height
         (self.frames if self.sink is None else self._pending).append(rows)
         if sum(f.height for f in self._pending) >= ROW_GROUP:
-            self._write()
+            self._write(final=False)
 
-    def _write(self) -> None:
-        """One row group of the Parquet store from the rows pending (a row read loads one group)."""
+    def _write(self, final: bool = True) -> None:
+        """Whole row groups of the pending rows to the Parquet store (``final``: the rest too)."""
         import pyarrow.parquet as pq
 
         if not self._pending:
             return
-        table = pl.concat(self._pending).to_arrow()
-        self._pending = []
+        rows = pl.concat(self._pending)
+        cut = rows.height if final else rows.height - rows.height % ROW_GROUP
+        table = rows.head(cut).to_arrow()
+        self._pending = [rows.slice(cut)] if cut < rows.height else []
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.sink, table.schema)
-        self.writer.write_table(table)  # type: ignore[attr-defined]
+            self.writer = pq.ParquetWriter(self.sink, table.schema, write_statistics=True)
+        self.writer.write_table(table, row_group_size=ROW_GROUP)  # type: ignore[attr-defined]
 
     def finish(self) -> SimilarIndex:
         """The index over everything added; :class:`NoEmbeddings` when nothing could be indexed."""

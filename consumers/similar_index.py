@@ -33,12 +33,12 @@ import numpy as np
 import polars as pl
 
 from broker.annotations import EMBEDDING_DIM
+from consumers.similar_store import STORE_COLUMNS, Store, StoreUnreadable
 
-#: Columns of the store (a subset of :func:`broker.flatten.flatten`'s row).
-STORE_COLUMNS = ("diaSourceId", "diaObjectId", "mjd", "band", "n_det", "best_class", "best_class_id",
-                 "best_prob", "classification_state", "sparkline", "embedding")  # fmt: skip
-#: Up to this many rows the index is exact (brute force over float16 vectors: a few ms a query at 200k).
-EXACT_MAX_ROWS = 200_000
+#: Columns read for the neighbours (all but their vectors).
+_SHOWN = [c for c in STORE_COLUMNS if c != "embedding"]
+#: Up to this many rows the index is exact (brute force over the float16 vectors, about 1 ms a query at 50k).
+EXACT_MAX_ROWS = 50_000
 #: Inverted lists searched per query in the approximate index.
 NPROBE = 24
 MANIFEST = "similar-index.json"
@@ -107,67 +107,38 @@ class SimilarIndex:
     ----------
     index : faiss index
         Row ``i`` of the store is id ``i`` of the index.
-    store : pl.DataFrame or Path
+    store : Store
+        An in-memory frame or a saved Parquet file (:mod:`consumers.similar_store`).
     params : dict
         ``kind`` (exact | ivf), ``nlist``, ``nprobe``.
     """
 
     index: Any
-    store: pl.DataFrame | Path
+    store: Store
     params: dict[str, int | str]
 
     @classmethod
     def build(cls, store: pl.DataFrame | Path, vectors: np.ndarray) -> SimilarIndex:
         """Index ``vectors`` (row order of ``store``)."""
         index, params = build_faiss(vectors)
-        return cls(index, store, params)
+        return cls(index, Store(store), params)
 
-    def _table(self) -> Any:
-        import pyarrow.parquet as pq
-
-        if not hasattr(self, "_pq"):
-            try:
-                self._pq = pq.ParquetFile(self.store)
-            except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) on garbage
-                raise CorruptIndex(f"the store cannot be read: {e}") from None
-            self._starts = np.cumsum([0] + [self._pq.metadata.row_group(g).num_rows
-                                            for g in range(self._pq.num_row_groups)])  # fmt: skip
-        return self._pq
-
-    def rows(self, rows: np.ndarray) -> pl.DataFrame:
-        """Store rows by position (column ``_row``), read row group by row group from a saved store."""
-        rows = np.asarray(rows, np.int64)
-        if isinstance(self.store, pl.DataFrame):
-            return self.store[rows.tolist()].with_columns(pl.Series("_row", rows))
-        pf, parts = self._table(), []
-        groups = np.searchsorted(self._starts, rows, side="right") - 1
+    def _read(self, positions: np.ndarray, columns: list[str] | None = None) -> pl.DataFrame:
         try:
-            for g in np.unique(groups):
-                part = pl.from_arrow(pf.read_row_group(int(g)))
-                local = rows[groups == g]
-                parts.append(part[(local - self._starts[g]).tolist()].with_columns(pl.Series("_row", local)))  # type: ignore[index]
-            if not parts:
-                return pl.from_arrow(pf.schema_arrow.empty_table()).with_columns(pl.Series("_row", [], pl.Int64))  # type: ignore[union-attr]
-        except (OSError, ValueError, IndexError) as e:
+            return self.store.rows(positions, columns)
+        except StoreUnreadable as e:  # a store altered after the manifest check
             raise CorruptIndex(f"the store cannot be read: {e}") from None
-        order = pl.DataFrame({"_row": rows})
-        return order.join(pl.concat(parts), on="_row", how="left", maintain_order="left").select(*parts[0].columns)
 
     def lookup(self, source_id: int | None = None, object_id: int | None = None) -> pl.DataFrame:
         """Rows of one diaSourceId, or of every alert of one diaObjectId (latest first)."""
         col, value = ("diaSourceId", source_id) if object_id is None else ("diaObjectId", object_id)
-        if isinstance(self.store, pl.DataFrame):
-            ids = self.store[col].to_numpy()
-        else:
-            try:  # one int64 column: 8 bytes a row
-                ids = self._table().read(columns=[col]).column(0).to_numpy()
-            except (OSError, ValueError, KeyError) as e:
-                raise CorruptIndex(f"the store cannot be read: {e}") from None
-        found = np.flatnonzero(ids == np.int64(value or 0))
+        try:
+            found = self.store.find(col, int(value or 0))
+        except StoreUnreadable as e:
+            raise CorruptIndex(f"the store cannot be read: {e}") from None
         if found.size == 0:
-            what = "diaSourceId" if object_id is None else "diaObjectId"
-            raise UnknownAlertId(f"no alert with {what} {value} and an embedding in this index")
-        return self.rows(found).sort("mjd", descending=True, nulls_last=True)
+            raise UnknownAlertId(f"no alert with {col} {value} and an embedding in this index")
+        return self._read(found).sort("mjd", descending=True, nulls_last=True)
 
     def search(self, vector: np.ndarray, k: int, sources: set[int] | None = None,
                objects: set[int] | None = None) -> pl.DataFrame:  # fmt: skip
@@ -179,7 +150,7 @@ class SimilarIndex:
             d2, ids = self.index.search(np.asarray(vector, np.float32).reshape(1, -1), min(want, total))
             keep = ids[0] >= 0
             dist = pl.Series("distance", np.sqrt(np.maximum(d2[0][keep], 0)))
-            out = self.rows(ids[0][keep]).with_columns(dist)
+            out = self._read(ids[0][keep], _SHOWN).with_columns(dist)
             out = out.filter(
                 ~pl.col("diaSourceId").is_in(pl.Series(list(sources), dtype=pl.Int64).implode())
                 & ~pl.col("diaObjectId").is_in(pl.Series(list(objects), dtype=pl.Int64).implode())
@@ -192,9 +163,8 @@ class SimilarIndex:
     def save(self, directory: Path) -> Path:
         """Write the index next to its store (``store.parquet`` must already be in ``directory``)."""
         directory = Path(directory)
-        if isinstance(self.store, pl.DataFrame):
-            self.store.write_parquet(directory / STORE)
-            self.store = directory / STORE
+        if self.store.path is None:
+            self.store.write(directory / STORE)
         faiss.write_index(self.index, str(directory / INDEX))
         manifest = {"format": FORMAT, "rows": int(self.index.ntotal), "dim": EMBEDDING_DIM, **self.params,
                     "store_sha256": _sha256(directory / STORE), "index_sha256": _sha256(directory / INDEX)}  # fmt: skip
@@ -224,7 +194,7 @@ class SimilarIndex:
         if manifest["nprobe"]:
             index.nprobe = int(manifest["nprobe"])
         params = {k: manifest[k] for k in ("kind", "nlist", "nprobe")}
-        return cls(index, directory / STORE, params)
+        return cls(index, Store(directory / STORE), params)
 
 
 def is_saved_index(path: str | Path) -> bool:
