@@ -24,7 +24,7 @@ from broker.settings import Settings
 from broker.wire import HEADER_SIZE, parse_header
 from consumers import similar, similar_index
 from consumers.similar_index import CorruptIndex, SimilarIndex, UnknownAlertId
-from consumers.similar_store import STORE_SCHEMA, Store
+from consumers.similar_store import STORE_SCHEMA
 from tests.kafka_util import ROOT, create_topics
 
 REAL = ROOT / "tests" / "data" / "real_alerts"
