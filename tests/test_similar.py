@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -36,7 +37,7 @@ def frame(vectors: np.ndarray, ids: np.ndarray, objects: np.ndarray) -> pl.DataF
     return pl.DataFrame({"diaSourceId": ids, "diaObjectId": objects, "mjd": np.arange(n, dtype=float),
                          "band": "r", "n_det": np.full(n, 3), "best_class": "EB", "best_class_id": 2325,
                          "best_prob": 0.5, "classification_state": "classified", "sparkline": "▁█",
-                         "embedding": vectors.astype(np.float32)}).cast(STORE_SCHEMA)  # fmt: skip
+                         "embedding": vectors.astype(np.float32)}).cast(STORE_SCHEMA)  # type: ignore[arg-type]  # fmt: skip
 
 
 def clustered(n: int, seed: int = 0) -> np.ndarray:
@@ -146,7 +147,7 @@ def archive(enriched: list[bytes], tmp_path_factory: pytest.TempPathFactory) -> 
     return d
 
 
-def query(args: list[str]) -> tuple[int, list[dict[str, object]], str]:
+def query(args: list[str]) -> tuple[int, list[dict[str, Any]], str]:
     out, err = io.StringIO(), io.StringIO()
     rc = similar.main([*args, "--format", "jsonl"], out, err)
     return rc, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
