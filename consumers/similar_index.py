@@ -2,12 +2,12 @@
 
 Why faiss (``faiss-cpu``): of the maintained libraries on the mirror (faiss-cpu, usearch, hnswlib,
 pynndescent) it is the one that stores vectors as float16 (``ScalarQuantizer QT_fp16``, exactly the
-published ``annotations.embedding`` values, 32 bytes each), builds a 1M-row index in seconds
-(an inverted file trained by k-means on a sample: 2.4 CPU-s measured, against about 100 CPU-s for
-a usearch HNSW graph of the same rows), reads a saved index memory-mapped (``IO_FLAG_MMAP``: a query
-process pages in only the lists it probes) and raises a ``RuntimeError`` on a truncated or garbage
-file rather than crashing. hnswlib and usearch build graphs (slow to build here, 4-8x the vector
-bytes in links); pynndescent is Numba and builds slower still.
+published ``annotations.embedding`` values, 32 bytes each), builds a 1M-row index in seconds (an
+inverted file trained by k-means on a sample: 1.5 CPU-s, ``alertbroker bench similar``), reads a
+saved index memory-mapped (``IO_FLAG_MMAP``: a query process pages in only the lists it probes) and
+raises a ``RuntimeError`` on a truncated or garbage file rather than crashing. hnswlib and usearch
+build HNSW graphs: usearch took 2.3 CPU-s for 20k rows here (so well over 100 CPU-s for 1M) and its
+100k-row float16 index held 35 MB for 3.2 MB of vectors. pynndescent (Numba) builds slower still.
 
 The index: up to :data:`EXACT_MAX_ROWS` rows an exact ``IndexScalarQuantizer`` (brute force over the
 float16 vectors); above, an ``IndexIVFScalarQuantizer`` with about ``sqrt(n)`` lists, of which
@@ -40,7 +40,7 @@ _SHOWN = [c for c in STORE_COLUMNS if c != "embedding"]
 #: Up to this many rows the index is exact (brute force over the float16 vectors, about 1 ms a query at 50k).
 EXACT_MAX_ROWS = 50_000
 #: Inverted lists searched per query in the approximate index.
-NPROBE = 24
+NPROBE = 48
 MANIFEST = "similar-index.json"
 STORE, INDEX = "store.parquet", "index.faiss"
 FORMAT = 1
