@@ -5,8 +5,8 @@ every alert with an embedding queries its ``-k`` nearest alerts of *other* objec
 ``alertbroker similar`` does by default; an object's own alerts are trivially near) and scores the
 share of them whose true class (``truth.parquet``, by diaObjectId) is its own. Printed per true class,
 overall, and for alerts with few (1-``--few``) and many (``--many``+) detections, next to chance (the
-share of the other objects' alerts that have the query's class) and the share of alerts whose model
-``best_class`` is the true class.
+share of the other objects' alerts that have the query's class) and the share of alerts whose served
+``best_class`` is the true class (an unclassified alert counts as not).
 
 Query time (``--n``, default 1M): synthetic float16 16-d vectors, ``mix`` (a mixture of 1,000
 Gaussian clusters, like classes and sub-types) and ``iso`` (one isotropic Gaussian: no structure, the
@@ -64,7 +64,7 @@ def agreement(enriched: str, truth: str, k: int, few: int, many: int) -> dict[st
     _, inv_o, n_o = np.unique(obj, return_inverse=True, return_counts=True)
     chance = (n_c[inv_c] - n_o[inv_o]) / np.maximum(total - n_o[inv_o], 1)
     d = d.with_columns(pl.Series("share", share), pl.Series("chance", chance),
-                       (pl.col("best_class") == pl.col("truth")).alias("model_right"))  # fmt: skip
+                       (pl.col("best_class") == pl.col("truth")).fill_null(False).alias("model_right"))  # fmt: skip
     print(f"{total} alerts with embeddings ({dict(counts)}); k={k} neighbours from other objects "
           f"(fewest found: {got.min()})")  # fmt: skip
     print(f"{'true class':>14} {'alerts':>6} {'objects':>7} {'agree':>6} {'chance':>6} {'model':>6} "

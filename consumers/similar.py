@@ -38,13 +38,15 @@ import numpy as np
 import polars as pl
 
 from broker.annotations import EMBEDDING_DIM
-from broker.decode import BatchDecoder
+from broker.decode import BatchDecoder, DecodeResult
 from broker.flatten import flatten
 from broker.settings import Settings
-from consumers.similar_index import STORE, NoEmbeddings, SimilarError, SimilarIndex, is_saved_index
+from consumers.similar_index import STORE, InputTooLarge, NoEmbeddings, SimilarError, SimilarIndex, is_saved_index
 from consumers.similar_store import ROW_GROUP, STORE_COLUMNS, STORE_SCHEMA
 
 _INT64 = (-(2**63), 2**63 - 1)
+#: Most alerts a query straight from an archive or topic keeps in memory (about 150 bytes each).
+MAX_IN_MEMORY = 2_000_000
 _ROW = "{rank:>4} {distance:>8} {diaSourceId:>20} {diaObjectId:>20} {best_class:>14} {best_prob:>5} {n_det:>5} {spark}"
 
 
@@ -93,6 +95,20 @@ class Collector:
         done = {plain[o.index]: o.value for o in out.outputs}
         return [done.get(i) if i in keep else v for i, v in enumerate(values) if i not in keep or i in done]
 
+    def _flatten(self, res: DecodeResult, values: list[bytes | None]) -> tuple[pl.DataFrame, int]:
+        """Flat rows of the decoded alerts and how many had annotations that do not decode (counted)."""
+        try:
+            return flatten(res, values), 0
+        except (ValueError, EOFError, TypeError, IndexError):  # isolate the culprit, one alert at a time
+            parts, bad = [], 0
+            for i in res.index.tolist():
+                try:
+                    parts.append(flatten(self.decoder.decode([values[i]]), [values[i]]))
+                except (ValueError, EOFError, TypeError, IndexError):
+                    bad += 1
+            self.counts["bad_annotations"] += bad
+            return (pl.concat(parts, how="diagonal_relaxed") if parts else flatten(self.decoder.decode([]), [])), bad
+
     def add(self, values: list[bytes | None]) -> None:
         """Index the alerts among ``values`` (wire-format messages); the rest are counted."""
         self.counts["read"] += len(values)
@@ -100,8 +116,8 @@ class Collector:
         res = self.decoder.decode(values)
         for _, e in res.errors:
             self.counts[f"unreadable_{e.reason}"] += 1
-        flat = flatten(res, values)
-        self.counts["not_alerts"] += len(res.batch) - flat.height
+        flat, bad = self._flatten(res, values)
+        self.counts["not_alerts"] += len(res.batch) - bad - flat.height
         has = flat.filter(pl.col("embedding").is_not_null() & (pl.col("embedding").list.len() == EMBEDDING_DIM))
         self.counts["without_embedding"] += flat.height - has.height
         if has.height == 0:
@@ -109,6 +125,9 @@ class Collector:
         rows = has.select(STORE_COLUMNS).cast(STORE_SCHEMA)  # type: ignore[arg-type]
         self.vectors.append(np.asarray(rows["embedding"].to_list(), np.float16).reshape(-1, EMBEDDING_DIM))
         self.counts["indexed"] += rows.height
+        if self.sink is None and self.counts["indexed"] > MAX_IN_MEMORY:
+            raise InputTooLarge(f"more than {MAX_IN_MEMORY} alerts to hold in memory: save an index with "
+                                "`alertbroker similar index --in SOURCE --out DIR` and query that")  # fmt: skip
         (self.frames if self.sink is None else self._pending).append(rows)
         if sum(f.height for f in self._pending) >= ROW_GROUP:
             self._write(final=False)

@@ -64,6 +64,12 @@ class NoEmbeddings(SimilarError):
     reason = "no_embeddings"
 
 
+class InputTooLarge(SimilarError):
+    """More alerts than a query straight from an archive or topic may hold in memory."""
+
+    reason = "input_too_large"
+
+
 class CorruptIndex(SimilarError):
     """A saved index whose files are missing, altered, truncated or inconsistent with its manifest."""
 
@@ -81,22 +87,22 @@ def _sha256(path: Path) -> str:
 def build_faiss(vectors: np.ndarray, seed: int = 0) -> tuple[Any, dict[str, int | str]]:
     """A faiss index over ``vectors`` (n, EMBEDDING_DIM), row ``i`` as id ``i``; and its parameters."""
     n = len(vectors)
-    x = np.ascontiguousarray(vectors, np.float32)
     index: Any
     if n <= EXACT_MAX_ROWS:
         index = faiss.IndexScalarQuantizer(EMBEDDING_DIM, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2)
-        index.add(x)
-        return index, {"kind": "exact", "nlist": 0, "nprobe": 0}
-    nlist = int(np.sqrt(n))
-    quantizer = faiss.IndexFlatL2(EMBEDDING_DIM)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, EMBEDDING_DIM, nlist, faiss.ScalarQuantizer.QT_fp16,
-                                          faiss.METRIC_L2)  # fmt: skip
-    sample = np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False)
-    index.train(x[np.sort(sample)])
-    for s in range(0, n, 100_000):  # bounded temporaries while adding
-        index.add(x[s : s + 100_000])
-    index.nprobe = NPROBE
-    return index, {"kind": "ivf", "nlist": nlist, "nprobe": NPROBE}
+        params: dict[str, int | str] = {"kind": "exact", "nlist": 0, "nprobe": 0}
+    else:
+        nlist = int(np.sqrt(n))
+        quantizer = faiss.IndexFlatL2(EMBEDDING_DIM)
+        index = faiss.IndexIVFScalarQuantizer(quantizer, EMBEDDING_DIM, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                              faiss.METRIC_L2)  # fmt: skip
+        sample = np.sort(np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False))
+        index.train(np.asarray(vectors[sample], np.float32))
+        index.nprobe = NPROBE
+        params = {"kind": "ivf", "nlist": nlist, "nprobe": NPROBE}
+    for s in range(0, n, 100_000):  # float32 copies of one chunk at a time, never of all the vectors
+        index.add(np.ascontiguousarray(vectors[s : s + 100_000], np.float32))
+    return index, params
 
 
 @dataclass

@@ -195,6 +195,36 @@ def test_real_plain_alerts_are_enriched_on_the_way_or_named(enriched: list[bytes
     assert rc == 1 and "unknown_id" in err and "12345" in err
 
 
+def test_an_embedding_of_the_wrong_length_is_counted_not_fatal(enriched: list[bytes], tmp_path: Path) -> None:
+    with_emb = [v for v in enriched if v[-34:-32] == b"\x02\x40"]  # embedding: the last field, 32 bytes
+    bad = with_emb[0][:-34] + b"\x02\x3e" + with_emb[0][-32:-1]  # now 31 bytes: not 16 float16 values
+    col = similar.Collector(Settings.load(None), enrich=False)
+    col.add([bad, *with_emb[1:]])
+    idx = col.finish()
+    assert col.counts["bad_annotations"] == 1 and col.counts["indexed"] == len(with_emb) - 1
+    assert idx.index.ntotal == len(with_emb) - 1
+
+
+def test_bench_similar_runs_and_its_model_column_matches_the_store(archive: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from benchmarks import bench_similar
+
+    idx, _, _ = similar.collect(str(archive), Settings.load(None))
+    assert isinstance(idx.store.source, pl.DataFrame)
+    d = idx.store.source
+    # a "truth" that is the served best class: the bench's model column must then be 1 where one was given
+    truth = d.group_by("diaObjectId").agg(pl.col("best_class").first().alias("class_name"))
+    truth.write_parquet(tmp_path / "truth.parquet")
+    assert bench_similar.main(["--enriched", str(archive), "--truth", str(tmp_path / "truth.parquet"),
+                               "--n", "3000", "--queries", "20", "-k", "3"]) == 0  # fmt: skip
+    last = dict(kv.split("=") for kv in capsys.readouterr().out.splitlines()[-1].split())
+    classified = d.filter(pl.col("best_class").is_not_null()).height
+    assert float(last["model_right"]) == pytest.approx(classified / d.height, abs=1e-3)
+    assert 0 <= float(last["chance"]) <= float(last["agree"]) <= 1
+    assert float(last["mix_recall"]) == 1.0 and float(last["iso_recall"]) == 1.0  # exact below 50k rows
+    assert float(last["mix_p50_ms"]) > 0 and float(last["mix_e2e_p50_ms"]) > 0
+
+
 def query_id(archive: Path) -> int:
     """A real alert with an embedding and a long history."""
     idx, _, _ = similar.collect(str(archive), Settings.load(None))
