@@ -205,8 +205,9 @@ def test_an_embedding_of_the_wrong_length_is_counted_not_fatal(enriched: list[by
     assert idx.index.ntotal == len(with_emb) - 1
 
 
-def test_bench_similar_runs_and_its_model_column_matches_the_store(archive: Path, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_bench_similar_runs_and_its_model_column_matches_the_store(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from benchmarks import bench_similar
 
     idx, _, _ = similar.collect(str(archive), Settings.load(None))
