@@ -18,10 +18,12 @@ alerts, older annotation versions, no model) are counted as ``without_embedding`
 
 By default the neighbours exclude every alert of the query's own object (they are trivially near);
 ``--same-object`` keeps them. Memory while building: the store rows (about 150 bytes an alert) are
-written to Parquet batch by batch (``index``) or kept as one frame (in memory), plus 32 bytes of
-float16 vector per alert for the index; a saved index is read memory-mapped. Errors are named
-(:class:`consumers.similar_index.SimilarError`: ``unknown_id``, ``no_embeddings``, ``corrupt_index``):
-one line on stderr and exit status 1.
+written to Parquet row group by row group (``index``) or kept as one frame (in memory, at most
+:data:`MAX_IN_MEMORY` alerts), plus 32 bytes of float16 vector per alert and the index (about 40
+bytes an alert); a saved index is read memory-mapped. An enriched record whose embedding does not
+decode is counted as ``bad_annotations``. Errors are named (:class:`consumers.similar_index.SimilarError`:
+``unknown_id``, ``no_embeddings``, ``input_too_large``, ``corrupt_index``): one line on stderr and exit
+status 1.
 """
 
 from __future__ import annotations

@@ -226,6 +226,17 @@ def test_bench_similar_runs_and_its_model_column_matches_the_store(
     assert float(last["mix_p50_ms"]) > 0 and float(last["mix_e2e_p50_ms"]) > 0
 
 
+def test_an_in_memory_query_over_its_cap_is_named_but_a_saved_index_is_not_capped(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(similar, "MAX_IN_MEMORY", 10)
+    rc, rows, err = query(["1", "--in", str(archive)])
+    assert rc == 1 and rows == [] and err.startswith("alertbroker similar: input_too_large:")
+    out = io.StringIO()
+    assert similar.main(["index", "--in", str(archive), "--out", str(tmp_path / "idx")], out, io.StringIO()) == 0
+    assert json.loads(out.getvalue())["indexed"] > 10
+
+
 def query_id(archive: Path) -> int:
     """A real alert with an embedding and a long history."""
     idx, _, _ = similar.collect(str(archive), Settings.load(None))
