@@ -21,9 +21,9 @@ By default the neighbours exclude every alert of the query's own object (they ar
 written to Parquet row group by row group (``index``) or kept as one frame (in memory, at most
 :data:`MAX_IN_MEMORY` alerts), plus 32 bytes of float16 vector per alert and the index (about 40
 bytes an alert); a saved index is read memory-mapped. An enriched record whose embedding does not
-decode is counted as ``bad_annotations``. Errors are named (:class:`consumers.similar_index.SimilarError`:
-``unknown_id``, ``no_embeddings``, ``input_too_large``, ``corrupt_index``): one line on stderr and exit
-status 1.
+decode, or holds NaN or infinite values, is counted as ``bad_annotations``. Errors are named
+(:class:`consumers.similar_index.SimilarError`: ``unknown_id``, ``no_embeddings``, ``input_too_large``,
+``corrupt_index``): one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -120,8 +120,12 @@ class Collector:
             self.counts[f"unreadable_{e.reason}"] += 1
         flat, bad = self._flatten(res, values)
         self.counts["not_alerts"] += len(res.batch) - bad - flat.height
-        has = flat.filter(pl.col("embedding").is_not_null() & (pl.col("embedding").list.len() == EMBEDDING_DIM))
-        self.counts["without_embedding"] += flat.height - has.height
+        with_emb = flat.filter(pl.col("embedding").is_not_null())
+        self.counts["without_embedding"] += flat.height - with_emb.height
+        ok = (pl.col("embedding").list.len() == EMBEDDING_DIM) & pl.col("embedding").list.eval(
+            pl.element().is_finite()).list.all()  # fmt: skip
+        has = with_emb.filter(ok)
+        self.counts["bad_annotations"] += with_emb.height - has.height  # wrong length, NaN or infinite values
         if has.height == 0:
             return
         rows = has.select(STORE_COLUMNS).cast(STORE_SCHEMA)  # type: ignore[arg-type]

@@ -195,14 +195,15 @@ def test_real_plain_alerts_are_enriched_on_the_way_or_named(enriched: list[bytes
     assert rc == 1 and "unknown_id" in err and "12345" in err
 
 
-def test_an_embedding_of_the_wrong_length_is_counted_not_fatal(enriched: list[bytes], tmp_path: Path) -> None:
+def test_an_embedding_of_the_wrong_length_or_not_finite_is_counted_not_fatal(enriched: list[bytes]) -> None:
     with_emb = [v for v in enriched if v[-34:-32] == b"\x02\x40"]  # embedding: the last field, 32 bytes
-    bad = with_emb[0][:-34] + b"\x02\x3e" + with_emb[0][-32:-1]  # now 31 bytes: not 16 float16 values
+    odd = with_emb[0][:-34] + b"\x02\x3e" + with_emb[0][-32:-1]  # now 31 bytes: not 16 float16 values
+    nan = with_emb[1][:-32] + np.full(EMBEDDING_DIM, np.nan, "<f2").tobytes()  # 16 NaN values
     col = similar.Collector(Settings.load(None), enrich=False)
-    col.add([bad, *with_emb[1:]])
+    col.add([odd, nan, *with_emb[2:]])
     idx = col.finish()
-    assert col.counts["bad_annotations"] == 1 and col.counts["indexed"] == len(with_emb) - 1
-    assert idx.index.ntotal == len(with_emb) - 1
+    assert col.counts["bad_annotations"] == 2 and col.counts["indexed"] == len(with_emb) - 2
+    assert idx.index.ntotal == len(with_emb) - 2 and np.isfinite(idx.index.reconstruct_n(0, 1)).all()
 
 
 def test_bench_similar_runs_and_its_model_column_matches_the_store(
