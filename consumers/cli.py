@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                       ("features", "benchmarks.bench_features"),
                       ("hosts", "benchmarks.bench_hosts"), ("models", "benchmarks.bench_models"),
                       ("scale", "benchmarks.bench_scale"), ("dedup", "benchmarks.bench_dedup"),
-                      ("pipeline", "benchmarks.bench_pipeline")):  # fmt: skip
+                      ("pipeline", "benchmarks.bench_pipeline"),
+                      ("similar", "benchmarks.bench_similar")):  # fmt: skip
         b = bsub.add_parser(name, add_help=False)
         b.add_argument("rest", nargs=argparse.REMAINDER)
         b.set_defaults(func=_delegate(mod))
@@ -171,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("consumers.subscribe"))
+
+    p = sub.add_parser("similar", help="nearest alerts in the model's embedding space (and `similar index`)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("consumers.similar"))
 
     p = sub.add_parser("plot", help="png of an alert's light curve, class probabilities and photo-z", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
