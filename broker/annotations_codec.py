@@ -61,8 +61,12 @@ def _opt_embedding(v: np.ndarray | None) -> bytes:
 
 
 def decode_embedding(raw: bytes | None) -> np.ndarray | None:
-    """The float32 values of an ``annotations.embedding`` field (None stays None)."""
-    if raw is None:
+    """The float32 values of an ``annotations.embedding`` field.
+
+    None, and a field of any other length than ``EMBEDDING_DIM`` values (a foreign or damaged
+    record), give None: a reader never fails on it.
+    """
+    if raw is None or len(raw) != EMBEDDING_DIM * np.dtype(EMBEDDING_DTYPE).itemsize:
         return None
     return np.frombuffer(raw, dtype=EMBEDDING_DTYPE).astype(np.float32)
 

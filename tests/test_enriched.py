@@ -121,6 +121,10 @@ def test_hand_encoder_matches_fastavro(probs, photoz, anomaly, host, v2, v3) -> 
         assert decode_embedding(emb_bytes) == pytest.approx(emb, rel=2e-3, abs=1e-3)
 
 
+def test_a_damaged_embedding_field_reads_as_null() -> None:
+    assert decode_embedding(b"\x00" * 31) is None and decode_embedding(b"") is None and decode_embedding(None) is None
+
+
 def test_an_embedding_of_the_wrong_size_is_refused() -> None:
     enc = AnnotationEncoder("b", "1.2")
     with pytest.raises(ValueError, match="embedding has shape"):
