@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from broker.annotations import ANNOTATIONS_VERSION, EMBEDDING_DIM, EMBEDDING_DTYPE, STATE_NO_MODEL
+from broker.annotations import (
+    ANNOTATIONS_VERSION,
+    ATTRIBUTION_PARTS,
+    ATTRIBUTION_TARGETS,
+    EMBEDDING_DIM,
+    EMBEDDING_DTYPE,
+    STATE_NO_MODEL,
+)
 
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
@@ -58,6 +65,26 @@ def _opt_embedding(v: np.ndarray | None) -> bytes:
     if not np.isfinite(v).all():
         return b"\x00"
     return _EMBEDDING_PREFIX + np.ascontiguousarray(v, dtype=EMBEDDING_DTYPE).tobytes()
+
+
+_ATTRIBUTION_SHAPE = (len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS))
+_PARTS = struct.Struct(f"<{len(ATTRIBUTION_PARTS)}f")
+
+
+def _opt_attribution(v: np.ndarray | None) -> bytes:
+    """``annotations.attribution``: null, or one nullable record per target (a row with a NaN = null).
+
+    The whole field is null when every target is.
+    """
+    if v is None:
+        return b"\x00"
+    if v.shape != _ATTRIBUTION_SHAPE:
+        raise ValueError(f"attribution has shape {v.shape}, the schema holds {_ATTRIBUTION_SHAPE}")
+    ok = np.isfinite(v).all(axis=1)
+    if not ok.any():
+        return b"\x00"
+    return b"\x02" + b"".join(b"\x02" + _PARTS.pack(*row) if good else b"\x00"
+                              for row, good in zip(v.tolist(), ok.tolist(), strict=True))
 
 
 def decode_embedding(raw: bytes | None) -> np.ndarray | None:
@@ -107,7 +134,7 @@ class AnnotationEncoder:
         self, probs: np.ndarray | None, photoz: np.ndarray | None, anomaly: float | None,
         host: HostAnnotation | None, n_det: int, n_forced: int, ingest_ms: int, processed_ms: int,
         solar_system: bool = False, reliability: float | None = None, state: str = STATE_NO_MODEL,
-        embedding: np.ndarray | None = None,
+        embedding: np.ndarray | None = None, attribution: np.ndarray | None = None,
     ) -> bytes:  # fmt: skip
         """Encode one alert's annotations (the current version, ``ANNOTATIONS_VERSION``).
 
@@ -121,6 +148,8 @@ class AnnotationEncoder:
             The v2 fields: moving-object flag, the alert's own reliability, ``classificationState``.
         embedding : ndarray, shape (EMBEDDING_DIM,), or None
             The v3 field (stored as float16); None or any NaN = null.
+        attribution : ndarray, shape (len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)), or None
+            The v3 modality attribution in bits; a target row with a NaN is null, all rows null = null.
         """
         parts = [self._prefix]
         if probs is None:
@@ -141,6 +170,7 @@ class AnnotationEncoder:
         parts.append(zigzag(n_det) + zigzag(n_forced) + zigzag(ingest_ms) + zigzag(processed_ms))
         parts.append((b"\x01" if solar_system else b"\x00") + _opt_float(reliability) + avro_string(state))
         parts.append(_opt_embedding(embedding))
+        parts.append(_opt_attribution(attribution))
         return b"".join(parts)
 
 

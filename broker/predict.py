@@ -32,6 +32,9 @@ class Predictions:
     hosts : list of HostAnnotation or None, length n, or None
     embedding : ndarray (n, EMBEDDING_DIM) or None
         The model's compact embedding (``annotations.embedding``); NaN rows = none.
+    attribution : ndarray (n, len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)) or None
+        Modality attribution in bits (``annotations.attribution``), per target (class, photo-z);
+        a NaN row of a target = none for that target.
     """
 
     probs: np.ndarray | None = None
@@ -39,6 +42,7 @@ class Predictions:
     anomaly: np.ndarray | None = None
     hosts: list[HostAnnotation | None] | None = None
     embedding: np.ndarray | None = None
+    attribution: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
