@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     attribution: bool = Field(
         default=False, description="publish annotations.attribution (modality attribution, docs/attribution.md); "
-                                   "off by default: it costs ~30 % of enrich() on CPU")  # fmt: skip
+                                   "off by default: it adds ~20 % to enrich() on CPU")  # fmt: skip
     log_level: str = "INFO"
     log_format: str = Field(default="text", description="'text' or 'json' (one object per line)")
 
