@@ -23,6 +23,8 @@ reads v2 records by ordinary Avro schema resolution (the new fields are ignored)
   ``classificationState`` (why ``classifications`` is or is not there).
 - v3.0: ``embedding`` (a compact copy of the model's view of the alert, for similarity search),
   ``rotationAge`` (gyrochronology age of an alert classified as a rotating star).
+  ``attribution`` (how much of the class and of the photo-z came from the light curve, the host and
+  the summary features: unique, redundant and synergistic information in bits).
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ CLASSIFICATION_STATES = (STATE_CLASSIFIED, STATE_UNCLASSIFIED, STATE_SOLAR_SYSTE
 #: Values in ``annotations.embedding`` (little-endian float16 each): the one place this size lives.
 EMBEDDING_DIM = 16
 EMBEDDING_DTYPE = "<f2"
+
+#: ``annotations.attribution``: one record per target, each with these parts (bits; they sum to the
+#: information all modalities give about the served value; see models/attribution.py).
+ATTRIBUTION_TARGETS: tuple[str, ...] = ("classification", "photoz")
+ATTRIBUTION_PARTS: tuple[str, ...] = ("lightCurve", "host", "features", "redundant", "synergy")
 
 _TS = {"type": "long", "logicalType": "timestamp-millis"}
 _F = ["null", "float"]
@@ -108,6 +115,16 @@ _V3_FIELDS: list[dict[str, Any]] = [
             {"name": "logAgeSigma", "type": "float", "doc": "Its 1-sigma uncertainty in dex."},
             {"name": "periodDays", "type": "float", "doc": "The rotation period it used (periodogram peak)."}]}],
      "doc": "Age of a star classified as a rotator with a significant period and a usable g-r colour; else null."},
+    {"name": "attribution", "default": None, "type": ["null", {
+        "type": "record", "name": "attribution",
+        "doc": "Where the served class and photo-z came from (docs/attribution.md).",
+        "fields": [{"name": target, "default": None, "type": ["null", {
+            "type": "record", "name": f"{target}Attribution",
+            "doc": "Bits of information about the served value: unique to each modality, redundant, synergistic "
+                   "(they sum to the total information of all modalities; synergy is the remainder, may be < 0).",
+            "fields": [{"name": part, "type": "float"} for part in ATTRIBUTION_PARTS]}]}
+            for target in ATTRIBUTION_TARGETS]}],
+     "doc": "Modality attribution (null without a model, when switched off (settings.attribution) or gated)."},
 ]  # fmt: skip
 
 #: The fields each annotations major appends to the one before.

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from broker.annotations import ANNOTATIONS_VERSION, EMBEDDING_DIM, EMBEDDING_DTYPE, STATE_NO_MODEL
+from broker.annotations import (
+    ANNOTATIONS_VERSION,
+    ATTRIBUTION_PARTS,
+    ATTRIBUTION_TARGETS,
+    EMBEDDING_DIM,
+    EMBEDDING_DTYPE,
+    STATE_NO_MODEL,
+)
 
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
@@ -60,14 +67,37 @@ def _opt_embedding(v: np.ndarray | None) -> bytes:
     return _EMBEDDING_PREFIX + np.ascontiguousarray(v, dtype=EMBEDDING_DTYPE).tobytes()
 
 
+_ATTRIBUTION_SHAPE = (len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS))
+_PARTS = struct.Struct(f"<{len(ATTRIBUTION_PARTS)}f")
+
+
+def _opt_attribution(v: np.ndarray | None) -> bytes:
+    """``annotations.attribution``: null, or one nullable record per target (a row with a NaN = null).
+
+    The whole field is null when every target is.
+    """
+    if v is None:
+        return b"\x00"
+    if v.shape != _ATTRIBUTION_SHAPE:
+        raise ValueError(f"attribution has shape {v.shape}, the schema holds {_ATTRIBUTION_SHAPE}")
+    ok = np.isfinite(v).all(axis=1)
+    if not ok.any():
+        return b"\x00"
+    return b"\x02" + b"".join(b"\x02" + _PARTS.pack(*row) if good else b"\x00"
+                              for row, good in zip(v.tolist(), ok.tolist(), strict=True))
+
+
 def decode_embedding(raw: bytes | None) -> np.ndarray | None:
     """The float32 values of an ``annotations.embedding`` field.
 
-    None, and a field of any other length than ``EMBEDDING_DIM`` values (a foreign or damaged
-    record), give None: a reader never fails on it.
+    None stays None. A field of any other length than ``EMBEDDING_DIM`` values (a foreign or
+    damaged record) gives ``EMBEDDING_DIM`` NaN values: a reader never fails on it, and the
+    damage stays visible (e.g. ``alertbroker similar`` counts it as ``bad_annotations``).
     """
-    if raw is None or len(raw) != EMBEDDING_DIM * np.dtype(EMBEDDING_DTYPE).itemsize:
+    if raw is None:
         return None
+    if len(raw) != EMBEDDING_DIM * np.dtype(EMBEDDING_DTYPE).itemsize:
+        return np.full(EMBEDDING_DIM, np.nan, np.float32)
     return np.frombuffer(raw, dtype=EMBEDDING_DTYPE).astype(np.float32)
 
 
@@ -112,6 +142,7 @@ class AnnotationEncoder:
         host: HostAnnotation | None, n_det: int, n_forced: int, ingest_ms: int, processed_ms: int,
         solar_system: bool = False, reliability: float | None = None, state: str = STATE_NO_MODEL,
         embedding: np.ndarray | None = None, rotation_age: np.ndarray | None = None,
+        attribution: np.ndarray | None = None,
     ) -> bytes:  # fmt: skip
         """Encode one alert's annotations (the current version, ``ANNOTATIONS_VERSION``).
 
@@ -127,6 +158,8 @@ class AnnotationEncoder:
             The v3 field (stored as float16); None or any NaN = null.
         rotation_age : ndarray, shape (3,), or None
             v3 ``rotationAge``: log10(age / yr), sigma (dex), period (days); None or NaN = null.
+        attribution : ndarray, shape (len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)), or None
+            The v3 modality attribution in bits; a target row with a NaN is null, all rows null = null.
         """
         parts = [self._prefix]
         if probs is None:
@@ -149,6 +182,7 @@ class AnnotationEncoder:
         parts.append(_opt_embedding(embedding))
         ok_age = rotation_age is not None and bool(np.isfinite(rotation_age).all())
         parts.append(b"\x02" + struct.pack("<3f", *rotation_age.tolist()) if ok_age else b"\x00")  # type: ignore[union-attr]
+        parts.append(_opt_attribution(attribution))
         return b"".join(parts)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from broker.annotations import STATE_CLASSIFIED, base_schema_id, enriched_schema_id
+from broker.annotations import ATTRIBUTION_TARGETS, STATE_CLASSIFIED, base_schema_id, enriched_schema_id
 from broker.annotations_codec import AnnotationEncoder, HostAnnotation, ScoresEncoder
 from broker.batch import AlertBatch
 from broker.decode import BatchDecoder
@@ -149,8 +149,9 @@ class Enricher:
             reliability = None if math.isnan(rel[k]) else rel[k]
             emb = None if solar[k] else _row(preds.embedding, k)
             age = _row(preds.rotation_age, k) if probs is not None else None
+            attr = None if solar[k] else _attribution(preds.attribution, k, probs is not None, pz is not None)
             ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed, solar[k], reliability,
-                      states[k], emb, age)  # fmt: skip
+                      states[k], emb, age, attr)  # fmt: skip
             raw = values[i]
             assert raw is not None
             sid = int(sids[k])
@@ -186,6 +187,16 @@ def _row(arr: np.ndarray | None, k: int) -> np.ndarray | None:
     return None if np.isnan(row).any() else row
 
 
+def _attribution(arr: np.ndarray | None, k: int, has_class: bool, has_photoz: bool) -> np.ndarray | None:
+    """Alert ``k``'s attribution, each target kept only where that value is published (else NaN = null)."""
+    if arr is None:
+        return None
+    row = np.array(arr[k], dtype=np.float64)
+    published = {"classification": has_class, "photoz": has_photoz}
+    row[[not published[t] for t in ATTRIBUTION_TARGETS]] = np.nan
+    return row
+
+
 def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
     from broker.batch import AlertTable
 
@@ -195,7 +206,7 @@ def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
 def _merge(parts: list[Predictions | None], n: int) -> Predictions:
     """Stack one-alert predictions; failed alerts get NaN rows / None hosts."""
     out = Predictions()
-    for name in ("probs", "photoz", "anomaly", "embedding", "rotation_age"):
+    for name in ("probs", "photoz", "anomaly", "embedding", "rotation_age", "attribution"):
         proto = next((getattr(p, name) for p in parts if p is not None and getattr(p, name) is not None), None)
         if proto is None:
             continue

@@ -4,8 +4,12 @@ Columns (one row per alert; 64-bit ids stay int64 here and become strings in JSO
 
 ``diaSourceId, diaObjectId, ra, dec, mjd, band, snr, reliability, n_det, n_forced, schema,
 best_class, best_class_id, best_prob, p_<classId>..., photoz_mean, photoz_sigma, photoz_q05,
-photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, solar_system, classification_state,
-sparkline, _index``
+photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, embedding, attr_<target>_<part>...,
+solar_system, classification_state, sparkline, _index``
+
+``attr_<target>_<part>`` (:func:`attribution_columns`: target ``class`` or ``photoz``; part
+``light_curve``, ``host``, ``features``, ``redundant``, ``synergy``) are the bits of
+``annotations.attribution`` (docs/attribution.md); their sum per target is the total.
 
 Score columns are null where the annotation is null; ``classification_state`` says why
 (``classified``, ``unclassified``, ``solar_system``, ``no_model``; null for v1 records).
@@ -14,6 +18,7 @@ Score columns are null where the annotation is null; ``classification_state`` sa
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +26,15 @@ import fastavro
 import numpy as np
 import polars as pl
 
-from broker.annotations import ANNOTATIONS_MAJOR, KNOWN_MAJORS, SCORES_SCHEMA_ID, annotations_major, annotations_schema
+from broker.annotations import (
+    ANNOTATIONS_MAJOR,
+    ATTRIBUTION_PARTS,
+    ATTRIBUTION_TARGETS,
+    KNOWN_MAJORS,
+    SCORES_SCHEMA_ID,
+    annotations_major,
+    annotations_schema,
+)
 from broker.annotations_codec import decode_embedding
 from broker.batch import BANDS, LightCurves
 from broker.decode import DecodeResult
@@ -32,6 +45,13 @@ from broker.wire import parse_header, version_for_schema_id
 _ANN = {m: fastavro.parse_schema(["null", annotations_schema(m)], _write_hint=False, _force=True)
         for m in KNOWN_MAJORS}  # fmt: skip
 _SPARK = "▁▂▃▄▅▆▇█"
+
+
+def attribution_columns() -> dict[tuple[str, str], str]:
+    """Flat column name per (target, part) of ``annotations.attribution`` (``attr_class_light_curve``, ...)."""
+    short = {"classification": "class"}
+    snake = {p: re.sub(r"(?<!^)([A-Z])", r"_\1", p).lower() for p in ATTRIBUTION_PARTS}
+    return {(t, p): f"attr_{short.get(t, t)}_{snake[p]}" for t in ATTRIBUTION_TARGETS for p in ATTRIBUTION_PARTS}
 
 
 def read_annotations(value: bytes, at: int) -> dict[str, Any] | None:
@@ -105,6 +125,9 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
     for col, key in (("rotation_log_age", "logAgeYr"), ("rotation_log_age_sigma", "logAgeSigma"),
                      ("rotation_period_days", "periodDays")):  # fmt: skip
         cols[col] = pl.Series([g.get(key) for g in age], dtype=pl.Float64)
+    for (target, part), name in attribution_columns().items():
+        vals = [(((a or {}).get("attribution") or {}).get(target) or {}).get(part) for a in anns]
+        cols[name] = pl.Series(vals, dtype=pl.Float64)
     cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
     cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)
     cols["sparkline"] = [sparkline(lc, k) for k in range(n)]

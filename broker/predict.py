@@ -41,6 +41,9 @@ class Predictions:
         classified as rotating stars (:func:`broker.features.gyro.rotation_ages`), NaN
         rows elsewhere (``annotations.rotationAge``); set by ``enrich()`` when the model
         knows the class.
+    attribution : ndarray (n, len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)) or None
+        Modality attribution in bits (``annotations.attribution``), per target (class, photo-z);
+        a NaN row of a target = none for that target.
     extra : dict
         Further per-alert outputs that are not published.
     """
@@ -51,6 +54,7 @@ class Predictions:
     hosts: list[HostAnnotation | None] | None = None
     embedding: np.ndarray | None = None
     rotation_age: np.ndarray | None = None
+    attribution: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     torch_threads: int = 1
     model: str = Field(default="default", description="'default' (shipped weights), a checkpoint path, or 'none'")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    attribution: bool = Field(
+        default=False, description="publish annotations.attribution (modality attribution, docs/attribution.md); "
+                                   "off by default: it adds ~20 % to enrich() on CPU")  # fmt: skip
     log_level: str = "INFO"
     log_format: str = Field(default="text", description="'text' or 'json' (one object per line)")
 

@@ -79,7 +79,8 @@ def make_predictor(settings: Settings) -> Predictor:
     device = settings.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return MultimodalPredictor.from_checkpoint(path, device=device, threads=settings.torch_threads)
+    return MultimodalPredictor.from_checkpoint(path, device=device, threads=settings.torch_threads,
+                                               attribution=settings.attribution)
 
 
 def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | None:

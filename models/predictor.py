@@ -9,7 +9,9 @@ Usage::
 Gates (``can_predict``): a class / anomaly row needs at least ``min_detections``
 detections among the light-curve tokens; a photo-z row needs at least
 ``min_host_bands`` host magnitudes. A closed gate gives a NaN row (published as
-null), never a guess. On CUDA the batch is moved through pinned memory and run
+null), never a guess. With ``attribution`` on, each scored alert also gets its modality
+attribution (:mod:`models.attribution`): the class part where the class gate is open, the photo-z
+part where a photo-z is served. On CUDA the batch is moved through pinned memory and run
 under bf16 autocast; on CPU the torch thread count is ``threads``.
 """
 
@@ -22,11 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from broker.annotations import EMBEDDING_DIM
+from broker.annotations import ATTRIBUTION_PARTS, ATTRIBUTION_TARGETS, EMBEDDING_DIM
 from broker.batch import AlertBatch
 from broker.features.registry import FEATURE_NAMES
 from broker.predict import Predictions
 from broker.tokens import HOST_KIND_MAG, LC_FIELDS
+from models.attribution import Attributor
 from models.checkpoint import load_checkpoint
 from models.model import TOKEN_KEYS, MultimodalModel
 from models.photoz_cache import HostPhotozCache
@@ -59,13 +62,15 @@ class MultimodalPredictor:
         Alerts per forward pass.
     min_detections, min_host_bands : int
         Gate thresholds (see the module docstring).
+    attribution : bool
+        Also compute the modality attribution (``Settings.attribution``).
     """
 
     name: str | None = "alertbroker-multimodal"
 
     def __init__(self, model: MultimodalModel, meta: dict[str, Any], device: str = "cpu",
                  threads: int = 1, batch_size: int = 1024, min_detections: int = 1,
-                 min_host_bands: int = 3) -> None:
+                 min_host_bands: int = 3, attribution: bool = False) -> None:
         self.device = torch.device(device)
         if self.device.type == "cpu":
             torch.set_num_threads(max(int(threads), 1))
@@ -80,6 +85,7 @@ class MultimodalPredictor:
         self.min_detections = min_detections
         self.min_host_bands = min_host_bands
         self.photoz_cache = HostPhotozCache(self._host_photoz, self.device)
+        self.attributor = Attributor(self.model) if attribution else None
         read = set(model.cfg.encoder.feature_names)
         #: Registry features this model does not read (said once at load, never dropped silently).
         self.unread_features: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in read)
@@ -112,11 +118,16 @@ class MultimodalPredictor:
         photoz = np.full((n, 8), np.nan, np.float32)
         anomaly = np.full(n, np.nan, np.float32)
         embedding = np.full((n, EMBEDDING_DIM), np.nan, np.float32)
+        attr = None
+        if self.attributor is not None:
+            attr = np.full((n, len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)), np.nan, np.float32)
         todo = np.flatnonzero(cls_ok)
         cuda = self.device.type == "cuda"
         zi = np.flatnonzero(z_ok)
         if len(zi):  # photo-z from the host tokens alone: the inputs its head was trained on
             photoz[zi] = self.photoz_cache(tokens["host"][zi], tokens["host_mask"][zi])
+            if attr is not None:
+                attr[zi, 1] = self.attributor.photoz(photoz[zi], self.device)  # type: ignore[union-attr]
         for s in range(0, len(todo), self.batch_size):
             idx = todo[s : s + self.batch_size]
             tb, sub = {}, {k: tokens[k][idx] for k in TOKEN_KEYS}
@@ -128,10 +139,12 @@ class MultimodalPredictor:
                 tb[key] = t.pin_memory().to(self.device, non_blocking=True) if cuda else t
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
                 out = self.model.infer(**tb)
+                if attr is not None:
+                    attr[idx, 0] = self.attributor.classification(tb, out["probs"])  # type: ignore[union-attr]
             probs[idx] = out["probs"].float().cpu().numpy()
             anomaly[idx] = out["anomaly"].float().cpu().numpy()
             embedding[idx] = out["embedding"].float().cpu().numpy()
-        return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding)
+        return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding, attribution=attr)
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Score a batch; ``features`` from :func:`broker.features.featurize` (computed if None)."""

@@ -20,6 +20,8 @@ import pytest
 
 from broker.annotations import EMBEDDING_DIM
 from broker.container_writer import ContainerWriter
+from broker.decode import BatchDecoder
+from broker.flatten import flatten
 from broker.schemas import SchemaStore
 from broker.settings import Settings
 from broker.wire import HEADER_SIZE, parse_header
@@ -196,9 +198,20 @@ def test_real_plain_alerts_are_enriched_on_the_way_or_named(enriched: list[bytes
 
 
 def test_an_embedding_of_the_wrong_length_or_not_finite_is_counted_not_fatal(enriched: list[bytes]) -> None:
-    with_emb = [v for v in enriched if v[-34:-32] == b"\x02\x40"]  # embedding: the last field, 32 bytes
-    odd = with_emb[0][:-34] + b"\x02\x3e" + with_emb[0][-32:-1]  # now 31 bytes: not 16 float16 values
-    nan = with_emb[1][:-32] + np.full(EMBEDDING_DIM, np.nan, "<f2").tobytes()  # 16 NaN values
+    def field(v: bytes) -> bytes | None:  # the encoded embedding field (branch, length, 32 bytes), if any
+        flat = flatten(BatchDecoder(SchemaStore()).decode([v]), [v])
+        emb = flat["embedding"][0]
+        if emb is None:
+            return None
+        enc = b"\x02\x40" + np.asarray(emb, "<f2").tobytes()
+        assert v.count(enc) == 1
+        return enc
+
+    with_emb = [(v, f) for v in enriched if (f := field(v)) is not None]
+    (v0, f0), (v1, f1) = with_emb[:2]
+    odd = v0.replace(f0, b"\x02\x3e" + f0[2:-1])  # now 31 bytes: not 16 float16 values
+    nan = v1.replace(f1, f1[:2] + np.full(EMBEDDING_DIM, np.nan, "<f2").tobytes())  # 16 NaN values
+    with_emb = [v for v, _ in with_emb]
     col = similar.Collector(Settings.load(None), enrich=False)
     col.add([odd, nan, *with_emb[2:]])
     idx = col.finish()
