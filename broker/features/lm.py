@@ -23,17 +23,19 @@ import numba as nb
 import numpy as np
 
 from broker.batch import F64
-from broker.features.fit_models import chi2_jac
+from broker.features.fit_models import chi2_jac, scratch_rows
 
 #: Largest damping before giving up (the step is then below round-off).
 MAX_LAMBDA = 1e12
 
 
-@nb.njit(cache=True)
-def solve_spd(a: F64, b: F64, out: F64) -> bool:
-    """Solve the SPD system ``a x = b`` by Cholesky into ``out``; False if not positive definite."""
+@nb.njit(cache=True, error_model="numpy")
+def solve_spd(a: F64, b: F64, out: F64, low: F64, z: F64) -> bool:
+    """Solve the SPD system ``a x = b`` by Cholesky into ``out``; False if not positive definite.
+
+    ``low`` (n, n) and ``z`` (n,) are scratch, so that a trial allocates nothing.
+    """
     n = b.shape[0]
-    low = np.zeros((n, n))
     for i in range(n):
         for j in range(i + 1):
             s = a[i, j]
@@ -45,7 +47,6 @@ def solve_spd(a: F64, b: F64, out: F64) -> bool:
                 low[i, i] = math.sqrt(s)
             else:
                 low[i, j] = s / low[j, j]
-    z = np.empty(n)
     for i in range(n):
         s = b[i]
         for k in range(i):
@@ -59,7 +60,7 @@ def solve_spd(a: F64, b: F64, out: F64) -> bool:
     return True
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def levenberg_marquardt(model: int, p: F64, x: F64, y: F64, w: F64, max_iter: int, tol: float) -> float:
     """Minimise chi-squared from ``p`` (updated in place); returns the final chi-squared.
 
@@ -85,8 +86,11 @@ def levenberg_marquardt(model: int, p: F64, x: F64, y: F64, w: F64, max_iter: in
     jtr_t = np.empty(npar)
     jac = np.empty(npar)
     damped = np.empty((npar, npar))
+    low = np.empty((npar, npar))
+    z = np.empty(npar)
+    cache = np.empty((scratch_rows(model), x.shape[0]))
     lam = 1e-3
-    chi2 = chi2_jac(model, p, x, y, w, jtj, jtr, jac, True)
+    chi2 = chi2_jac(model, p, x, y, w, jtj, jtr, jac, cache, np.inf)
     for _ in range(max_iter):
         improved = False
         c2 = chi2
@@ -94,10 +98,10 @@ def levenberg_marquardt(model: int, p: F64, x: F64, y: F64, w: F64, max_iter: in
             damped[:, :] = jtj
             for k in range(npar):
                 damped[k, k] += lam * max(jtj[k, k], 1e-12)
-            if solve_spd(damped, jtr, step):
+            if solve_spd(damped, jtr, step, low, z):
                 for k in range(npar):
                     trial[k] = p[k] + step[k]
-                c2 = chi2_jac(model, trial, x, y, w, jtj_t, jtr_t, jac, True)
+                c2 = chi2_jac(model, trial, x, y, w, jtj_t, jtr_t, jac, cache, chi2)
                 if c2 < chi2:
                     improved = True
                     break
