@@ -46,7 +46,7 @@ def test_chi2_no_worse_than_light_curve_on_99_percent() -> None:
         assert no_worse.mean() >= 0.99, (npt, no_worse.mean())
 
 
-def _pipeline_curves(n: int, history: int, seed: int) -> tuple[np.ndarray, ...]:
+def _pipeline_curves(n: int, history: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-band curves of ``bench pipeline`` alerts (all six kinds), as the featurizer fits them."""
     msgs, _ = make_alerts(n, history, seed=seed)
     cc = clean(BatchDecoder(SchemaStore()).decode(msgs).batch.lightcurves)

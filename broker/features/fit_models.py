@@ -1,10 +1,13 @@
 """Chi-squared and normal equations of the light-curve models fitted by :mod:`.lm`.
 
-Each ``*_chi2_jac(p, x, y, w, jtj, jtr, jac, want_jac)`` returns the weighted chi-squared at
-``p`` and, when ``want_jac``, fills ``jtj = J^T W J`` and ``jtr = J^T W r`` with an analytic
-Jacobian. :func:`chi2_jac` picks one by model id (:data:`BAZIN`, :data:`VILLAR`), so that the
-one Levenberg-Marquardt loop serves both and still caches on disk (Numba cannot cache a
-function that takes another function as an argument).
+:func:`chi2_jac` returns the weighted chi-squared at ``p`` and, when it is below ``bound`` (the
+trial is accepted), fills ``jtj = J^T W J`` and ``jtr = J^T W r`` with an analytic Jacobian.
+Bazin does it in two passes (issue 12): :func:`bazin_chi2`, a branch-free loop that LLVM
+vectorises (``exp`` from :mod:`.fastexp`), caches the model's terms per point, and
+:func:`bazin_normal` turns them into the normal equations only for accepted trials, about half
+of them. Villar computes both in one pass (:func:`villar_chi2_jac`). The dispatch by model id
+(:data:`BAZIN`, :data:`VILLAR`) lets one Levenberg-Marquardt loop serve both and still cache
+on disk (Numba cannot cache a function that takes another function as an argument).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Numba's on-disk cache of a kernel is keyed on its own file only: after editing t
 
 Damping is Marquardt's (``jtj + lam * diag(jtj)``), ten-fold up after a rejected trial and
 ten-fold down after an accepted step; each trial solves a small SPD system by Cholesky
-(:func:`solve_spd`). (Nielsen's gain-ratio update with More's monotone scaling was tried: it
+(:func:`solve_spd`, unrolled for Bazin's 5 parameters in :func:`solve_spd5`); a trial allocates
+nothing. (Nielsen's gain-ratio update with More's monotone scaling was tried: it
 took fewer evaluations but ended in worse local minima than light-curve's lmsder on short
 supernova curves, 96-98% against 99.7% no worse at 20 points, so the classic update stays.)
 """
