@@ -44,11 +44,11 @@ def villar_one(t: F64, m: F64, e: F64, max_iter: int, tol: float, out: F64) -> N
     if not (span > 0.0 and amp > 0.0):
         return
     best = np.array([1.0, 0.0, x[ipk] - 0.03, 0.03, 0.15, -1.0, 0.1])
-    best_chi2 = levenberg_marquardt(VILLAR, best, x, y, w, max_iter, tol)
+    best_chi2 = levenberg_marquardt(VILLAR, best, x, y, w, max_iter, tol)[0]
     if not best_chi2 / max(n - NP, 1) < RETRY_CHI2:
         # poor fit: retry from another start, keep the better
         p = np.array([1.0, 0.0, x[ipk] - 0.05, 0.05, 0.2, 0.0, 0.05])
-        c2 = levenberg_marquardt(VILLAR, p, x, y, w, max_iter, tol)
+        c2 = levenberg_marquardt(VILLAR, p, x, y, w, max_iter, tol)[0]
         if c2 < best_chi2 or not np.isfinite(best_chi2):
             best_chi2 = c2
             best[:] = p
