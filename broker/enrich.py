@@ -144,8 +144,9 @@ class Enricher:
                 pz, an, host = None, None, None
             reliability = None if math.isnan(rel[k]) else rel[k]
             emb = None if solar[k] else _row(preds.embedding, k)
+            fc = None if solar[k] or preds.forecast is None else preds.forecast[k]  # NaN bands are left out
             ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed, solar[k], reliability,
-                      states[k], emb)  # fmt: skip
+                      states[k], emb, fc)  # fmt: skip
             raw = values[i]
             assert raw is not None
             sid = int(sids[k])
@@ -190,7 +191,7 @@ def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
 def _merge(parts: list[Predictions | None], n: int) -> Predictions:
     """Stack one-alert predictions; failed alerts get NaN rows / None hosts."""
     out = Predictions()
-    for name in ("probs", "photoz", "anomaly", "embedding"):
+    for name in ("probs", "photoz", "anomaly", "embedding", "forecast"):
         proto = next((getattr(p, name) for p in parts if p is not None and getattr(p, name) is not None), None)
         if proto is None:
             continue

@@ -4,8 +4,10 @@ Columns (one row per alert; 64-bit ids stay int64 here and become strings in JSO
 
 ``diaSourceId, diaObjectId, ra, dec, mjd, band, snr, reliability, n_det, n_forced, schema,
 best_class, best_class_id, best_prob, p_<classId>..., photoz_mean, photoz_sigma, photoz_q05,
-photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, solar_system, classification_state,
-sparkline, _index``
+photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, embedding, forecast, solar_system,
+classification_state, sparkline, _index``
+
+``forecast`` is the ``annotations.forecast`` list of ``{band, dtDays, q05, q16, q50, q84, q95}`` (nJy).
 
 Score columns are null where the annotation is null; ``classification_state`` says why
 (``classified``, ``unclassified``, ``solar_system``, ``no_model``; null for v1 records).
@@ -21,7 +23,14 @@ import fastavro
 import numpy as np
 import polars as pl
 
-from broker.annotations import ANNOTATIONS_MAJOR, KNOWN_MAJORS, SCORES_SCHEMA_ID, annotations_major, annotations_schema
+from broker.annotations import (
+    ANNOTATIONS_MAJOR,
+    FORECAST_QUANTILE_NAMES,
+    KNOWN_MAJORS,
+    SCORES_SCHEMA_ID,
+    annotations_major,
+    annotations_schema,
+)
 from broker.annotations_codec import decode_embedding
 from broker.batch import BANDS, LightCurves
 from broker.decode import DecodeResult
@@ -31,6 +40,9 @@ from broker.wire import parse_header, version_for_schema_id
 #: the schema they were written with (their enriched id says which).
 _ANN = {m: fastavro.parse_schema(["null", annotations_schema(m)], _write_hint=False, _force=True)
         for m in KNOWN_MAJORS}  # fmt: skip
+#: ``annotations.forecast`` as a column: a list of (band, dtDays, q05..q95) structs, null without one.
+_FORECAST = pl.List(pl.Struct({"band": pl.Utf8, "dtDays": pl.Float32,
+                               **{q: pl.Float32 for q in FORECAST_QUANTILE_NAMES}}))
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -101,6 +113,7 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
         cols[name] = pl.Series(v, dtype=pl.Utf8 if name == "host_id" else pl.Float64)
     emb = [decode_embedding((a or {}).get("embedding")) for a in anns]
     cols["embedding"] = pl.Series([None if e is None else e.tolist() for e in emb], dtype=pl.List(pl.Float32))
+    cols["forecast"] = pl.Series([(a or {}).get("forecast") for a in anns], dtype=_FORECAST)
     cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
     cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)
     cols["sparkline"] = [sparkline(lc, k) for k in range(n)]

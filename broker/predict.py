@@ -32,6 +32,9 @@ class Predictions:
     hosts : list of HostAnnotation or None, length n, or None
     embedding : ndarray (n, EMBEDDING_DIM) or None
         The model's compact embedding (``annotations.embedding``); NaN rows = none.
+    forecast : ndarray (n, *FORECAST_SHAPE) or None
+        Flux quantiles (nJy) per band u..y, horizon (``FORECAST_HORIZONS_DAYS``) and quantile
+        (``annotations.forecast``); NaN for a band the alert has no data in, all NaN = none.
     """
 
     probs: np.ndarray | None = None
@@ -39,6 +42,7 @@ class Predictions:
     anomaly: np.ndarray | None = None
     hosts: list[HostAnnotation | None] | None = None
     embedding: np.ndarray | None = None
+    forecast: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
