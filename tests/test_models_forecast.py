@@ -157,3 +157,30 @@ def test_head_travels_in_the_checkpoint_and_older_checkpoints_forecast_nothing(t
     assert enc.encode(None, None, None, None, 1, 0, 1, 2, forecast=old[0]) == enc.encode(None, None, None, None,
                                                                                          1, 0, 1, 2)
     assert not load_checkpoint(tmp_path / "old.pt")[0].forecast.fitted
+
+
+def test_real_alerts_get_a_forecast_in_their_observed_bands_except_moving_objects() -> None:
+    import functools
+
+    from broker.decode import BatchDecoder
+    from broker.enrich import Enricher
+    from broker.features import FeatureConfig, featurize
+    from broker.flatten import flatten
+    from broker.schemas import SchemaStore
+    from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor
+
+    values = [p.read_bytes() for p in sorted((Path(__file__).parent / "data" / "real_alerts" / "wire").glob("*.bin"))]
+    store = SchemaStore()
+    pred = MultimodalPredictor.from_checkpoint(DEFAULT_WEIGHTS, device="cpu", threads=1)
+    res = Enricher(BatchDecoder(store), pred, featurizer=functools.partial(featurize, config=FeatureConfig())
+                   ).enrich(values)  # fmt: skip
+    outs = [o.value for o in sorted(res.outputs, key=lambda o: o.index)]
+    df = flatten(BatchDecoder(store).decode(outs), outs)
+    assert df.filter(df["solar_system"])["forecast"].is_null().all()
+    scored = df.filter(~df["solar_system"] & df["best_prob"].is_not_null())
+    assert scored.height > 0 and scored["forecast"].is_not_null().all()
+    for fc in scored["forecast"].to_list():
+        assert len(fc) % len(FORECAST_HORIZONS_DAYS) == 0
+        assert [r["dtDays"] for r in fc[: len(FORECAST_HORIZONS_DAYS)]] == list(FORECAST_HORIZONS_DAYS)
+        for r in fc:
+            assert r["q05"] <= r["q16"] <= r["q50"] <= r["q84"] <= r["q95"]
