@@ -21,10 +21,11 @@ reads v2 records by ordinary Avro schema resolution (the new fields are ignored)
 - v1.0: scores, photo-z, anomaly, host, counts, timestamps.
 - v2.0: ``solarSystem``, ``reliability`` (the alert's own real/bogus score) and
   ``classificationState`` (why ``classifications`` is or is not there).
-- v3.0: ``embedding`` (a compact copy of the model's view of the alert, for similarity search),
-  ``rotationAge`` (gyrochronology age of an alert classified as a rotating star).
+- v3.0: ``embedding`` (a compact copy of the model's view of the alert, for similarity search);
+  ``rotationAge`` (gyrochronology age of an alert classified as a rotating star);
   ``attribution`` (how much of the class and of the photo-z came from the light curve, the host and
-  the summary features: unique, redundant and synergistic information in bits).
+  the summary features: unique, redundant and synergistic information in bits);
+  ``forecast`` (flux quantiles per observed band at the next visits, for follow-up planning).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ CLASSIFICATION_STATES = (STATE_CLASSIFIED, STATE_UNCLASSIFIED, STATE_SOLAR_SYSTE
 #: Values in ``annotations.embedding`` (little-endian float16 each): the one place this size lives.
 EMBEDDING_DIM = 16
 EMBEDDING_DTYPE = "<f2"
+#: ``annotations.forecast``: days after the alert it forecasts, and the flux quantiles it gives.
+FORECAST_HORIZONS_DAYS: tuple[float, ...] = (1.0, 3.0, 10.0)
+FORECAST_QUANTILES: tuple[float, ...] = (0.05, 0.16, 0.50, 0.84, 0.95)
+FORECAST_QUANTILE_NAMES: tuple[str, ...] = ("q05", "q16", "q50", "q84", "q95")
 
 #: ``annotations.attribution``: one record per target, each with these parts (bits; they sum to the
 #: information all modalities give about the served value; see models/attribution.py).
@@ -125,6 +130,15 @@ _V3_FIELDS: list[dict[str, Any]] = [
             "fields": [{"name": part, "type": "float"} for part in ATTRIBUTION_PARTS]}]}
             for target in ATTRIBUTION_TARGETS]}],
      "doc": "Modality attribution (null without a model, when switched off (settings.attribution) or gated)."},
+    {"name": "forecast", "default": None, "type": ["null", {"type": "array", "items": {
+        "type": "record", "name": "forecastPoint", "fields": [
+            {"name": "band", "type": "string", "doc": "u, g, r, i, z or y: a band the alert has data in."},
+            {"name": "dtDays", "type": "float", "doc": "Days after the alert's midpointMjdTai."},
+            *({"name": q, "type": "float"} for q in FORECAST_QUANTILE_NAMES)]}}],
+     "doc": "Forecast flux (nJy) quantiles per observed band at +"
+            + ", +".join(f"{h:g}" for h in FORECAST_HORIZONS_DAYS) + " days (q16..q84 and q05..q95 "
+            "calibrated to cover 68% and 90% of later measurements). "
+            "Null without a forecast head, with a closed gate, or for solar-system objects."},
 ]  # fmt: skip
 
 #: The fields each annotations major appends to the one before.

@@ -21,8 +21,11 @@ from broker.annotations import (
     ATTRIBUTION_TARGETS,
     EMBEDDING_DIM,
     EMBEDDING_DTYPE,
+    FORECAST_HORIZONS_DAYS,
+    FORECAST_QUANTILES,
     STATE_NO_MODEL,
 )
+from broker.batch import BANDS
 
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
@@ -101,6 +104,30 @@ def decode_embedding(raw: bytes | None) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=EMBEDDING_DTYPE).astype(np.float32)
 
 
+#: Shape of one alert's forecast array: (band u..y, horizon, quantile).
+FORECAST_SHAPE: tuple[int, int, int] = (len(BANDS), len(FORECAST_HORIZONS_DAYS), len(FORECAST_QUANTILES))
+_FORECAST_BAND = [avro_string(b) for b in BANDS]
+_FORECAST_DT = [_FLOAT.pack(h) for h in FORECAST_HORIZONS_DAYS]
+_FORECAST_Q = struct.Struct(f"<{len(FORECAST_QUANTILES)}f")
+
+
+def _opt_forecast(v: np.ndarray | None) -> bytes:
+    """``annotations.forecast``: null, or one record per (band with finite values, horizon)."""
+    if v is None:
+        return b"\x00"
+    if v.shape != FORECAST_SHAPE:
+        raise ValueError(f"forecast has shape {v.shape}, the schema holds {FORECAST_SHAPE}")
+    bands = np.flatnonzero(np.isfinite(v).all(axis=(1, 2))).tolist()
+    if not bands:
+        return b"\x00"
+    parts = [b"\x02" + zigzag(len(bands) * len(_FORECAST_DT))]
+    for b in bands:
+        rows = v[b].tolist()
+        parts.extend(_FORECAST_BAND[b] + dt + _FORECAST_Q.pack(*q) for dt, q in zip(_FORECAST_DT, rows, strict=True))
+    parts.append(b"\x00")
+    return b"".join(parts)
+
+
 @dataclass(frozen=True)
 class HostAnnotation:
     """The host galaxy chosen for one alert (see ``annotations.host``)."""
@@ -142,7 +169,7 @@ class AnnotationEncoder:
         host: HostAnnotation | None, n_det: int, n_forced: int, ingest_ms: int, processed_ms: int,
         solar_system: bool = False, reliability: float | None = None, state: str = STATE_NO_MODEL,
         embedding: np.ndarray | None = None, rotation_age: np.ndarray | None = None,
-        attribution: np.ndarray | None = None,
+        attribution: np.ndarray | None = None, forecast: np.ndarray | None = None,
     ) -> bytes:  # fmt: skip
         """Encode one alert's annotations (the current version, ``ANNOTATIONS_VERSION``).
 
@@ -160,6 +187,9 @@ class AnnotationEncoder:
             v3 ``rotationAge``: log10(age / yr), sigma (dex), period (days); None or NaN = null.
         attribution : ndarray, shape (len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)), or None
             The v3 modality attribution in bits; a target row with a NaN is null, all rows null = null.
+        forecast : ndarray, shape FORECAST_SHAPE, or None
+            Flux quantiles (nJy) per band, horizon and quantile; a band with any NaN is left out,
+            and None or all-NaN = null.
         """
         parts = [self._prefix]
         if probs is None:
@@ -183,6 +213,7 @@ class AnnotationEncoder:
         ok_age = rotation_age is not None and bool(np.isfinite(rotation_age).all())
         parts.append(b"\x02" + struct.pack("<3f", *rotation_age.tolist()) if ok_age else b"\x00")  # type: ignore[union-attr]
         parts.append(_opt_attribution(attribution))
+        parts.append(_opt_forecast(forecast))
         return b"".join(parts)
 
 

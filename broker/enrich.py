@@ -150,8 +150,9 @@ class Enricher:
             emb = None if solar[k] else _row(preds.embedding, k)
             age = _row(preds.rotation_age, k) if probs is not None else None
             attr = None if solar[k] else _attribution(preds.attribution, k, probs is not None, pz is not None)
+            fc = None if solar[k] or preds.forecast is None else preds.forecast[k]  # NaN bands are left out
             ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed, solar[k], reliability,
-                      states[k], emb, age, attr)  # fmt: skip
+                      states[k], emb, age, attr, fc)  # fmt: skip
             raw = values[i]
             assert raw is not None
             sid = int(sids[k])
@@ -206,7 +207,7 @@ def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
 def _merge(parts: list[Predictions | None], n: int) -> Predictions:
     """Stack one-alert predictions; failed alerts get NaN rows / None hosts."""
     out = Predictions()
-    for name in ("probs", "photoz", "anomaly", "embedding", "rotation_age", "attribution"):
+    for name in ("probs", "photoz", "anomaly", "embedding", "rotation_age", "attribution", "forecast"):
         proto = next((getattr(p, name) for p in parts if p is not None and getattr(p, name) is not None), None)
         if proto is None:
             continue

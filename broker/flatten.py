@@ -4,12 +4,14 @@ Columns (one row per alert; 64-bit ids stay int64 here and become strings in JSO
 
 ``diaSourceId, diaObjectId, ra, dec, mjd, band, snr, reliability, n_det, n_forced, schema,
 best_class, best_class_id, best_prob, p_<classId>..., photoz_mean, photoz_sigma, photoz_q05,
-photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, embedding, attr_<target>_<part>...,
-solar_system, classification_state, sparkline, _index``
+photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, embedding, rotation_log_age,
+rotation_log_age_sigma, rotation_period_days, attr_<target>_<part>..., forecast, solar_system,
+classification_state, sparkline, _index``
 
 ``attr_<target>_<part>`` (:func:`attribution_columns`: target ``class`` or ``photoz``; part
 ``light_curve``, ``host``, ``features``, ``redundant``, ``synergy``) are the bits of
 ``annotations.attribution`` (docs/attribution.md); their sum per target is the total.
+``forecast`` is the ``annotations.forecast`` list of ``{band, dtDays, q05, q16, q50, q84, q95}`` (nJy).
 
 Score columns are null where the annotation is null; ``classification_state`` says why
 (``classified``, ``unclassified``, ``solar_system``, ``no_model``; null for v1 records).
@@ -30,6 +32,7 @@ from broker.annotations import (
     ANNOTATIONS_MAJOR,
     ATTRIBUTION_PARTS,
     ATTRIBUTION_TARGETS,
+    FORECAST_QUANTILE_NAMES,
     KNOWN_MAJORS,
     SCORES_SCHEMA_ID,
     annotations_major,
@@ -44,6 +47,9 @@ from broker.wire import parse_header, version_for_schema_id
 #: the schema they were written with (their enriched id says which).
 _ANN = {m: fastavro.parse_schema(["null", annotations_schema(m)], _write_hint=False, _force=True)
         for m in KNOWN_MAJORS}  # fmt: skip
+#: ``annotations.forecast`` as a column: a list of (band, dtDays, q05..q95) structs, null without one.
+_FORECAST = pl.List(pl.Struct({"band": pl.Utf8, "dtDays": pl.Float32,
+                               **{q: pl.Float32 for q in FORECAST_QUANTILE_NAMES}}))
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -128,6 +134,7 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
     for (target, part), name in attribution_columns().items():
         vals = [(((a or {}).get("attribution") or {}).get(target) or {}).get(part) for a in anns]
         cols[name] = pl.Series(vals, dtype=pl.Float64)
+    cols["forecast"] = pl.Series([(a or {}).get("forecast") for a in anns], dtype=_FORECAST)
     cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
     cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)
     cols["sparkline"] = [sparkline(lc, k) for k in range(n)]

@@ -44,6 +44,9 @@ class Predictions:
     attribution : ndarray (n, len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)) or None
         Modality attribution in bits (``annotations.attribution``), per target (class, photo-z);
         a NaN row of a target = none for that target.
+    forecast : ndarray (n, *FORECAST_SHAPE) or None
+        Flux quantiles (nJy) per band u..y, horizon (``FORECAST_HORIZONS_DAYS``) and quantile
+        (``annotations.forecast``); NaN for a band the alert has no data in, all NaN = none.
     extra : dict
         Further per-alert outputs that are not published.
     """
@@ -55,6 +58,7 @@ class Predictions:
     embedding: np.ndarray | None = None
     rotation_age: np.ndarray | None = None
     attribution: np.ndarray | None = None
+    forecast: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -186,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.train", "cli_main"))
 
+    p = sub.add_parser("train-forecast", help="train and calibrate the flux-forecast head on a frozen model",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("models.forecast_train", "cli_main"))
+
+    p = sub.add_parser("eval-forecast", help="score the flux forecast on held-out later points", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("models.forecast_eval", "cli_main"))
+
     p = sub.add_parser("eval", help="evaluate served (per alert, through enrich()) | logo | classify | photoz "
                        "| anomaly",
                        add_help=False)

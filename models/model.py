@@ -18,6 +18,7 @@ from broker.tokens import FEAT_FIELDS, HOST_KIND_MAG, LC_FIELDS
 from models.anomaly import DESCRIPTORS, AnomalyForest, ForestConfig
 from models.embedding import EmbeddingProjection
 from models.encoder import EncoderConfig, PerceiverEncoder
+from models.forecast import ForecastHead
 from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
 from models.neighbours import NeighbourBank, NeighbourConfig
 from models.ssl import ContrastiveHead
@@ -93,6 +94,7 @@ class MultimodalModel(nn.Module):
                                         cfg.forest.edges, cfg.neighbours)
         self.contrast = ContrastiveHead(d)  # training aid, see models.ssl
         self.embedding = EmbeddingProjection(2 * d + cfg.n_classes)  # published, see models.embedding
+        self.forecast = ForecastHead(d, cfg.encoder.n_fourier)  # published, see models.forecast
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
                 feat: Tensor, feat_mask: Tensor) -> dict[str, Tensor]:
@@ -113,14 +115,16 @@ class MultimodalModel(nn.Module):
     @torch.no_grad()
     def infer(self, **tokens: Tensor) -> dict[str, Tensor]:
         """Calibrated outputs: ``probs`` (n, K), ``photoz`` (n, 8), ``anomaly`` (n,), ``emb`` (n, d),
-        ``embedding`` (n, EMBEDDING_DIM; NaN if the projection is unfitted)."""
+        ``embedding`` (n, EMBEDDING_DIM; NaN if the projection is unfitted), ``forecast`` (n, 6, H, 5)
+        flux-token quantiles (NaN without data in a band or with an uncalibrated head)."""
         out = self.forward(**tokens)
         probs = torch.softmax(out["logits"].float() / self.temperature, -1)
         photoz = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
         ctx = anomaly_context(out)
         anomaly = self.anomaly_score(ctx, tokens["lc"], tokens["lc_mask"])
         return {"probs": probs, "photoz": photoz, "anomaly": anomaly, "emb": out["emb"].float(),
-                "embedding": self.embedding(ctx)}
+                "embedding": self.embedding(ctx),
+                "forecast": self.forecast.grid(out["emb"], tokens["lc"], tokens["lc_mask"])}
 
     def anomaly_score(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> Tensor:
         """The served anomaly score (n,): forest, neighbour, or both (``cfg.neighbours.score``).

@@ -25,12 +25,14 @@ import numpy as np
 import torch
 
 from broker.annotations import ATTRIBUTION_PARTS, ATTRIBUTION_TARGETS, EMBEDDING_DIM
+from broker.annotations_codec import FORECAST_SHAPE
 from broker.batch import AlertBatch
 from broker.features.registry import FEATURE_NAMES
 from broker.predict import Predictions
 from broker.tokens import HOST_KIND_MAG, LC_FIELDS
 from models.attribution import Attributor
 from models.checkpoint import load_checkpoint
+from models.forecast import to_njy
 from models.model import TOKEN_KEYS, MultimodalModel
 from models.photoz_cache import HostPhotozCache
 
@@ -44,6 +46,14 @@ def _tokens(features: Any) -> dict[str, np.ndarray]:
     """Token arrays from a :class:`broker.features.Features` (or a dict of them)."""
     get = features.__getitem__ if isinstance(features, dict) else lambda k: getattr(features, k)
     return {k: np.asarray(get(k)) for k in TOKEN_KEYS}
+
+
+def _flux_scale(features: Any) -> np.ndarray | None:
+    """The ``log10_flux_scale`` feature column (None when the features carry no summary)."""
+    summary = features.get("summary") if isinstance(features, dict) else getattr(features, "summary", None)
+    if summary is None:
+        return None
+    return np.asarray(summary)[:, FEATURE_NAMES.index("log10_flux_scale")]
 
 
 class MultimodalPredictor:
@@ -110,8 +120,13 @@ class MultimodalPredictor:
         mags = (tokens["host"][..., 0] == HOST_KIND_MAG) & tokens["host_mask"]
         return det.sum(1) >= self.min_detections, mags.sum(1) >= self.min_host_bands
 
-    def predict_tokens(self, tokens: dict[str, np.ndarray]) -> Predictions:
-        """Score token arrays (layout :mod:`broker.tokens`)."""
+    def predict_tokens(self, tokens: dict[str, np.ndarray], log10_flux_scale: np.ndarray | None = None
+                       ) -> Predictions:
+        """Score token arrays (layout :mod:`broker.tokens`).
+
+        ``log10_flux_scale`` (n,) is each alert's flux scale (the feature of that name): the forecast,
+        made in flux-token units, is published in nJy, so without it there is no forecast.
+        """
         cls_ok, z_ok = self.gates(tokens)
         n, k = len(cls_ok), len(self.class_ids)
         probs = np.full((n, k), np.nan, np.float32)
@@ -121,6 +136,7 @@ class MultimodalPredictor:
         attr = None
         if self.attributor is not None:
             attr = np.full((n, len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)), np.nan, np.float32)
+        forecast = np.full((n, *FORECAST_SHAPE), np.nan, np.float32)
         todo = np.flatnonzero(cls_ok)
         cuda = self.device.type == "cuda"
         zi = np.flatnonzero(z_ok)
@@ -144,7 +160,10 @@ class MultimodalPredictor:
             probs[idx] = out["probs"].float().cpu().numpy()
             anomaly[idx] = out["anomaly"].float().cpu().numpy()
             embedding[idx] = out["embedding"].float().cpu().numpy()
-        return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding, attribution=attr)
+            if log10_flux_scale is not None:
+                forecast[idx] = to_njy(out["forecast"].float().cpu().numpy(), log10_flux_scale[idx])
+        return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding, attribution=attr,
+                           forecast=forecast)
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Score a batch; ``features`` from :func:`broker.features.featurize` (computed if None)."""
@@ -152,7 +171,7 @@ class MultimodalPredictor:
             from broker.features import featurize
 
             features = featurize(batch)
-        return self.predict_tokens(_tokens(features))
+        return self.predict_tokens(_tokens(features), _flux_scale(features))
 
 
 def load_default(device: str = "cpu", threads: int = 1, **kw: Any) -> MultimodalPredictor:
