@@ -176,9 +176,10 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator
     print_table([(k, int(m["hosted"]), int(m["n"]), m["sigma_nmad"], m["outliers"], m["bias"]) for k, m in pz.items()],
                 ("estimate", "hosted alerts", "with photo-z", "sigma_NMAD", "outliers", "bias"))
     pz_rows, pz_class = photoz_by_class(df)
-    print("\nphoto-z per true class (q50; 'val': hosts from the DC2 validation file; PICZL on real AGN: 0.045 / 5.6 %)")
-    print_table(pz_rows, ("class", "alerts", "sigma_NMAD", "outliers", "bias", "val alerts", "val sigma_NMAD",
-                          "val outliers", "val bias"))  # fmt: skip
+    print("\nphoto-z per true class (q50; 'obj': latest alert per object; 'val': alerts with hosts from the DC2 "
+          "validation file; PICZL on real AGN: 0.045 / 5.6 %)")
+    print_table(pz_rows, ("class", "alerts", "objects", "sigma_NMAD", "outliers", "bias", "obj sigma", "obj outl.",
+                          "obj bias", "val alerts", "val sigma", "val outl.", "val bias"))  # fmt: skip
     an = anomaly_report(df, ids)
     print("\nanomaly per alert (held-out class vs in-taxonomy alerts)")
     print_table([(k, int(m["positives"]), int(m["n"]), m["auroc"], m["recall1"], m["recall5"]) for k, m in an.items()],

@@ -16,7 +16,7 @@ from models.metrics import photoz_stats
 NAN = float("nan")
 #: ELAsTiCC code of the AGN class (broker.sim.taxonomy).
 AGN_CODE = 2332
-#: Keys of the ``key=value`` line per group: ``served_photoz_<group>[_val]_<stat>``.
+#: Groups of the ``key=value`` line: ``served_photoz_<group>[_obj|_val]_<stat>``.
 GROUPS = {"agn": pl.col("class_code") == AGN_CODE, "rest": pl.col("class_code") != AGN_CODE}
 
 
@@ -61,30 +61,36 @@ def photoz_report(df: pl.DataFrame) -> dict[str, dict[str, float]]:
 
 
 def photoz_by_class(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
-    """Served ``q50`` per true class and for AGN vs the rest, all hosts and DC2-validation hosts.
+    """Served ``q50`` per true class and for AGN vs the rest: per alert, per object, DC2-validation hosts.
+
+    An object with many alerts weighs many times per alert (they share one host, hence one
+    photo-z), so the per-object view scores each object's latest served alert once.
 
     Returns
     -------
     rows : list of tuple
-        ``(class, alerts, sigma_NMAD, outliers, bias, val alerts, val sigma_NMAD, val outliers,
-        val bias)``, one per hosted class, then ``AGN`` and ``all but AGN``.
+        ``(class, alerts, objects, sigma_NMAD, outliers, bias, per-object sigma_NMAD, outliers, bias,
+        val alerts, val sigma_NMAD, val outliers, val bias)``, one per hosted class, then ``AGN`` and
+        ``all but AGN``.
     figures : dict
-        ``served_photoz_{agn,rest}[_val]_{n,nmad,outliers,bias}``.
+        ``served_photoz_{agn,rest}[_obj|_val]_{n,nmad,outliers,bias}``.
     """
     served = hosted(df).filter(pl.col("photoz_q50").is_not_null())
-    val = served.filter(pl.col("host_galaxy_id").is_in(_dc2_validation_ids()))
+    views = {"": served, "_obj": served.sort("mjd").group_by("diaObjectId", maintain_order=True).last(),
+             "_val": served.filter(pl.col("host_galaxy_id").is_in(_dc2_validation_ids()))}
     names = sorted({str(n) for n in served["class_name"].to_list()}) if served.height else []
     groups = [(n, pl.col("class_name") == n) for n in names]
     groups += [("AGN", GROUPS["agn"]), ("all but AGN", GROUPS["rest"])]
-    rows, figures = [], {}
+    rows = []
     for name, cond in groups:
-        a, v = _stats(served.filter(cond)), _stats(val.filter(cond))
-        rows.append((name, int(a["n"]), a["sigma_nmad"], a["outliers"], a["bias"],
-                     int(v["n"]), v["sigma_nmad"], v["outliers"], v["bias"]))  # fmt: skip
+        a, o, v = (_stats(views[k].filter(cond)) for k in ("", "_obj", "_val"))
+        rows.append((name, int(a["n"]), int(o["n"]), a["sigma_nmad"], a["outliers"], a["bias"], o["sigma_nmad"],
+                     o["outliers"], o["bias"], int(v["n"]), v["sigma_nmad"], v["outliers"], v["bias"]))  # fmt: skip
+    figures: dict[str, float] = {}
     for key, cond in GROUPS.items():
-        for tag, sub in (("", served), ("_val", val)):
-            s = _stats(sub.filter(cond))
-            figures.update({f"served_photoz_{key}{tag}_n": int(s["n"]), f"served_photoz_{key}{tag}_nmad":
-                            s["sigma_nmad"], f"served_photoz_{key}{tag}_outliers": s["outliers"],
-                            f"served_photoz_{key}{tag}_bias": s["bias"]})  # fmt: skip
+        for tag, sub in views.items():
+            st = _stats(sub.filter(cond))
+            pre = f"served_photoz_{key}{tag}"
+            figures.update({f"{pre}_n": int(st["n"]), f"{pre}_nmad": st["sigma_nmad"],
+                            f"{pre}_outliers": st["outliers"], f"{pre}_bias": st["bias"]})  # fmt: skip
     return rows, figures

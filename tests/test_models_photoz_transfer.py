@@ -118,14 +118,16 @@ def test_eval_photoz_transfer_scores_both_truths(files: dict[str, Path], capsys:
 def test_served_photoz_by_class_separates_agn() -> None:
     val = _dc2_validation_ids()[:4]
     z = np.array([0.5, 1.0, 0.3, 0.8, 0.4, 0.6])
-    df = pl.DataFrame({"class_code": [AGN_CODE, AGN_CODE, 2222, 2222, 2224, 2332],
+    df = pl.DataFrame({"diaObjectId": [1, 1, 2, 3, 4, 5], "mjd": [1.0, 2.0, 1.0, 1.0, 1.0, 1.0],
+                       "class_code": [AGN_CODE, AGN_CODE, 2222, 2222, 2224, 2332],
                        "class_name": ["AGN", "AGN", "SN Ia", "SN Ia", "SN II", "AGN"],
                        "host_galaxy_id": [val[0], val[1], val[2], 7, val[3], -1], "redshift": z,
                        "photoz_q50": z + np.array([0.6, 0.0, 0.0, 0.0, 0.0, 0.0])})  # fmt: skip
     rows, kv = photoz_by_class(df)
     by = {r[0]: r for r in rows}
     assert [r[0] for r in rows] == ["AGN", "SN II", "SN Ia", "AGN", "all but AGN"]
-    assert by["SN Ia"][1:3] == (2, 0.0) and by["SN Ia"][5] == 1  # one SN Ia host is in the validation file
+    assert by["SN Ia"][1:4] == (2, 2, 0.0) and by["SN Ia"][9] == 1  # one SN Ia host is in the validation file
     assert kv["served_photoz_agn_n"] == 2 and kv["served_photoz_agn_outliers"] == 0.5  # hostless AGN left out
+    assert kv["served_photoz_agn_obj_n"] == 1 and kv["served_photoz_agn_obj_outliers"] == 0.0  # latest alert
     assert kv["served_photoz_rest_n"] == 3 and kv["served_photoz_rest_nmad"] == 0.0
     assert kv["served_photoz_agn_val_n"] == 2 and kv["served_photoz_rest_val_n"] == 2
