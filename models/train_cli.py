@@ -19,7 +19,7 @@ from models.encoder import EncoderConfig
 from models.generator_split import GeneratorFilter
 from models.model import ModelConfig
 from models.neighbours import SCORES, NeighbourConfig
-from models.photoz_broad import photometry_columns
+from models.photoz_broad import BROAD_TEST, photometry_columns
 from models.train import TrainConfig, train
 from models.train_data import load_class_tables
 
@@ -105,6 +105,9 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
             return 2
         taxonomy, cls_train, cls_val = tables.taxonomy, tables.train, tables.val
         val_groups, gens = tables.val_groups, tables.generators
+    if a.photoz == BROAD_TEST:
+        print(f"alertbroker train: --photoz {BROAD_TEST} is the held-out part of the broad sample", file=sys.stderr)
+        return 2
     if a.photoz != "none":
         z_data = photometry_tokens(photometry_columns(a.photoz, cfg.seed), 0)
     enc = EncoderConfig(**{k: getattr(a, k) for k in asdict(EncoderConfig())

@@ -98,6 +98,8 @@ def test_photoz_only_checkpoint_starts_photoz_and_class_models(files: dict[str, 
     assert train_main(["--data", str(d), "--photoz", str(files["dc2"]), "--init", str(files["pre"]),
                        "--out", str(d / "full4.pt"), *TINY_ARGS]) == 0  # and it trains from there  # fmt: skip
     assert not torch.equal(_state(d / "full4.pt")["z_head.net.0.weight"], a["z_head.net.0.weight"])
+    assert train_main(["--photoz", BROAD_TEST, "--out", str(d / "no.pt"), *TINY_ARGS]) == 2  # held out
+    assert not (d / "no.pt").exists()
 
 
 def test_eval_photoz_transfer_scores_both_truths(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
