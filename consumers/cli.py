@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_delegate("models.forecast_eval", "cli_main"))
 
     p = sub.add_parser("eval", help="evaluate served (per alert, through enrich()) | logo | classify | photoz "
-                       "| anomaly",
+                       "| anomaly | photoz-transfer",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.evaluate", "cli_main"))

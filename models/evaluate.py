@@ -1,11 +1,13 @@
-"""``alertbroker eval classify|photoz|anomaly|served|logo|gyro``: the model against peers in one run.
+"""``alertbroker eval classify|photoz|anomaly|served|logo|gyro|photoz-transfer``: the model against peers.
 
 ``gyro`` (:mod:`models.evaluate_gyro`) scores the gyrochronology ages served for rotating stars.
 
-``served`` (:mod:`models.evaluate_served`) is the primary view: per ALERT, through the
-``alertbroker run`` enrichment, on a simulated archive; ``logo`` (:mod:`models.evaluate_logo`)
-repeats it per held-out light-curve generator with one model trained without it. The three below are the secondary,
-per-object views on training tables (full light curves and cuts, a path no alert takes):
+``photoz-transfer`` (:mod:`models.evaluate_transfer`) scores photo-z checkpoints on both truths
+(DC2 and the broad pzflow sample). ``served`` (:mod:`models.evaluate_served`) is the primary
+view: per ALERT, through the ``alertbroker run`` enrichment, on a simulated archive; ``logo``
+(:mod:`models.evaluate_logo`) repeats it per held-out light-curve generator with one model trained
+without it. The three below are the secondary, per-object views on training tables (full light
+curves and cuts, a path no alert takes):
 
 * ``classify``: test split of a training-table directory (classes of the model's
   taxonomy), full light curves and cuts at 1..10 detections, vs LightGBM on the
@@ -208,6 +210,10 @@ def cli_main(argv: list[str] | None = None) -> int:
         from models.evaluate_served import cli_main as served_main
 
         return served_main(args[1:])
+    if args[:1] == ["photoz-transfer"]:
+        from models.evaluate_transfer import cli_main as transfer_main
+
+        return transfer_main(args[1:])
     if args[:1] == ["logo"]:
         from models.evaluate_logo import cli_main as logo_main
 
@@ -217,9 +223,10 @@ def cli_main(argv: list[str] | None = None) -> int:
 
         return gyro_main(args[1:])
     p = argparse.ArgumentParser(prog="alertbroker eval", description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=("classify", "photoz", "anomaly", "served", "logo", "gyro"),
+    p.add_argument("task", choices=("classify", "photoz", "anomaly", "served", "logo", "gyro", "photoz-transfer"),
                    help="served: per alert through the serving path (see 'eval served --help'); "
-                        "logo: leave-one-generator-out (see 'eval logo --help')")
+                        "logo: leave-one-generator-out (see 'eval logo --help'); photoz-transfer: "
+                        "checkpoints on DC2 and the broad sample (see 'eval photoz-transfer --help')")
     p.add_argument("--data", help="training-table directory (classify, anomaly)")
     p.add_argument("--checkpoint", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--plots", default="docs/img", help="folder for the PNG plots")

@@ -124,7 +124,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
         z_cal, z_fit = z_data.take(np.sort(perm[:n_cal])), z_data.take(np.sort(perm[n_cal:]))
     cls_idx = np.flatnonzero((cls_train.label >= 0) & (cls_train.n_det > 0)) if cls_train else None
     if cls_train is not None:
-        if init is None:  # a started checkpoint keeps its feature standardisation
+        if init is None or "encoder.embed.feat_mean" not in init:  # a started model keeps its own
             fit_feature_norm(model, cls_train)
         counts = np.bincount(cls_train.label[cls_idx], minlength=model_cfg.n_classes)
         w = (counts.sum() / np.maximum(counts, 1) / model_cfg.n_classes) ** 0.5

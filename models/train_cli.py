@@ -14,13 +14,19 @@ import torch
 import models.train as train_module
 from models.anomaly import ForestConfig
 from models.checkpoint import save_checkpoint
-from models.data import data_hash, dc2_path, photometry_tokens, read_photometry
+from models.data import data_hash, photometry_tokens
 from models.encoder import EncoderConfig
 from models.generator_split import GeneratorFilter
 from models.model import ModelConfig
 from models.neighbours import SCORES, NeighbourConfig
+from models.photoz_broad import BROAD_TEST, photometry_columns
 from models.train import TrainConfig, train
 from models.train_data import load_class_tables
+
+#: State a photo-z-only ``--init`` checkpoint never trained: its class head, feature
+#: standardisation and calibration/anomaly buffers (refitted or learned by the new run).
+PHOTOZ_ONLY_DROP: tuple[str, ...] = ("cls_head.", "encoder.embed.feat_mean", "encoder.embed.feat_std",
+                                     "temperature", "anomaly.", "neighbours.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulate this many objects into a temporary folder and train on them")
     p.add_argument("--sim-seed", type=int, default=7, help="seed of --simulate")
     p.add_argument("--photoz", default="test_dc2_training_9816",
-                   help="DC2 photometry file or pz-rail-base test name ('none' to skip)")
+                   help="photo-z training sample: DC2 photometry file, pz-rail-base test name, 'broad' "
+                        "(pzflow's galaxies with photerr LSST noise, models.photoz_broad) or 'none'")
     p.add_argument("--out", default="models/weights/default.pt", help="checkpoint path")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--init", help="start from this checkpoint's weights (--steps 0: refit "
-                                  "calibration and anomaly forest only)")
+                                  "calibration and anomaly forest only); a photo-z-only checkpoint "
+                                  "(trained without --data, e.g. on --photoz broad) starts any model")
     helps = {"exclude_generator": "comma-separated generators whose rows are dropped from train and validation",
              "only_generator": "comma-separated generators: train and validate on their rows only",
              "temperature_fit": "pooled (validation NLL) or widest-generator (largest per-generator T)"}
@@ -97,9 +105,11 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
             return 2
         taxonomy, cls_train, cls_val = tables.taxonomy, tables.train, tables.val
         val_groups, gens = tables.val_groups, tables.generators
+    if a.photoz == BROAD_TEST:
+        print(f"alertbroker train: --photoz {BROAD_TEST} is the held-out part of the broad sample", file=sys.stderr)
+        return 2
     if a.photoz != "none":
-        path = Path(a.photoz) if Path(a.photoz).exists() else dc2_path(a.photoz)
-        z_data = photometry_tokens(read_photometry(path), 0)
+        z_data = photometry_tokens(photometry_columns(a.photoz, cfg.seed), 0)
     enc = EncoderConfig(**{k: getattr(a, k) for k in asdict(EncoderConfig())
                            if k not in ("n_features", "feature_names")})
     forest = ForestConfig(edges=tuple(int(e) for e in a.forest_edges.split(",") if e.strip()),
@@ -110,13 +120,16 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
     init, ck = None, {}
     if a.init:
         ck = torch.load(a.init, map_location="cpu", weights_only=True)
-        if list(ck["taxonomy"]["class_ids"]) != list(taxonomy["class_ids"]):
+        photoz_only = not ck["taxonomy"]["class_ids"]  # pretrained photo-z: its class head is dropped
+        if not photoz_only and list(ck["taxonomy"]["class_ids"]) != list(taxonomy["class_ids"]):
             print("alertbroker train: --init checkpoint has another taxonomy", file=sys.stderr)
             return 2
         old = ModelConfig.from_dict(ck["config"])
-        mcfg = ModelConfig(encoder=old.encoder, n_classes=old.n_classes, n_components=old.n_components,
-                           forest=forest, neighbours=nbr)
+        mcfg = ModelConfig(encoder=old.encoder, n_classes=mcfg.n_classes if photoz_only else old.n_classes,
+                           n_components=old.n_components, forest=forest, neighbours=nbr)
         init = ck["state_dict"]
+        if photoz_only:  # nothing but the photo-z path was trained: no feature norm, no class head
+            init = {k: v for k, v in init.items() if not k.startswith(PHOTOZ_ONLY_DROP)}
     log(f"training on {device}: {len(cls_train or [])} light curves, {len(z_data or [])} galaxies")
     model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init, val_groups)
     parts = [p for td in (cls_train, z_data) if td is not None

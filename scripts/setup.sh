@@ -3,12 +3,15 @@
 #   - the package and its Python dependencies (torch from PyPI; it runs on CPU too)
 #   - data that ships inside PyPI packages, used by the simulator, host catalogs and photo-z:
 #       pz-rail-base: DC2 galaxies and LSST filter curves (its data files only, hence --no-deps)
+#       pzflow:       100k Buzzard galaxies (galaxy-data.pkl), the broad photo-z pretraining sample; its data
+#                     file only (--no-deps: pzflow itself imports jax and is never imported here)
 #       redback:      the Rubin OpSim baseline cadence table, read from the wheel (the [dev] extra also
 #                     installs redback and sncosmo for the simulator's --generators zoo; imported lazily)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[dev]"
 python3 -m pip install -q --no-deps pz-rail-base
+python3 -m pip install -q --no-deps "pzflow==4.0.0"
 cache="${ALERTBROKER_CACHE:-$HOME/.cache/alertbroker}"
 mkdir -p "$cache"
 if ! ls "$cache"/redback-*.whl >/dev/null 2>&1; then

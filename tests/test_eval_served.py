@@ -94,6 +94,8 @@ def test_truth_predictor_scores_perfectly_and_counts_add_up(night: Path, capsys:
     assert kv["served_ece"] == pytest.approx(0.03)  # every answer right at confidence 0.97
     assert kv["served_p90_right"] == 1.0 and kv["served_p90_share"] == 1.0
     assert kv["served_photoz_n"] > 0 and kv["served_photoz_nmad"] == 0 and kv["served_photoz_outliers"] == 0
+    assert kv["served_photoz_agn_n"] + kv["served_photoz_rest_n"] == kv["served_photoz_n"]  # per class: AGN, rest
+    assert kv["served_photoz_rest_nmad"] == 0 and "photo-z per true class" in out
     assert kv["served_heldout_auroc"] == 1.0
 
 
