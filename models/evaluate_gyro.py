@@ -2,10 +2,11 @@
 
 Runs every alert of a simulated archive (``alertbroker simulate ... --generators
 templates,rotators``) through the ``alertbroker run`` enrichment (:func:`consumers.app.make_enricher`,
-the same decoder, featurizer and ``enrich()`` hook) with a *truth oracle* for the class: the
-shipped model does not know the ``Rotator`` class, so the oracle stands in for a classifier
-that does, and the figures measure the age estimate alone (:mod:`broker.features.gyro`),
-given a correct class.  The period and the colour are the stream's own: the featurizer's
+the same decoder, featurizer and ``enrich()`` hook) with a *truth oracle* for the class
+(``--classifier oracle``: the figures measure the age estimate alone, :mod:`broker.features.gyro`,
+given a correct class) or with the shipped model (``--classifier served``: what subscribers get,
+with ``rotator_recall``, the share of rotator alerts whose top class is Rotator, and ``false_age``,
+the share of other alerts that got an age).  The period and the colour are the stream's own: the featurizer's
 periodogram peak and the diaObject's mean science fluxes in g and r, never the truth.
 
 Prints, over the rotator alerts (and over the latest alert per rotator):
@@ -79,19 +80,46 @@ class TruthOracle:
         return preds
 
 
-def served_ages(sim: Path, batch_size: int = 256) -> pl.DataFrame:
+class ServedRecorder:
+    """The shipped (or any) predictor, recording what :class:`TruthOracle` records."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.inner = predictor
+        self.name, self.version, self.taxonomy = predictor.name, predictor.version, predictor.taxonomy
+        self.class_ids: tuple[int, ...] = tuple(predictor.class_ids)
+        self.class_names: tuple[str, ...] = tuple(predictor.class_names)
+        self.seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, Predictions]] = []
+
+    def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
+        """The wrapped predictor's output (recorded; ``enrich()`` adds the ages to it)."""
+        preds: Predictions = self.inner.predict(batch, features)
+        ids = np.asarray(batch.table["diaObjectId"], dtype=np.int64)
+        per = (features.summary[:, FEATURE_INDEX["periodogram_period"]] if features is not None
+               else np.full(ids.size, np.nan))
+        self.seen.append((ids, np.asarray(batch.table["mjd"]), per, preds))
+        return preds
+
+
+def served_ages(sim: Path, batch_size: int = 256, classifier: str = "oracle") -> pl.DataFrame:
     """Ages the enrichment attaches to every alert of the simulation ``sim``.
 
     Returns
     -------
     polars.DataFrame
         ``diaObjectId``, ``mjd``, ``period_meas`` (periodogram), ``log_age``, ``sigma``,
-        ``period`` (the one used; NaN without an age) per served alert.
+        ``period`` (the one used; NaN without an age), ``top_rotator`` (the classifier's top
+        class is Rotator) per served alert.
     """
     from consumers.app import make_enricher
     from consumers.sources import FileSource
 
-    oracle = TruthOracle(pl.read_parquet(sim / "truth.parquet"))
+    oracle: TruthOracle | ServedRecorder
+    if classifier == "served":
+        from models.predictor import load_default
+
+        oracle = ServedRecorder(load_default())
+    else:
+        oracle = TruthOracle(pl.read_parquet(sim / "truth.parquet"))
     enricher = make_enricher(Settings(), oracle, scores=False)
     source = FileSource(sim / "alerts", enricher.decoder)
     while (chunk := source.poll_batch(batch_size, 0.0)) is not None:
@@ -102,7 +130,10 @@ def served_ages(sim: Path, batch_size: int = 256) -> pl.DataFrame:
                                     "log_age": pl.Float64, "sigma": pl.Float64, "period": pl.Float64})
     age = np.concatenate([p.rotation_age if p.rotation_age is not None else np.full((ids.size, 3), np.nan)
                           for ids, _, _, p in oracle.seen])
-    return pl.DataFrame({"diaObjectId": np.concatenate([s[0] for s in oracle.seen]),
+    k = oracle.class_ids.index(ROTATOR_CODE) if ROTATOR_CODE in oracle.class_ids else -1
+    top = np.concatenate([np.full(ids.size, False) if p.probs is None or k < 0 else
+                          (np.nan_to_num(p.probs).argmax(1) == k) for ids, _, _, p in oracle.seen])
+    return pl.DataFrame({"diaObjectId": np.concatenate([s[0] for s in oracle.seen]), "top_rotator": top,
                          "mjd": np.concatenate([s[1] for s in oracle.seen]),
                          "period_meas": np.concatenate([s[2] for s in oracle.seen]),
                          "log_age": age[:, 0], "sigma": age[:, 1], "period": age[:, 2]})
@@ -126,13 +157,17 @@ def _stats(df: pl.DataFrame) -> dict[str, float]:
             "scatter_period_ok": float(np.std(d[right])) if right.any() else NAN}
 
 
-def report(sim: Path) -> dict[str, dict[str, float]]:
+def report(sim: Path, classifier: str = "oracle") -> dict[str, dict[str, float]]:
     """Print the age-recovery figures of the simulation ``sim`` and return them by view."""
     truth = pl.read_parquet(sim / "truth.parquet").filter(pl.col("class_code") == ROTATOR_CODE)
-    served = served_ages(sim).join(truth.select("diaObjectId", "log_age_yr", "rotation_period_days"),
+    every = served_ages(sim, classifier=classifier)
+    others = every.filter(~pl.col("diaObjectId").is_in(truth["diaObjectId"].implode()))
+    served = every.join(truth.select("diaObjectId", "log_age_yr", "rotation_period_days"),
                                    on="diaObjectId", how="inner")
     views = {"alerts": served, "latest": served.sort("mjd").group_by("diaObjectId", maintain_order=True).last()}
     out = {k: _stats(v) for k, v in views.items()}
+    out["alerts"]["rotator_recall"] = float(served["top_rotator"].to_numpy().mean()) if served.height else NAN
+    out["alerts"]["false_age"] = float(np.isfinite(others["log_age"].to_numpy()).mean()) if others.height else NAN
     gr = np.array([json.loads(s)["gr"] for s in truth["params_json"].to_list()])
     ideal = gyro_ages(truth["rotation_period_days"].to_numpy(), gr)
     di = ideal[:, 0] - truth["log_age_yr"].to_numpy()
@@ -154,13 +189,16 @@ def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``alertbroker eval gyro``; returns an exit code."""
     p = argparse.ArgumentParser(prog="alertbroker eval gyro", description=__doc__.split("\n")[0])
     p.add_argument("--sim", required=True, help="simulation output directory (truth.parquet, alerts/)")
+    p.add_argument("--classifier", choices=("oracle", "served"), default="oracle",
+                   help="oracle: the true class (scores the age alone); served: the shipped model's class")
     args = p.parse_args(argv)
-    out = report(Path(args.sim))
+    out = report(Path(args.sim), args.classifier)
     a, latest = out["alerts"], out["latest"]
     print(" ".join(f"{k}={v:.4g}" for k, v in (
         ("n_alerts", a["n"]), ("frac_age", a["frac_age"]), ("period_ok", a["period_ok"]),
         ("bias_dex", a["bias"]), ("scatter_dex", a["scatter"]), ("nmad_dex", a["nmad"]),
         ("within_1sigma", a["within_1sigma"]), ("aged_period_ok", a["aged_period_ok"]),
         ("scatter_period_ok_dex", a["scatter_period_ok"]), ("latest_scatter_dex", latest["scatter"]),
-        ("ideal_scatter_dex", out["ideal"]["scatter"]))))
+        ("ideal_scatter_dex", out["ideal"]["scatter"]), ("rotator_recall", a["rotator_recall"]),
+        ("false_age", a["false_age"]))))
     return 0

@@ -72,7 +72,7 @@ def test_vectorised_ages_match_scalar_and_are_deterministic() -> None:
     assert one is not None and one.log_age_yr == a[1, 0] and one.sigma == a[1, 1]
 
 
-def test_rotator_class_is_opt_in_and_held_out() -> None:
+def test_rotator_class_is_opt_in_and_trainable() -> None:
     k = tx.codes().index(ROTATOR_CODE)
     assert tx.name_of(ROTATOR_CODE) == "Rotator" and ROTATOR_CODE not in tx.HELD_OUT  # a class to learn
     assert tx.GENERATOR_ONLY[ROTATOR_CODE] == "rotators"
@@ -172,3 +172,20 @@ def test_rotator_truth_columns_only_for_rotators() -> None:
     cols = rot.truth_columns(np.array([2222, ROTATOR_CODE]),
                              ["{}", json.dumps({"period": 12.5, "log_age_yr": 9.1})])
     assert cols["rotation_period_days"][0] is None and cols["log_age_yr"][1] == 9.1
+
+
+def test_the_shipped_model_classifies_rotators_and_the_stream_ages_them(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from models import evaluate_gyro
+    from models.predictor import load_default
+
+    assert ROTATOR_CODE in load_default().class_ids
+    out = tmp_path / "rot"
+    assert cli_main(["--objects", "150", "--seed", "8", "--out", str(out), "--quiet",
+                     "--generators", "templates,rotators", "--class-fraction", "Rotator=0.5"]) == 0
+    capsys.readouterr()
+    assert evaluate_gyro.cli_main(["--sim", str(out), "--classifier", "served"]) == 0
+    last = dict(kv.split("=") for kv in capsys.readouterr().out.splitlines()[-1].split())
+    assert float(last["rotator_recall"]) > 0.6  # the served class, not the truth
+    assert float(last["frac_age"]) > 0.2 and float(last["false_age"]) < 0.05
+    assert abs(float(last["bias_dex"])) < 0.2
