@@ -20,7 +20,7 @@ from broker.batch import AlertBatch
 from broker.decode import BatchDecoder
 from broker.errors import EnrichmentFailed
 from broker.gates import ClassificationGate, is_solar_system
-from broker.predict import ROTATOR_CODE, NullPredictor, Predictions, Predictor
+from broker.predict import ARRAY_FIELDS, ROTATOR_CODE, NullPredictor, Predictions, Predictor
 from broker.records import DeadLetter, EnrichResult, Output
 from broker.wire import HEADER_SIZE, frame
 
@@ -207,7 +207,7 @@ def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
 def _merge(parts: list[Predictions | None], n: int) -> Predictions:
     """Stack one-alert predictions; failed alerts get NaN rows / None hosts."""
     out = Predictions()
-    for name in ("probs", "photoz", "anomaly", "embedding", "rotation_age", "attribution", "forecast"):
+    for name in ARRAY_FIELDS:
         proto = next((getattr(p, name) for p in parts if p is not None and getattr(p, name) is not None), None)
         if proto is None:
             continue

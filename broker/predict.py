@@ -8,7 +8,7 @@ as a guess.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -60,6 +60,11 @@ class Predictions:
     attribution: np.ndarray | None = None
     forecast: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: The per-alert array fields of :class:`Predictions` (row ``k`` belongs to alert ``k``), derived
+#: from the dataclass so that a new output is carried everywhere rows are stacked or taken.
+ARRAY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Predictions) if f.name not in ("hosts", "extra"))
 
 
 class Predictor(Protocol):

@@ -45,6 +45,18 @@ from broker.sim import taxonomy as tx
 NAN = float("nan")
 
 
+Seen = list[tuple[np.ndarray, np.ndarray, np.ndarray, Predictions]]
+
+
+def _record(seen: Seen, batch: AlertBatch, features: Any | None, preds: Predictions) -> Predictions:
+    """Keep a batch's object ids, times, periodogram periods and predictions (``enrich()`` adds the ages)."""
+    ids = np.asarray(batch.table["diaObjectId"], dtype=np.int64)
+    per = (features.summary[:, FEATURE_INDEX["periodogram_period"]] if features is not None
+           else np.full(ids.size, np.nan))
+    seen.append((ids, np.asarray(batch.table["mjd"]), per, preds))
+    return preds
+
+
 class TruthOracle:
     """A predictor that returns each alert's true class with probability 1.
 
@@ -61,7 +73,7 @@ class TruthOracle:
         self.class_ids: tuple[int, ...] = tuple(tx.codes())
         self.class_names: tuple[str, ...] = tuple(tx.name_of(c) for c in self.class_ids)
         self._code = dict(zip(truth["diaObjectId"].to_list(), truth["class_code"].to_list(), strict=True))
-        self.seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, Predictions]] = []
+        self.seen: Seen = []
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """One-hot probabilities of the true class (NaN rows for unknown objects)."""
@@ -73,11 +85,7 @@ class TruthOracle:
             if code is not None:
                 probs[i] = 0.0
                 probs[i, index[int(code)]] = 1.0
-        preds = Predictions(probs=probs)
-        per = (features.summary[:, FEATURE_INDEX["periodogram_period"]] if features is not None
-               else np.full(ids.size, np.nan))
-        self.seen.append((ids, np.asarray(batch.table["mjd"]), per, preds))
-        return preds
+        return _record(self.seen, batch, features, Predictions(probs=probs))
 
 
 class ServedRecorder:
@@ -88,16 +96,11 @@ class ServedRecorder:
         self.name, self.version, self.taxonomy = predictor.name, predictor.version, predictor.taxonomy
         self.class_ids: tuple[int, ...] = tuple(predictor.class_ids)
         self.class_names: tuple[str, ...] = tuple(predictor.class_names)
-        self.seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, Predictions]] = []
+        self.seen: Seen = []
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """The wrapped predictor's output (recorded; ``enrich()`` adds the ages to it)."""
-        preds: Predictions = self.inner.predict(batch, features)
-        ids = np.asarray(batch.table["diaObjectId"], dtype=np.int64)
-        per = (features.summary[:, FEATURE_INDEX["periodogram_period"]] if features is not None
-               else np.full(ids.size, np.nan))
-        self.seen.append((ids, np.asarray(batch.table["mjd"]), per, preds))
-        return preds
+        return _record(self.seen, batch, features, self.inner.predict(batch, features))
 
 
 def served_ages(sim: Path, batch_size: int = 256, classifier: str = "oracle") -> pl.DataFrame:

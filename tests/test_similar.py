@@ -19,15 +19,14 @@ import polars as pl
 import pytest
 
 from broker.annotations import EMBEDDING_DIM
-from broker.container_writer import ContainerWriter
 from broker.decode import BatchDecoder
 from broker.flatten import flatten
 from broker.schemas import SchemaStore
 from broker.settings import Settings
-from broker.wire import HEADER_SIZE, parse_header
 from consumers import similar, similar_index
 from consumers.similar_index import CorruptIndex, SimilarIndex, UnknownAlertId
 from consumers.similar_store import STORE_SCHEMA
+from tests.archive_util import write_containers
 from tests.kafka_util import ROOT, create_topics
 
 REAL = ROOT / "tests" / "data" / "real_alerts"
@@ -141,12 +140,7 @@ def enriched(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 @pytest.fixture(scope="module")
 def archive(enriched: list[bytes], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The enriched alerts as Avro container files, one per schema id."""
-    store, d = SchemaStore(), tmp_path_factory.mktemp("enriched")
-    for sid in sorted({parse_header(v) for v in enriched}):
-        w = ContainerWriter(d / f"enriched-{sid}.avro", store.get(sid).definition)
-        w.write_block([v[HEADER_SIZE:] for v in enriched if parse_header(v) == sid])
-        w.close()
-    return d
+    return write_containers(enriched, tmp_path_factory.mktemp("enriched"))
 
 
 def query(args: list[str]) -> tuple[int, list[dict[str, Any]], str]:

@@ -19,15 +19,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from broker.container_writer import ContainerWriter
 from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.filters import FilterCounts, clauses, split_where
 from broker.flatten import flatten
 from broker.schemas import SchemaStore
-from broker.wire import HEADER_SIZE, parse_header
 from consumers import subscribe
 from consumers.client import Subscription
+from tests.archive_util import write_containers
 from tests.kafka_util import ROOT, create_topics
 from tests.test_subscribe_plot import TwoClass
 
@@ -46,12 +45,7 @@ def values() -> list[bytes]:
 @pytest.fixture(scope="module")
 def archive(values: list[bytes], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The enriched alerts as Avro container files, one per schema id."""
-    store, d = SchemaStore(), tmp_path_factory.mktemp("enriched")
-    for sid in sorted({parse_header(v) for v in values}):
-        w = ContainerWriter(d / f"enriched-{sid}.avro", store.get(sid).definition)
-        w.write_block([v[HEADER_SIZE:] for v in values if parse_header(v) == sid])
-        w.close()
-    return d
+    return write_containers(values, tmp_path_factory.mktemp("enriched"))
 
 
 def expected(values: list[bytes]) -> dict[str, int]:

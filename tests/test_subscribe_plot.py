@@ -10,18 +10,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from broker.annotations import enriched_schema_id
 from broker.annotations_codec import HostAnnotation
-from broker.container_writer import ContainerWriter
 from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.filters import Moc, compile_filter
 from broker.predict import Predictions
 from broker.samples import stream
 from broker.schemas import SchemaStore
-from broker.wire import HEADER_SIZE
 from consumers import plot, subscribe
 from consumers.client import Subscription, start_millis
+from tests.archive_util import write_containers
 
 
 class TwoClass:
@@ -40,11 +38,7 @@ class TwoClass:
 def enriched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = SchemaStore()
     values = [o.value for o in Enricher(BatchDecoder(store), TwoClass()).enrich(stream(40, seed=4)).outputs]
-    d = tmp_path_factory.mktemp("enriched")
-    w = ContainerWriter(d / "enriched-2001101.avro", store.get(enriched_schema_id(1101)).definition)
-    w.write_block([v[HEADER_SIZE:] for v in values])
-    w.close()
-    return d
+    return write_containers(values, tmp_path_factory.mktemp("enriched"))
 
 
 def test_client_filters_by_probability_photoz_anomaly_and_band(enriched: Path) -> None:
