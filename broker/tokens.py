@@ -52,3 +52,15 @@ FEAT_FIELDS: tuple[str, ...] = ("feature_id", "value")
 
 #: Default maximum number of light-curve tokens kept per alert.
 LC_MAX_TOKENS = 128
+
+#: Image tokens (cutouts). Rubin ships three 30 x 30 FITS cutouts per alert; they enter the model
+#: as ``img`` (n, len(IMG_CHANNELS), IMG_SIZE, IMG_SIZE) float32 and ``img_mask`` (n,) bool (True =
+#: the alert's cutouts were read). Pixels are ``arcsinh(pixel / (IMG_SOFTENING * sigma))`` where
+#: ``sigma`` is the image's noise (from its variance plane, else a robust estimate), so every
+#: channel is in noise units: linear near the noise, logarithmic on a bright host. The model cuts
+#: each image into (IMG_SIZE // IMG_PATCH)**2 patch tokens. Layout and normalisation:
+#: :mod:`broker.cutouts`.
+IMG_CHANNELS: tuple[str, ...] = ("difference", "science", "template")
+IMG_SIZE = 30
+IMG_PATCH = 6
+IMG_SOFTENING = 3.0
