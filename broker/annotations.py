@@ -9,7 +9,7 @@ plain Rubin schema still reads it (schema resolution ignores the extra field),
 and so does any reader of the enriched schema.
 
 **Schema ids.** Enriched: ``ENRICHED_ID_BASE * major + input id``
-(v3 on Rubin 11.1 -> 3_001_101; v1 was 1_001_101). Scores: ``SCORES_SCHEMA_ID``
+(v4 on Rubin 11.1 -> 4_001_101; v1 was 1_001_101). Scores: ``SCORES_SCHEMA_ID``
 (2_000_001). Rubin ids are between 300 (3.0) and 10,000, so the ranges never collide.
 
 **Versions.** Each annotations major only appends fields (with defaults) to the one
@@ -26,6 +26,8 @@ reads v2 records by ordinary Avro schema resolution (the new fields are ignored)
   ``attribution`` (how much of the class and of the photo-z came from the light curve, the host and
   the summary features: unique, redundant and synergistic information in bits);
   ``forecast`` (flux quantiles per observed band at the next visits, for follow-up planning).
+- v4.0: ``realBogus`` (the model's own P(real), read from the cutouts with the light curve, by a
+  model with a real/bogus head) and ``cutoutsRead`` (whether the model read this alert's stamps).
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ from typing import Any
 
 import fastavro
 
-ANNOTATIONS_VERSION = "3.0"
-ANNOTATIONS_MAJOR = 3
+ANNOTATIONS_VERSION = "4.0"
+ANNOTATIONS_MAJOR = 4
 #: Every annotations major a reader of this code understands (v1 outputs are still read).
-KNOWN_MAJORS: tuple[int, ...] = (1, 2, 3)
+KNOWN_MAJORS: tuple[int, ...] = (1, 2, 3, 4)
 ENRICHED_ID_BASE = 1_000_000
 #: The scores record has not changed since v1: its id stays 2_000_001.
 SCORES_SCHEMA_ID = 2_000_001
@@ -141,8 +143,19 @@ _V3_FIELDS: list[dict[str, Any]] = [
             "Null without a forecast head, with a closed gate, or for solar-system objects."},
 ]  # fmt: skip
 
+_V4_FIELDS: list[dict[str, Any]] = [
+    {"name": "realBogus", "type": _F, "default": None,
+     "doc": "P(real) from the model's real/bogus head, which reads the cutouts (difference, science, template) "
+            "beside the light curve (docs/cutouts.md). Null for a model without the head and for solar-system "
+            "objects. Compare `reliability`, the Rubin pipeline's own score."},
+    {"name": "cutoutsRead", "type": "boolean", "default": False,
+     "doc": "True when the model read this alert's three cutouts as image tokens (an image model, and "
+            "stamps that parse); false otherwise."},
+]  # fmt: skip
+
 #: The fields each annotations major appends to the one before.
-_FIELDS_BY_MAJOR: dict[int, list[dict[str, Any]]] = {1: _V1_FIELDS, 2: _V2_FIELDS, 3: _V3_FIELDS}
+_FIELDS_BY_MAJOR: dict[int, list[dict[str, Any]]] = {1: _V1_FIELDS, 2: _V2_FIELDS, 3: _V3_FIELDS,
+                                                     4: _V4_FIELDS}
 
 
 def annotations_schema(major: int = ANNOTATIONS_MAJOR) -> dict[str, Any]:

@@ -170,6 +170,7 @@ class AnnotationEncoder:
         solar_system: bool = False, reliability: float | None = None, state: str = STATE_NO_MODEL,
         embedding: np.ndarray | None = None, rotation_age: np.ndarray | None = None,
         attribution: np.ndarray | None = None, forecast: np.ndarray | None = None,
+        real_bogus: float | None = None, cutouts_read: bool = False,
     ) -> bytes:  # fmt: skip
         """Encode one alert's annotations (the current version, ``ANNOTATIONS_VERSION``).
 
@@ -190,6 +191,8 @@ class AnnotationEncoder:
         forecast : ndarray, shape FORECAST_SHAPE, or None
             Flux quantiles (nJy) per band, horizon and quantile; a band with any NaN is left out,
             and None or all-NaN = null.
+        real_bogus, cutouts_read
+            The v4 fields: the model's P(real) (None or NaN = null) and whether it read the stamps.
         """
         parts = [self._prefix]
         if probs is None:
@@ -214,6 +217,7 @@ class AnnotationEncoder:
         parts.append(b"\x02" + struct.pack("<3f", *rotation_age.tolist()) if ok_age else b"\x00")  # type: ignore[union-attr]
         parts.append(_opt_attribution(attribution))
         parts.append(_opt_forecast(forecast))
+        parts.append(_opt_float(real_bogus) + (b"\x01" if cutouts_read else b"\x00"))
         return b"".join(parts)
 
 

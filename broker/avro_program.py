@@ -21,6 +21,10 @@ import numpy as np
 import numpy.typing as npt
 
 from broker.batch import BANDS
+from broker.tokens import IMG_CHANNELS
+
+#: Top-level alert fields holding the image channels, in :data:`broker.tokens.IMG_CHANNELS` order.
+CUTOUT_FIELDS: tuple[str, ...] = tuple(f"cutout{c.capitalize()}" for c in IMG_CHANNELS)
 
 # --- opcodes (keep in sync with broker.decode) -------------------------------
 END, SKIP_FIXED, SKIP_VARINT, SKIP_BYTES = 0, 1, 2, 3
@@ -28,6 +32,7 @@ OPT_SKIP_FIXED, OPT_SKIP_VARINT, OPT_SKIP_BYTES = 4, 5, 6
 UNION, JUMP, ARRAY_START, ARRAY_END, ROW_BEGIN = 7, 8, 9, 10, 11
 READ_LONG, READ_DOUBLE, READ_FLOAT, READ_BAND = 12, 13, 14, 15
 MARK = 16  # remember where the top-level ``annotations`` field starts (enriched alerts)
+CUT = 17  # a top-level cutout (bytes, maybe nullable): record (start, length) of its stamp, a = channel
 
 #: Row (light-curve) float columns written by READ ops.
 ROW_MJD, ROW_FLUX, ROW_FLUX_ERR = 0, 1, 2
@@ -163,6 +168,8 @@ class _Compiler:
             for f in t["fields"]:
                 if ctx == "alert" and f["name"] == "annotations":
                     self.emit(MARK)
+                if ctx == "alert" and f["name"] in CUTOUT_FIELDS and self.cutout(f["type"], f["name"], ns):
+                    continue
                 self.type(f["type"], ns, _child_ctx(ctx, f["name"]), _target(ctx, f["name"]))
             return None
         if kind == "array" or kind == "map":
@@ -205,6 +212,18 @@ class _Compiler:
             self.emit(OPT_SKIP_BYTES, 0, 1, 0, null_branch) if opt else self.emit(SKIP_BYTES, 1)
         else:
             raise ValueError(f"unsupported Avro type {kind!r}")
+
+    def cutout(self, t: Any, name: str, ns: str) -> bool:
+        """Emit CUT for a ``bytes`` or ``[null, bytes]`` cutout field; False for any other shape."""
+        if isinstance(t, list) and len(t) == 2:
+            kinds = [self.resolve(b, ns)[0] for b in t]
+            if "null" in kinds and "bytes" in kinds:
+                self.emit(CUT, CUTOUT_FIELDS.index(name), 0, 0, kinds.index("null"))
+                return True
+        if t == "bytes":
+            self.emit(CUT, CUTOUT_FIELDS.index(name))
+            return True
+        return False
 
     def union(self, branches: list[Any], ns: str, ctx: str, tgt: _Target) -> None:
         resolved = [self.resolve(b, ns)[0] for b in branches]

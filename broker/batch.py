@@ -19,12 +19,16 @@ value in the alert becomes NaN (floats) or ``-1`` (band, ids).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 #: Band names in index order; ``band`` arrays hold these indices, ``-1`` = unknown.
 BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z", "y")
+
+if TYPE_CHECKING:
+    from broker.cutouts import ImageTokens
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -116,10 +120,20 @@ class AlertTable:
 
 @dataclass(frozen=True)
 class AlertBatch:
-    """A decoded batch: per-alert table plus CSR light curves, index-aligned."""
+    """A decoded batch: per-alert table plus CSR light curves, index-aligned.
+
+    ``images`` holds the cutouts as image tokens when the decoder was asked to read them
+    (:class:`broker.cutouts.ImageTokens`), else None.
+    """
 
     table: AlertTable
     lightcurves: LightCurves
+    images: ImageTokens | None = None
 
     def __len__(self) -> int:
         return self.lightcurves.n_alerts
+
+    def take(self, idx: I64) -> AlertBatch:
+        """The alerts ``idx`` as a new batch."""
+        return AlertBatch(AlertTable({c: v[idx] for c, v in self.table.columns.items()}),
+                          self.lightcurves.take(idx), None if self.images is None else self.images.take(idx))

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from broker.annotations import SCORES_SCHEMA_ID
 from broker.avro_program import FLOAT_COLUMNS, INT_COLUMNS, Program, compile_schema
 from broker.batch import AlertBatch, AlertTable, LightCurves
+from broker.cutouts import image_tokens
 from broker.decode_kernel import OK, STATUS_TEXT, TOO_MANY_ROWS, Outputs, Source, decode_messages, new_rows
 from broker.errors import AlertError, AlreadyEnriched, HistoryTooLarge, MalformedBody
 from broker.schemas import AlertSchema, SchemaStore
@@ -59,11 +60,16 @@ class BatchDecoder:
         Where schema ids are looked up.
     max_history_rows : int
         Alerts with more photometry rows than this are dead-lettered.
+    cutouts : bool
+        Also read the cutout stamps into image tokens (``batch.images``); only models that
+        read images need it (a few tens of microseconds per alert).
     """
 
-    def __init__(self, store: SchemaStore, max_history_rows: int = DEFAULT_MAX_HISTORY_ROWS) -> None:
+    def __init__(self, store: SchemaStore, max_history_rows: int = DEFAULT_MAX_HISTORY_ROWS,
+                 cutouts: bool = False) -> None:
         self.store = store
         self.max_rows = max_history_rows
+        self.cutouts = cutouts
         self._programs: dict[int, Program] = {}
 
     def program(self, schema: AlertSchema) -> Program:
@@ -110,8 +116,8 @@ class BatchDecoder:
         src = Source(buf, starts, ends, pbase, jbase, code, jt)
         out = Outputs(np.full((n, len(FLOAT_COLUMNS)), np.nan), np.full((n, len(INT_COLUMNS)), -1, dtype=np.int64),
                       np.zeros(n, dtype=np.int8), np.zeros(n + 1, dtype=np.int64), np.zeros(n, dtype=np.int64),
-                      np.full(n, -1, dtype=np.int64))  # fmt: skip
-        out_f, out_i, status, row_off, _, marks = out
+                      np.full(n, -1, dtype=np.int64), np.full((n, 6), -1, dtype=np.int64))  # fmt: skip
+        out_f, out_i, status, row_off, _, marks, cuts = out
         rows = new_rows(max(64, n * 64, int(lens.sum()) // 48))  # a photometry row takes >= ~48 bytes
         first = 0
         while True:
@@ -137,13 +143,16 @@ class BatchDecoder:
                 err = MalformedBody(STATUS_TEXT.get(int(status[j]), "undecodable body"))
             errors.append((keep[j], err))
         index = np.asarray(keep, dtype=np.int64)
+        good = np.flatnonzero(status == OK)
+        images = image_tokens(buf, cuts[good]) if self.cutouts else None
         batch = AlertBatch(AlertTable(cols), lc)
         # annotations offsets, relative to each message's first byte
         ann = np.where(marks >= 0, marks - (starts - skip), -1)
         if len(bad):
-            good = np.flatnonzero(status == OK)
             batch = AlertBatch(AlertTable({k: v[good] for k, v in cols.items()}), lc.take(good))
             index, sids, ann = index[good], sids[good], ann[good]
+        if images is not None:
+            batch = AlertBatch(batch.table, batch.lightcurves, images)
         errors.sort(key=lambda e: e[0])
         return DecodeResult(batch=batch, index=index, schema_ids=sids, errors=errors, annotations_at=ann)
 
@@ -159,7 +168,8 @@ class BatchDecoder:
                      code, jt)  # fmt: skip
         out = Outputs(np.empty((count, len(FLOAT_COLUMNS))), np.empty((count, len(INT_COLUMNS)), dtype=np.int64),
                       np.zeros(count, dtype=np.int8), np.zeros(count + 1, dtype=np.int64),
-                      np.zeros(count, dtype=np.int64), np.zeros(count, np.int64))  # fmt: skip
+                      np.zeros(count, dtype=np.int64), np.zeros(count, np.int64),
+                      np.full((count, 6), -1, np.int64))  # fmt: skip
         status, row_off, stops = out.status, out.row_off, out.stops
         rows = new_rows(1 << 16)
         first = 0

@@ -58,7 +58,8 @@ class Rows(NamedTuple):
 
 class Outputs(NamedTuple):
     """Per-message results: ``out_f``/``out_i`` columns, ``status`` int8, ``row_off`` (n + 1,),
-    ``stops`` (end of each message), ``marks`` (where a top-level ``annotations`` field starts)."""
+    ``stops`` (end of each message), ``marks`` (where a top-level ``annotations`` field starts),
+    ``cuts`` (n, 6) int64: (start, length) of each cutout stamp, -1 where absent."""
 
     out_f: np.ndarray
     out_i: np.ndarray
@@ -66,6 +67,7 @@ class Outputs(NamedTuple):
     row_off: np.ndarray
     stops: np.ndarray
     marks: np.ndarray
+    cuts: np.ndarray
 
 
 def new_rows(cap: int, keep: Rows | None = None) -> Rows:
@@ -135,7 +137,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
     """
     buf, starts, ends, pbase, jbase, code, jt = src
     rows_f, rows_band, rows_det = rows
-    out_f, out_i, status, row_off, stops, marks = out
+    out_f, out_i, status, row_off, stops, marks, cuts = out
     bandmap = _BANDMAP
     cap = rows_band.shape[0]
     stack = np.zeros(16, dtype=np.int64)
@@ -193,6 +195,24 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     break
             elif op == P.MARK:
                 marks[i] = p
+            elif op == P.CUT:  # a cutout stamp: remember where its bytes lie, then skip them
+                if ins[4] >= 0:
+                    has, p = _branch(buf, p, end, ins[4])
+                    if has < 0:
+                        st = -has
+                        break
+                    if has == 0:
+                        continue
+                ln, p = _varint(buf, p, end)
+                if p < 0:
+                    st = TRUNCATED
+                    break
+                if ln < 0 or ln > end - p:
+                    st = BAD_LENGTH
+                    break
+                cuts[i, 2 * ins[1]] = p
+                cuts[i, 2 * ins[1] + 1] = ln
+                p += ln
             elif op >= P.READ_LONG:
                 if ins[4] >= 0:  # nullable: branch byte first
                     has, p = _branch(buf, p, end, ins[4])

@@ -151,8 +151,10 @@ class Enricher:
             age = _row(preds.rotation_age, k) if probs is not None else None
             attr = None if solar[k] else _attribution(preds.attribution, k, probs is not None, pz is not None)
             fc = None if solar[k] or preds.forecast is None else preds.forecast[k]  # NaN bands are left out
+            rb = None if solar[k] or preds.real_bogus is None else float(preds.real_bogus[k])
+            read = preds.cutouts_read is not None and bool(preds.cutouts_read[k] > 0.5)
             ann = enc(probs, pz, an, host, det[k], lens[k] - det[k], ingest_ms, processed, solar[k], reliability,
-                      states[k], emb, age, attr, fc)  # fmt: skip
+                      states[k], emb, age, attr, fc, rb, read)  # fmt: skip
             raw = values[i]
             assert raw is not None
             sid = int(sids[k])
@@ -199,9 +201,7 @@ def _attribution(arr: np.ndarray | None, k: int, has_class: bool, has_photoz: bo
 
 
 def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
-    from broker.batch import AlertTable
-
-    return AlertBatch(AlertTable({c: v[idx] for c, v in batch.table.columns.items()}), batch.lightcurves.take(idx))
+    return batch.take(idx)
 
 
 def _merge(parts: list[Predictions | None], n: int) -> Predictions:

@@ -118,6 +118,12 @@ class BadAlertRow(AlertError):
     reason = "bad_alert_row"
 
 
+class CutoutUnreadable(AlertError):
+    """A cutout stamp is not a readable FITS image (the alert is still enriched, without images)."""
+
+    reason = "cutout_unreadable"
+
+
 class EnrichmentFailed(AlertError):
     """Featurizing or scoring raised for this alert."""
 

@@ -5,8 +5,8 @@ Columns (one row per alert; 64-bit ids stay int64 here and become strings in JSO
 ``diaSourceId, diaObjectId, ra, dec, mjd, band, snr, reliability, n_det, n_forced, schema,
 best_class, best_class_id, best_prob, p_<classId>..., photoz_mean, photoz_sigma, photoz_q05,
 photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, embedding, rotation_log_age,
-rotation_log_age_sigma, rotation_period_days, attr_<target>_<part>..., forecast, solar_system,
-classification_state, sparkline, _index``
+rotation_log_age_sigma, rotation_period_days, attr_<target>_<part>..., forecast, real_bogus,
+cutouts_read, solar_system, classification_state, sparkline, _index``
 
 ``attr_<target>_<part>`` (:func:`attribution_columns`: target ``class`` or ``photoz``; part
 ``light_curve``, ``host``, ``features``, ``redundant``, ``synergy``) are the bits of
@@ -135,6 +135,8 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
         vals = [(((a or {}).get("attribution") or {}).get(target) or {}).get(part) for a in anns]
         cols[name] = pl.Series(vals, dtype=pl.Float64)
     cols["forecast"] = pl.Series([(a or {}).get("forecast") for a in anns], dtype=_FORECAST)
+    cols["real_bogus"] = pl.Series([(a or {}).get("realBogus") for a in anns], dtype=pl.Float64)
+    cols["cutouts_read"] = pl.Series([(a or {}).get("cutoutsRead") for a in anns], dtype=pl.Boolean)
     cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
     cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)
     cols["sparkline"] = [sparkline(lc, k) for k in range(n)]

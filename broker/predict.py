@@ -47,6 +47,10 @@ class Predictions:
     forecast : ndarray (n, *FORECAST_SHAPE) or None
         Flux quantiles (nJy) per band u..y, horizon (``FORECAST_HORIZONS_DAYS``) and quantile
         (``annotations.forecast``); NaN for a band the alert has no data in, all NaN = none.
+    real_bogus : ndarray (n,) or None
+        P(real) from a real/bogus head (``annotations.realBogus``); NaN = none.
+    cutouts_read : ndarray (n,) or None
+        1.0 where the model read the alert's cutouts as image tokens, else 0 (``annotations.cutoutsRead``).
     extra : dict
         Further per-alert outputs that are not published.
     """
@@ -59,6 +63,8 @@ class Predictions:
     rotation_age: np.ndarray | None = None
     attribution: np.ndarray | None = None
     forecast: np.ndarray | None = None
+    real_bogus: np.ndarray | None = None
+    cutouts_read: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

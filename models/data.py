@@ -48,6 +48,10 @@ class TokenData:
         Detections among the light-curve tokens.
     summary : ndarray (n, F) or None
         Raw summary features (for tree-based peers).
+    scene : dict of str -> ndarray (n,), or None
+        What each example's cutouts show (:mod:`models.cutout_data`), for image models.
+    real : ndarray of float32 (n,) or None
+        1 for a real source, 0 for an artefact (real/bogus target).
     """
 
     tokens: dict[str, np.ndarray]
@@ -56,6 +60,8 @@ class TokenData:
     z: np.ndarray
     n_det: np.ndarray
     summary: np.ndarray | None = None
+    scene: dict[str, np.ndarray] | None = None
+    real: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -64,7 +70,9 @@ class TokenData:
         """Subset of rows ``idx``."""
         return TokenData({k: v[idx] for k, v in self.tokens.items()}, self.label[idx],
                          self.code[idx], self.z[idx], self.n_det[idx],
-                         None if self.summary is None else self.summary[idx])
+                         None if self.summary is None else self.summary[idx],
+                         None if self.scene is None else {k: v[idx] for k, v in self.scene.items()},
+                         None if self.real is None else self.real[idx])
 
 
 def concat(parts: list[TokenData]) -> TokenData:
@@ -80,7 +88,11 @@ def concat(parts: list[TokenData]) -> TokenData:
         toks[key] = np.concatenate(arrs)
     summ = None if any(p.summary is None for p in parts) else np.concatenate([p.summary for p in parts])
     label, code, z, n_det = (np.concatenate([getattr(p, f) for p in parts]) for f in ("label", "code", "z", "n_det"))
-    return TokenData(toks, label, code, z, n_det, summary=summ)
+    scenes = [p.scene for p in parts if p.scene is not None]
+    scene = {k: np.concatenate([sc[k] for sc in scenes]) for k in scenes[0]} if len(scenes) == len(parts) else None
+    reals = [p.real for p in parts if p.real is not None]
+    real = np.concatenate(reals) if len(reals) == len(parts) else None
+    return TokenData(toks, label, code, z, n_det, summary=summ, scene=scene, real=real)
 
 
 def table_batch(df: pl.DataFrame, max_detections: int | np.ndarray | None = None) -> AlertBatch:
@@ -144,16 +156,25 @@ def table_hosts(df: pl.DataFrame) -> HostMatch:
 def table_features(df: pl.DataFrame, max_detections: int | np.ndarray | None = None,
                    config: FeatureConfig | None = None) -> Features:
     """Featurize a training table like the stream does, with its own host columns."""
-    feats = featurize(table_batch(df, max_detections), config)
+    return _with_hosts(featurize(table_batch(df, max_detections), config), df)
+
+
+def _with_hosts(feats: Features, df: pl.DataFrame) -> Features:
+    """``feats`` with the host tokens of the table's own host columns."""
     htok, hmask = host_tokens(table_hosts(df))
     return replace(feats, host=htok, host_mask=hmask)
 
 
 def table_tokens(df: pl.DataFrame, class_ids: tuple[int, ...],
                  max_detections: int | np.ndarray | None = None,
-                 config: FeatureConfig | None = None) -> TokenData:
-    """:class:`TokenData` of a training table for the taxonomy ``class_ids``."""
-    f = table_features(df, max_detections, config)
+                 config: FeatureConfig | None = None, scenes: np.random.Generator | None = None) -> TokenData:
+    """:class:`TokenData` of a training table for the taxonomy ``class_ids``.
+
+    With ``scenes`` (a generator), each example also gets its cutout scene and real/bogus target
+    (:mod:`models.cutout_data`; a ``bogus_kind`` column > 0 marks an artefact).
+    """
+    batch = table_batch(df, max_detections)
+    f = _with_hosts(featurize(batch, config), df)
     code = df["class_code"].fill_null(-1).to_numpy().astype(np.int64)
     lut = {c: i for i, c in enumerate(class_ids)}
     label = np.array([lut.get(int(c), -1) for c in code], np.int64)
@@ -161,7 +182,13 @@ def table_tokens(df: pl.DataFrame, class_ids: tuple[int, ...],
         else np.full(df.height, np.nan)
     toks = {"lc": f.lc, "lc_mask": f.lc_mask, "host": f.host, "host_mask": f.host_mask,
             "feat": f.feat, "feat_mask": f.feat_mask}
-    return TokenData(toks, label, code, z, n_detections(toks), f.summary)
+    scene = real = None
+    if scenes is not None:
+        from models.cutout_data import table_scenes
+
+        scene = table_scenes(df, batch, scenes)
+        real = (scene["bogus"] == 0).astype(np.float32)
+    return TokenData(toks, label, code, z, n_detections(toks), f.summary, scene, real)
 
 
 def n_detections(tokens: dict[str, np.ndarray]) -> np.ndarray:

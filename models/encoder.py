@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from broker.features.registry import FEATURE_INDEX, FEATURE_NAMES
 from broker.tokens import HOST_KIND_DLR, HOST_KIND_MAG, HOST_KIND_SEP
+from models.images import PatchEmbedding
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class EncoderConfig:
         statistics or one band); ``ceil(n_features / feat_group)`` feature tokens.
     dropout : float
         Dropout in the latent blocks (training only).
+    images : bool
+        Read the cutouts as patch tokens (:mod:`models.images`); checkpoints written before
+        cutouts were a modality do not have them.
     """
 
     d_model: int = 64
@@ -73,6 +77,7 @@ class EncoderConfig:
     feat_group: int = 16
     dropout: float = 0.0
     feature_names: tuple[str, ...] = FEATURE_NAMES
+    images: bool = False
 
     def __post_init__(self) -> None:
         # Why: the encoder once read 243 of 291 features because n_features was a literal and
@@ -249,9 +254,11 @@ class PerceiverEncoder(nn.Module):
                                        nn.Linear(2 * d, d))
         self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_blocks))
         self.out_norm = nn.LayerNorm(d)
+        self.patches = PatchEmbedding(d) if cfg.images else None
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
-                feat: Tensor, feat_mask: Tensor) -> Tensor:
+                feat: Tensor, feat_mask: Tensor, img: Tensor | None = None,
+                img_mask: Tensor | None = None) -> Tensor:
         """Encode a batch.
 
         Parameters
@@ -260,6 +267,9 @@ class PerceiverEncoder(nn.Module):
             Token sets (any of ``L``, ``H``, ``F`` may be 0).
         lc_mask, host_mask, feat_mask : Tensor of bool (n, L), (n, H), (n, F)
             True marks a real token.
+        img, img_mask : Tensor (n, 3, S, S) and bool (n,), optional
+            Cutout stamps (:mod:`models.images`); read only by an encoder built with ``images``,
+            and absent or masked stamps are a masked modality.
 
         Returns
         -------
@@ -273,6 +283,9 @@ class PerceiverEncoder(nn.Module):
         tokens = torch.cat([null, self.embed.lc(lc), self.embed.host(host), ftok], 1)
         ones = torch.ones(n, 1, dtype=torch.bool, device=lc.device)
         mask = torch.cat([ones, lc_mask, host_mask, fmask], 1)
+        if self.patches is not None and img is not None and img_mask is not None:
+            itok, imask = self.patches(img, img_mask)
+            tokens, mask = torch.cat([tokens, itok], 1), torch.cat([mask, imask], 1)
         x = self.latents.expand(n, -1, -1)
         x = x + self.cross(self.q_norm(x), tokens, mask)
         x = x + self.cross_mlp(x)

@@ -1,6 +1,7 @@
-"""``alertbroker eval classify|photoz|anomaly|served|logo|gyro|photoz-transfer``: the model against peers.
+"""``alertbroker eval classify|photoz|anomaly|served|logo|gyro|photoz-transfer|cutouts``: the model against peers.
 
 ``gyro`` (:mod:`models.evaluate_gyro`) scores the gyrochronology ages served for rotating stars.
+``cutouts`` (:mod:`models.evaluate_cutouts`) scores models with and without the image modality.
 
 ``photoz-transfer`` (:mod:`models.evaluate_transfer`) scores photo-z checkpoints on both truths
 (DC2 and the broad pzflow sample). ``served`` (:mod:`models.evaluate_served`) is the primary
@@ -218,12 +219,17 @@ def cli_main(argv: list[str] | None = None) -> int:
         from models.evaluate_logo import cli_main as logo_main
 
         return logo_main(args[1:])
+    if args[:1] == ["cutouts"]:
+        from models.evaluate_cutouts import cli_main as cutouts_main
+
+        return cutouts_main(args[1:])
     if args[:1] == ["gyro"]:
         from models.evaluate_gyro import cli_main as gyro_main
 
         return gyro_main(args[1:])
     p = argparse.ArgumentParser(prog="alertbroker eval", description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=("classify", "photoz", "anomaly", "served", "logo", "gyro", "photoz-transfer"),
+    p.add_argument("task", choices=("classify", "photoz", "anomaly", "served", "logo", "gyro", "photoz-transfer",
+                                    "cutouts"),
                    help="served: per alert through the serving path (see 'eval served --help'); "
                         "logo: leave-one-generator-out (see 'eval logo --help'); photoz-transfer: "
                         "checkpoints on DC2 and the broad sample (see 'eval photoz-transfer --help')")

@@ -20,10 +20,13 @@ from models.embedding import EmbeddingProjection
 from models.encoder import EncoderConfig, PerceiverEncoder
 from models.forecast import ForecastHead
 from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
+from models.images import RealBogusHead
 from models.neighbours import NeighbourBank, NeighbourConfig
 from models.ssl import ContrastiveHead
 
 TOKEN_KEYS: tuple[str, ...] = ("lc", "lc_mask", "host", "host_mask", "feat", "feat_mask")
+#: Optional image tokens (cutouts), read by models built with ``EncoderConfig.images``.
+IMAGE_KEYS: tuple[str, ...] = ("img", "img_mask")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class ModelConfig:
         Size of the anomaly isolation forest.
     neighbours : NeighbourConfig
         Size of the embedding neighbour bank and which anomaly score is served.
+    real_bogus : bool
+        Has a real/bogus head (:class:`models.images.RealBogusHead`), trained on simulated
+        artefacts (``alertbroker train --bogus-fraction``).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -48,6 +54,7 @@ class ModelConfig:
     n_components: int = 5
     forest: ForestConfig = field(default_factory=ForestConfig)
     neighbours: NeighbourConfig = field(default_factory=NeighbourConfig)
+    real_bogus: bool = False
 
     def to_dict(self) -> dict:
         """Plain nested dict (checkpoint-safe)."""
@@ -62,7 +69,8 @@ class ModelConfig:
         # entry; without a bank the forest is the served score, as it was
         return cls(encoder=EncoderConfig(**d["encoder"]), n_classes=int(d["n_classes"]),
                    n_components=int(d["n_components"]), forest=_forest_config(d.get("forest", {})),
-                   neighbours=NeighbourConfig(**d.get("neighbours", {"n_bank": 0})))
+                   neighbours=NeighbourConfig(**d.get("neighbours", {"n_bank": 0})),
+                   real_bogus=bool(d.get("real_bogus", False)))
 
 
 def _forest_config(d: dict) -> ForestConfig:
@@ -95,36 +103,45 @@ class MultimodalModel(nn.Module):
         self.contrast = ContrastiveHead(d)  # training aid, see models.ssl
         self.embedding = EmbeddingProjection(2 * d + cfg.n_classes)  # published, see models.embedding
         self.forecast = ForecastHead(d, cfg.encoder.n_fourier)  # published, see models.forecast
+        self.real_bogus = RealBogusHead(2 * d) if cfg.real_bogus else None
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
-                feat: Tensor, feat_mask: Tensor) -> dict[str, Tensor]:
+                feat: Tensor, feat_mask: Tensor, img: Tensor | None = None,
+                img_mask: Tensor | None = None) -> dict[str, Tensor]:
         """Raw outputs for a batch (token shapes as :class:`~models.encoder.PerceiverEncoder`).
 
         Returns
         -------
         dict
             ``emb`` (n, d), ``trunk`` (n, 2d), ``logits`` (n, K), ``logw``/``mu``/``sigma``
-            (n, M), uncalibrated.
+            (n, M), uncalibrated; ``rb_logit`` (n,) with a real/bogus head.
         """
-        emb = self.encoder(lc, lc_mask, host, host_mask, feat, feat_mask)
+        emb = self.encoder(lc, lc_mask, host, host_mask, feat, feat_mask, img, img_mask)
         trunk = torch.cat([emb, self.host_path(host, host_mask)], -1)
         logw, mu, sigma = self.z_head(trunk)
-        return {"emb": emb, "trunk": trunk, "logits": self.cls_head(trunk), "logw": logw, "mu": mu,
-                "sigma": sigma}
+        out = {"emb": emb, "trunk": trunk, "logits": self.cls_head(trunk), "logw": logw, "mu": mu,
+               "sigma": sigma}
+        if self.real_bogus is not None:
+            out["rb_logit"] = self.real_bogus(trunk)
+        return out
 
     @torch.no_grad()
     def infer(self, **tokens: Tensor) -> dict[str, Tensor]:
         """Calibrated outputs: ``probs`` (n, K), ``photoz`` (n, 8), ``anomaly`` (n,), ``emb`` (n, d),
         ``embedding`` (n, EMBEDDING_DIM; NaN if the projection is unfitted), ``forecast`` (n, 6, H, 5)
-        flux-token quantiles (NaN without data in a band or with an uncalibrated head)."""
+        flux-token quantiles (NaN without data in a band or with an uncalibrated head), and
+        ``real`` (n,) calibrated P(real) with a real/bogus head."""
         out = self.forward(**tokens)
         probs = torch.softmax(out["logits"].float() / self.temperature, -1)
         photoz = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
         ctx = anomaly_context(out)
         anomaly = self.anomaly_score(ctx, tokens["lc"], tokens["lc_mask"])
-        return {"probs": probs, "photoz": photoz, "anomaly": anomaly, "emb": out["emb"].float(),
-                "embedding": self.embedding(ctx),
-                "forecast": self.forecast.grid(out["emb"], tokens["lc"], tokens["lc_mask"])}
+        res = {"probs": probs, "photoz": photoz, "anomaly": anomaly, "emb": out["emb"].float(),
+               "embedding": self.embedding(ctx),
+               "forecast": self.forecast.grid(out["emb"], tokens["lc"], tokens["lc_mask"])}
+        if self.real_bogus is not None:
+            res["real"] = self.real_bogus.probability(out["rb_logit"])
+        return res
 
     def anomaly_score(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> Tensor:
         """The served anomaly score (n,): forest, neighbour, or both (``cfg.neighbours.score``).

@@ -27,13 +27,14 @@ import torch
 from broker.annotations import ATTRIBUTION_PARTS, ATTRIBUTION_TARGETS, EMBEDDING_DIM
 from broker.annotations_codec import FORECAST_SHAPE
 from broker.batch import AlertBatch
+from broker.cutouts import ImageTokens
 from broker.features.registry import FEATURE_NAMES
 from broker.predict import Predictions
 from broker.tokens import HOST_KIND_MAG, LC_FIELDS
 from models.attribution import Attributor
 from models.checkpoint import load_checkpoint
 from models.forecast import to_njy
-from models.model import TOKEN_KEYS, MultimodalModel
+from models.model import IMAGE_KEYS, TOKEN_KEYS, MultimodalModel
 from models.photoz_cache import HostPhotozCache
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class MultimodalPredictor:
         self.min_host_bands = min_host_bands
         self.photoz_cache = HostPhotozCache(self._host_photoz, self.device)
         self.attributor = Attributor(self.model) if attribution else None
+        #: The model reads cutouts: ``enrich()``'s decoder must read the stamps (``BatchDecoder(cutouts=...)``).
+        self.reads_images: bool = bool(model.cfg.encoder.images)
         read = set(model.cfg.encoder.feature_names)
         #: Registry features this model does not read (said once at load, never dropped silently).
         self.unread_features: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in read)
@@ -122,7 +125,7 @@ class MultimodalPredictor:
 
     def predict_tokens(self, tokens: dict[str, np.ndarray], log10_flux_scale: np.ndarray | None = None
                        ) -> Predictions:
-        """Score token arrays (layout :mod:`broker.tokens`).
+        """Score token arrays (layout :mod:`broker.tokens`; ``img``/``img_mask`` too for an image model).
 
         ``log10_flux_scale`` (n,) is each alert's flux scale (the feature of that name): the forecast,
         made in flux-token units, is published in nJy, so without it there is no forecast.
@@ -137,6 +140,8 @@ class MultimodalPredictor:
         if self.attributor is not None:
             attr = np.full((n, len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)), np.nan, np.float32)
         forecast = np.full((n, *FORECAST_SHAPE), np.nan, np.float32)
+        p_real = np.full(n, np.nan, np.float32) if self.model.real_bogus is not None else None
+        keys = TOKEN_KEYS + (IMAGE_KEYS if self.reads_images and "img" in tokens else ())
         todo = np.flatnonzero(cls_ok)
         cuda = self.device.type == "cuda"
         zi = np.flatnonzero(z_ok)
@@ -146,11 +151,11 @@ class MultimodalPredictor:
                 attr[zi, 1] = self.attributor.photoz(photoz[zi], self.device)  # type: ignore[union-attr]
         for s in range(0, len(todo), self.batch_size):
             idx = todo[s : s + self.batch_size]
-            tb, sub = {}, {k: tokens[k][idx] for k in TOKEN_KEYS}
+            tb, sub = {}, {k: tokens[k][idx] for k in keys}
             real = sub["lc_mask"].any(0)
             width = int(np.flatnonzero(real)[-1]) + 1 if real.any() else 0
             sub["lc"], sub["lc_mask"] = sub["lc"][:, :width], sub["lc_mask"][:, :width]
-            for key in TOKEN_KEYS:
+            for key in keys:
                 t = torch.from_numpy(np.ascontiguousarray(sub[key]))
                 tb[key] = t.pin_memory().to(self.device, non_blocking=True) if cuda else t
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -160,10 +165,13 @@ class MultimodalPredictor:
             probs[idx] = out["probs"].float().cpu().numpy()
             anomaly[idx] = out["anomaly"].float().cpu().numpy()
             embedding[idx] = out["embedding"].float().cpu().numpy()
+            if p_real is not None:
+                p_real[idx] = out["real"].float().cpu().numpy()
             if log10_flux_scale is not None:
                 forecast[idx] = to_njy(out["forecast"].float().cpu().numpy(), log10_flux_scale[idx])
+        read = np.asarray(tokens["img_mask"], np.float32) if "img" in keys else np.zeros(n, np.float32)
         return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding, attribution=attr,
-                           forecast=forecast)
+                           forecast=forecast, real_bogus=p_real, cutouts_read=read)
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Score a batch; ``features`` from :func:`broker.features.featurize` (computed if None)."""
@@ -171,7 +179,11 @@ class MultimodalPredictor:
             from broker.features import featurize
 
             features = featurize(batch)
-        return self.predict_tokens(_tokens(features), _flux_scale(features))
+        tokens = _tokens(features)
+        if self.reads_images:  # stamps read by the decoder; none read = the image modality masked
+            images = batch.images if batch.images is not None else ImageTokens.empty(len(batch))
+            tokens["img"], tokens["img_mask"] = images.img, images.mask
+        return self.predict_tokens(tokens, _flux_scale(features))
 
 
 def load_default(device: str = "cpu", threads: int = 1, **kw: Any) -> MultimodalPredictor:

@@ -29,11 +29,14 @@ import torch
 import torch.nn.functional as F
 
 from broker.features.registry import FEATURE_INDEX
+from broker.tokens import IMG_CHANNELS, IMG_SIZE
 from models.data import TokenData
 from models.generator_split import widest_generator_temperature
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
 from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel, anomaly_context
 from models.ssl import contrastive_loss, hide_tokens, recon_loss
+
+IMG_SHAPE = (len(IMG_CHANNELS), IMG_SIZE, IMG_SIZE)
 
 
 @dataclass(frozen=True)
@@ -54,14 +57,32 @@ class TrainConfig:
     exclude_generator: str = ""
     only_generator: str = ""
     temperature_fit: str = "pooled"
+    bogus_fraction: float = 0.0
+    image_dropout: float = 0.1
 
 
-def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-    """Token tensors of rows ``idx`` (trimmed to the longest real light curve)."""
+def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device, images: bool = False,
+                  rng: np.random.Generator | None = None, drop: float = 0.0) -> dict[str, torch.Tensor]:
+    """Token tensors of rows ``idx`` (trimmed to the longest real light curve).
+
+    With ``images``, the rows' cutouts are rendered from their scenes (:mod:`models.cutout_data`;
+    all masked without scenes) and a share ``drop`` of them masked, so the model also learns
+    alerts that arrive without stamps.
+    """
     toks = {k: td.tokens[k][idx] for k in TOKEN_KEYS}
     if toks["lc_mask"].shape[1]:
         width = max(int(toks["lc_mask"].sum(1).max()), 1)
         toks["lc"], toks["lc_mask"] = toks["lc"][:, :width], toks["lc_mask"][:, :width]
+    if images:
+        from models.cutout_data import render_tokens
+
+        rng = rng if rng is not None else np.random.default_rng(0)
+        if td.scene is not None:
+            toks["img"], toks["img_mask"] = render_tokens({k: v[idx] for k, v in td.scene.items()}, rng)
+            toks["img_mask"] &= rng.uniform(size=len(idx)) >= drop
+        else:
+            toks["img"] = np.zeros((len(idx), *IMG_SHAPE), np.float32)
+            toks["img_mask"] = np.zeros(len(idx), bool)
     return {k: torch.as_tensor(v).to(device) for k, v in toks.items()}
 
 
@@ -87,8 +108,9 @@ def run_model(model: MultimodalModel, td: TokenData, device: torch.device, bs: i
     """Raw outputs over a whole dataset (eval mode), as numpy arrays."""
     model.eval()
     outs: dict[str, list[torch.Tensor]] = {}
+    rng = np.random.default_rng(12345)  # the same stamps every run
     for s in range(0, len(td), bs):
-        o = model(**batch_tensors(td, np.arange(s, min(s + bs, len(td))), device))
+        o = model(**batch_tensors(td, np.arange(s, min(s + bs, len(td))), device, model.cfg.encoder.images, rng))
         for k, v in o.items():
             outs.setdefault(k, []).append(v.float().cpu())
     return {k: torch.cat(v).numpy() for k, v in outs.items()}
@@ -123,6 +145,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
         n_cal = len(z_data) // 10
         z_cal, z_fit = z_data.take(np.sort(perm[:n_cal])), z_data.take(np.sort(perm[n_cal:]))
     cls_idx = np.flatnonzero((cls_train.label >= 0) & (cls_train.n_det > 0)) if cls_train else None
+    pool = cls_idx  # what batches are drawn from: the classified examples, plus artefacts
+    if cls_train is not None and cls_train.real is not None and model_cfg.real_bogus:
+        pool = np.flatnonzero(((cls_train.label >= 0) | (cls_train.real < 0.5)) & (cls_train.n_det > 0))
+    images = model_cfg.encoder.images
     if cls_train is not None:
         if init is None or "encoder.embed.feat_mean" not in init:  # a started model keeps its own
             fit_feature_norm(model, cls_train)
@@ -140,8 +166,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
         model.train()
         loss = torch.zeros((), device=device)
         if cls_train is not None:
-            idx = np.sort(rng.choice(cls_idx, bs))
-            tok = batch_tensors(cls_train, idx, device)
+            idx = np.sort(rng.choice(pool, bs))
+            tok = batch_tensors(cls_train, idx, device, images, rng, cfg.image_dropout)
             hide = torch.zeros_like(tok["lc_mask"])
             if cfg.contrastive_weight > 0:  # on the unmasked tokens: whole modalities are masked
                 loss = loss + cfg.contrastive_weight * contrastive_loss(model, tok)
@@ -150,12 +176,16 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
                 tok["lc_mask"] = tok["lc_mask"] & ~hide
             out = model(**tok)
             y = torch.as_tensor(cls_train.label[idx], device=device)
-            loss = loss + F.cross_entropy(out["logits"].float(), y, weight=class_w)
+            known = y >= 0  # artefacts have no class
+            loss = loss + F.cross_entropy(out["logits"].float()[known], y[known], weight=class_w)
+            if "rb_logit" in out and cls_train.real is not None:
+                real = torch.as_tensor(cls_train.real[idx], device=device)
+                loss = loss + F.binary_cross_entropy_with_logits(out["rb_logit"].float(), real)
             if hide.any():
                 loss = loss + cfg.recon_weight * recon_loss(model, out["emb"], tok["lc"], hide)
         if z_fit is not None:
             idx = np.sort(rng.choice(len(z_fit), 2 * bs))
-            tok = batch_tensors(z_fit, idx, device)
+            tok = batch_tensors(z_fit, idx, device, images, rng, cfg.image_dropout)
             noise = torch.as_tensor(rng.standard_normal(tok["host"].shape[:2]), dtype=torch.float32,
                                     device=device)
             tok["host"][..., 2] += noise * tok["host"][..., 3] * tok["host_mask"]
@@ -207,6 +237,8 @@ def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: Toke
         model.temperature.fill_(t)
         metrics["val_macro_f1"] = float(f1_score(val.label, logits.argmax(1), average="macro"))
         metrics["temperature"] = float(model.temperature)
+        if model.real_bogus is not None and cls_val.real is not None:
+            metrics.update(_calibrate_real_bogus(model, cls_val, device))
     if z_cal is not None:
         o = run_model(model, z_cal, device)
         logw, mu, sigma = (torch.as_tensor(o[k]) for k in ("logw", "mu", "sigma"))
@@ -216,6 +248,21 @@ def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: Toke
         metrics["z_sigma_scale"] = float(model.z_sigma_scale)
     log("metrics " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return model.eval(), metrics
+
+
+def _calibrate_real_bogus(model: MultimodalModel, val: TokenData, device: torch.device) -> dict[str, float]:
+    """Fit the real/bogus temperature on the validation examples (artefacts included); its AUROC."""
+    from sklearn.metrics import roc_auc_score
+
+    from models.images import fit_binary_temperature
+
+    assert model.real_bogus is not None and val.real is not None
+    sub = val.take(np.flatnonzero(val.n_det > 0))
+    logit = torch.as_tensor(run_model(model, sub, device)["rb_logit"])
+    real = np.asarray(sub.real)
+    model.real_bogus.temperature.fill_(fit_binary_temperature(logit, torch.as_tensor(real)))
+    auc = roc_auc_score(real, logit.numpy()) if 0 < real.mean() < 1 else float("nan")
+    return {"val_real_bogus_auroc": float(auc), "real_bogus_temperature": float(model.real_bogus.temperature)}
 
 
 def cli_main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=helps.get(name),
                        choices=choices.get(name))
     for name, default in asdict(EncoderConfig()).items():
-        if name not in ("n_features", "feature_names"):  # both come from the feature registry
+        if name == "images":
+            p.add_argument("--images", action="store_true",
+                           help="read the cutouts as image tokens (training renders each example's stamps)")
+        elif name not in ("n_features", "feature_names"):  # both come from the feature registry
             p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     f = ForestConfig()
     p.add_argument("--forest-edges", default=",".join(map(str, f.edges)),
@@ -99,7 +102,8 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
     if a.data:
         try:
             tables = load_class_tables(Path(a.data), cfg.early_views, cfg.seed, cfg.max_objects,
-                                       GeneratorFilter.parse(cfg.exclude_generator, cfg.only_generator), log)
+                                       GeneratorFilter.parse(cfg.exclude_generator, cfg.only_generator), log,
+                                       scenes=a.images or cfg.bogus_fraction > 0, bogus_fraction=cfg.bogus_fraction)
         except ValueError as e:
             print(f"alertbroker train: {e}", file=sys.stderr)
             return 2
@@ -109,14 +113,19 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"alertbroker train: --photoz {BROAD_TEST} is the held-out part of the broad sample", file=sys.stderr)
         return 2
     if a.photoz != "none":
-        z_data = photometry_tokens(photometry_columns(a.photoz, cfg.seed), 0)
+        cols = photometry_columns(a.photoz, cfg.seed)
+        z_data = photometry_tokens(cols, 0)
+        if a.images:  # the photo-z head sees each galaxy as a template would show it
+            from models.cutout_data import photometry_scenes
+
+            z_data.scene = photometry_scenes(cols, np.random.default_rng(cfg.seed + 7))
     enc = EncoderConfig(**{k: getattr(a, k) for k in asdict(EncoderConfig())
                            if k not in ("n_features", "feature_names")})
     forest = ForestConfig(edges=tuple(int(e) for e in a.forest_edges.split(",") if e.strip()),
                           n_trees=a.forest_trees, max_samples=a.forest_samples)
     nbr = NeighbourConfig(n_bank=a.bank_size, k=a.bank_k, score=a.anomaly_score)
     mcfg = ModelConfig(encoder=enc, n_classes=max(len(taxonomy["class_ids"]), 1), forest=forest,
-                       neighbours=nbr)
+                       neighbours=nbr, real_bogus=cfg.bogus_fraction > 0)
     init, ck = None, {}
     if a.init:
         ck = torch.load(a.init, map_location="cpu", weights_only=True)
@@ -126,7 +135,8 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
             return 2
         old = ModelConfig.from_dict(ck["config"])
         mcfg = ModelConfig(encoder=old.encoder, n_classes=mcfg.n_classes if photoz_only else old.n_classes,
-                           n_components=old.n_components, forest=forest, neighbours=nbr)
+                           n_components=old.n_components, forest=forest, neighbours=nbr,
+                           real_bogus=old.real_bogus or mcfg.real_bogus)
         init = ck["state_dict"]
         if photoz_only:  # nothing but the photo-z path was trained: no feature norm, no class head
             init = {k: v for k, v in init.items() if not k.startswith(PHOTOZ_ONLY_DROP)}

@@ -63,18 +63,30 @@ def split_table(data_dir: Path, split: str, max_objects: int = 0,
 
 
 def class_data(data_dir: Path, split: str, class_ids: tuple[int, ...], early_views: int,
-               seed: int, max_objects: int = 0, filt: GeneratorFilter | None = None) -> TokenData:
-    """Full-light-curve tokens plus ``early_views`` random early cuts of a split."""
+               seed: int, max_objects: int = 0, filt: GeneratorFilter | None = None,
+               scenes: bool = False, bogus_fraction: float = 0.0) -> TokenData:
+    """Full-light-curve tokens plus ``early_views`` random early cuts of a split.
+
+    ``scenes`` adds each example's cutout scene; ``bogus_fraction`` adds that many artefact objects
+    per real one (:func:`models.cutout_data.bogus_table`), with the same views.
+    """
     df = split_table(data_dir, split, max_objects, filt)
     rng = np.random.default_rng(seed)
-    parts = [table_tokens(df, class_ids)]
+    if bogus_fraction > 0:
+        from models.cutout_data import bogus_table
+
+        df = pl.concat([df.with_columns(pl.lit(0).alias("bogus_kind")),
+                        bogus_table(df, int(round(bogus_fraction * df.height)), rng)], how="vertical_relaxed")
+    srng = np.random.default_rng(seed + 100) if scenes or bogus_fraction > 0 else None
+    parts = [table_tokens(df, class_ids, scenes=srng)]
     for _ in range(early_views):
-        parts.append(table_tokens(df, class_ids, rng.integers(1, 11, df.height)))
+        parts.append(table_tokens(df, class_ids, rng.integers(1, 11, df.height), scenes=srng))
     return concat(parts)
 
 
 def load_class_tables(data_dir: Path, early_views: int, seed: int, max_objects: int,
-                      filt: GeneratorFilter, log: Callable[[str], None] = print) -> ClassTables:
+                      filt: GeneratorFilter, log: Callable[[str], None] = print, scenes: bool = False,
+                      bogus_fraction: float = 0.0) -> ClassTables:
     """Taxonomy and train/validation tokens of ``data_dir`` with ``filt`` applied.
 
     Raises
@@ -91,8 +103,12 @@ def load_class_tables(data_dir: Path, early_views: int, seed: int, max_objects: 
     empty = missing_classes(tr_df, ids, tuple(taxonomy["class_names"]))
     if empty:
         log(f"no training examples (no kept generator makes them): {', '.join(empty)}")
-    train = class_data(data_dir, "train", ids, early_views, seed, max_objects, filt)
-    val = class_data(data_dir, "validation", ids, early_views, seed + 1, max_objects, filt)
-    groups = (np.tile(val_df["generator"].to_numpy().astype(str), 1 + early_views)
-              if "generator" in val_df.columns else None)
+    train = class_data(data_dir, "train", ids, early_views, seed, max_objects, filt, scenes, bogus_fraction)
+    val = class_data(data_dir, "validation", ids, early_views, seed + 1, max_objects, filt, scenes, bogus_fraction)
+    groups = None
+    if "generator" in val_df.columns:
+        per_view = val_df["generator"].to_numpy().astype(str)
+        if bogus_fraction > 0:
+            per_view = np.r_[per_view, np.full(int(round(bogus_fraction * val_df.height)), "bogus")]
+        groups = np.tile(per_view, 1 + early_views)
     return ClassTables(taxonomy, train, val, groups, gens)

@@ -99,13 +99,13 @@ def test_v1_records_still_decode_and_are_upgraded(store: SchemaStore) -> None:
     df = flatten(BatchDecoder(store).decode([old]), [old])
     assert df["anomaly_score"][0] == pytest.approx(1.5) and df["classification_state"][0] is None
     new = Enricher(BatchDecoder(store)).enrich([old]).outputs[0].value
-    assert parse_header(new) == enriched_schema_id(1101) == 3_001_101
+    assert parse_header(new) == enriched_schema_id(1101) == 4_001_101
     assert new[HEADER_SIZE : len(msg)] == msg[HEADER_SIZE:]
     _, rec2 = read_message(new, store)
     assert rec2["annotations"]["classificationState"] == "no_model" and rec2["annotations"]["brokerName"] != "old"
 
 
-@pytest.mark.parametrize("major", [1, 2])
+@pytest.mark.parametrize("major", [1, 2, 3])
 def test_an_older_reader_reads_current_records(store: SchemaStore, major: int) -> None:
     schema = store.get(1101)
     msg = encode(schema, filled_alert(schema, 4, seed=6))
@@ -116,8 +116,8 @@ def test_an_older_reader_reads_current_records(store: SchemaStore, major: int) -
     reader = fastavro.parse_schema(enriched_definition(schema.definition, major=major))
     rec = fastavro.schemaless_reader(bio, writer, reader)
     ann = rec["annotations"]  # type: ignore[index,call-overload]
-    assert ann["nDetections"] == 5 and "embedding" not in ann
-    assert ("classificationState" in ann) == (major >= 2)
+    assert ann["nDetections"] == 5 and "realBogus" not in ann and "cutoutsRead" not in ann
+    assert ("classificationState" in ann) == (major >= 2) and ("embedding" in ann) == (major >= 3)
 
 
 def test_scores_id_is_not_an_enriched_id() -> None:
@@ -126,7 +126,7 @@ def test_scores_id_is_not_an_enriched_id() -> None:
     assert SCORES_SCHEMA_ID == 2_000_001 and annotations_major(SCORES_SCHEMA_ID) is None
     assert base_schema_id(2_000_001) is None and base_schema_id(1101) is None
     assert base_schema_id(2_000_300) == 300 and base_schema_id(3_001_101) == 1101
-    assert base_schema_id(4_001_101) is None  # a major this reader does not know
+    assert base_schema_id(4_001_101) == 1101 and base_schema_id(5_001_101) is None  # 5: a major not known
 
 
 def test_real_alerts_carry_an_embedding_except_moving_objects(
