@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def _stats(d: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def test_each_bogus_kind_is_measurably_unlike_a_real_source() -> None:
-    kw = {"flux": 5000.0, "flux_err": 5.0}  # S/N 1000: the artefact's shape, not the noise
+    kw: dict[str, Any] = {"flux": 5000.0, "flux_err": 5.0}  # S/N 1000: the artefact's shape, not the noise
     real = _stats(draw(scene(50, **kw, host_flux=2e4, host_sep=0.5)).difference)
     assert np.all(real["sum_over_peak"] > 15) and np.all(real["peak_fraction"] < 0.07)
     assert np.all(real["elongation"] < 1.3) and np.all(real["ring"] > 0)
@@ -190,7 +191,8 @@ def test_simulated_alerts_draw_their_hosts(tmp_path: Path) -> None:
     rows: list[tuple[bool, float, float, float]] = []  # hosted, aperture flux, its sigma, templateFlux
     for p in (tmp_path / "a" / "alerts").iterdir():
         with open_night(p) as fh:
-            for a in fastavro.reader(fh):
+            for rec in fastavro.reader(fh):
+                a = cast(dict[str, Any], rec)
                 with fits.open(io.BytesIO(a["cutoutTemplate"])) as h:
                     assert h[0].data.shape == (IMG_SIZE, IMG_SIZE) and h["UNCERT"].data.shape == h[0].data.shape
                     rows.append((a["diaObject"]["diaObjectId"] in hosted, float(h[0].data[ap].sum()),

@@ -41,7 +41,13 @@ def _col(a: np.ndarray) -> np.ndarray:
 
 
 def gaussian_psf(x0: np.ndarray, y0: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Unit-flux Gaussian PSFs centred at ``(x0, y0)``, shape ``(m, IMG_SIZE, IMG_SIZE)``."""
+    """Unit-flux Gaussian PSFs centred at ``(x0, y0)`` (pixels) of width ``sigma`` (pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, IMG_SIZE, IMG_SIZE)`` float32.
+    """
     se = np.sqrt(np.asarray(sigma, dtype=np.float64) ** 2 + _BOX_VAR)[:, None]
     norm = (1.0 / (np.sqrt(2.0 * np.pi) * se)).astype(np.float32)
     gx = norm * np.exp(-0.5 * ((_PIX - np.asarray(x0)[:, None]) / se) ** 2).astype(np.float32)
@@ -104,6 +110,22 @@ def dipole(rng: np.random.Generator, flux: np.ndarray, x0: np.ndarray, y0: np.nd
     in a random direction, and the source ``A PSF(x)`` that science and template both hold.
     ``A`` is 2-5 times ``|flux|``: a few-percent registration error only shows on sources
     several times brighter than what the pipeline then measures.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random state (artefact geometry).
+    flux : numpy.ndarray
+        What the pipeline measured on the artefact (nJy), per alert.
+    x0, y0 : numpy.ndarray
+        Alert position (pixels).
+    sigma : numpy.ndarray
+        PSF Gaussian width (pixels).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Difference and source images, ``(m, IMG_SIZE, IMG_SIZE)``.
     """
     m = flux.size
     amp = np.abs(flux) * rng.uniform(2.0, 5.0, m)
@@ -119,6 +141,20 @@ def cosmic_ray(rng: np.random.Generator, flux: np.ndarray, x0: np.ndarray,
 
     A cosmic ray deposits charge in a few pixels without passing through the optics, so it
     is much sharper than any PSF; the track is a random walk of unit steps.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random state (artefact geometry).
+    flux : numpy.ndarray
+        What the pipeline measured on the artefact (nJy), per alert.
+    x0, y0 : numpy.ndarray
+        Alert position (pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        The hot pixels, ``(m, IMG_SIZE, IMG_SIZE)``.
     """
     m = flux.size
     k = rng.integers(1, 5, m)
@@ -145,6 +181,27 @@ def bad_subtraction(rng: np.random.Generator, flux: np.ndarray, x0: np.ndarray,
     reaches ``|flux|``, the measurement the caller gives.  Returns ``(science, template)``
     without noise; the difference is their difference.  Hosts are capped at 10 px (2 arcsec)
     half-light radius: mismatch residuals come from compact, bright cores.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random state (artefact geometry).
+    flux : numpy.ndarray
+        What the pipeline measured on the artefact (nJy), per alert.
+    x0, y0 : numpy.ndarray
+        Alert position (pixels).
+    sigma : numpy.ndarray
+        PSF Gaussian width (pixels).
+    host_flux, r_e, q, pa : numpy.ndarray
+        Host total flux (nJy, <= 0 hostless), half-light radius (pixels), axis ratio and
+        position angle (radians).
+    star_flux : numpy.ndarray
+        Point-source flux used when hostless (nJy).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Science and template images, ``(m, IMG_SIZE, IMG_SIZE)``.
     """
     m = flux.size
     ratio = rng.uniform(1.1, 1.3, m)
@@ -163,6 +220,22 @@ def streak(rng: np.random.Generator, flux: np.ndarray, x0: np.ndarray, y0: np.nd
 
     It passes within 2 px of the alert position at a random angle; its surface density is
     set so that its PSF flux at the alert position is ``|flux|``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random state (artefact geometry).
+    flux : numpy.ndarray
+        What the pipeline measured on the artefact (nJy), per alert.
+    x0, y0 : numpy.ndarray
+        Alert position (pixels).
+    sigma : numpy.ndarray
+        PSF Gaussian width (pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        The trail, ``(m, IMG_SIZE, IMG_SIZE)``.
     """
     m = flux.size
     th = rng.uniform(0.0, np.pi, m)

@@ -160,6 +160,16 @@ def host_radius_arcsec(mag: np.ndarray, redshift: np.ndarray) -> np.ndarray:
     angular-diameter distance), without its scatter, so an observed host (r-band magnitude
     best) gets the size the simulated hosts have on average.  Late types because most
     transient hosts are star-forming.  Clipped to 0.2-5 arcsec; NaN inputs give NaN.
+
+    Parameters
+    ----------
+    mag, redshift : numpy.ndarray
+        Host apparent AB magnitude (r band best) and redshift.
+
+    Returns
+    -------
+    numpy.ndarray
+        Half-light radius in arcsec, for :attr:`Scene.host_radius`.
     """
     return np.clip(half_light_arcsec(np.asarray(mag, np.float64), np.asarray(redshift, np.float64)),
                    0.2, 5.0)
@@ -188,7 +198,21 @@ def fits_bytes(img: np.ndarray, header: dict[str, Any] | None = None,
     """Serialise a 2-D image as FITS: a primary HDU, plus an ``UNCERT`` variance HDU if given.
 
     Big-endian float32 (``BITPIX=-32``), 2880-byte blocks; the extension carries Rubin's
-    ``UTYPE='VarianceUncertainty'``.  ``header`` cards go into the primary HDU.
+    ``UTYPE='VarianceUncertainty'``.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        2-D image ``(ny, nx)``.
+    header : dict, optional
+        Extra primary-header cards (str, bool, int or float values), e.g. ``MJD-OBS``, ``BUNIT``.
+    variance : numpy.ndarray, optional
+        Variance plane of the same shape, written as the ``UNCERT`` extension.
+
+    Returns
+    -------
+    bytes
+        The FITS file.
     """
     ny, nx = img.shape
     dims: list[tuple[str, Any]] = [("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", nx), ("NAXIS2", ny)]
@@ -206,6 +230,20 @@ def make_cutouts(cut: Cutouts, i: int, header: dict[str, Any] | None = None) -> 
 
     Each is the union branch 1 (bytes), ``b"\\x02" + varint(len) + fits``, of alert ``i`` of
     ``cut`` with its variance plane.
+
+    Parameters
+    ----------
+    cut : Cutouts
+        Rendered stamps of several alerts.
+    i : int
+        Which alert.
+    header : dict, optional
+        Primary-header cards of all three files.
+
+    Returns
+    -------
+    bytes
+        ``cutoutDifference``, ``cutoutScience`` and ``cutoutTemplate`` as Avro bytes.
     """
     parts = []
     for img, var in ((cut.difference, cut.var_difference), (cut.science, cut.var_science),
@@ -222,6 +260,20 @@ def alert_cutouts(ph: Any, points: np.ndarray, rng: np.random.Generator) -> Iter
     star come from ``ph.host_flux``, ``ph.star_flux`` (per point) and ``ph.host_sep``,
     ``ph.host_radius`` (per object); without them (hand-built photometry) the alert is hostless
     and the template flux is a point source.
+
+    Parameters
+    ----------
+    ph : Photometry
+        Simulated photometry (:class:`broker.sim.alerts.Photometry`).
+    points : numpy.ndarray
+        Point index of each alert, in writing order.
+    rng : numpy.random.Generator
+        Random state of the cutouts.
+
+    Yields
+    ------
+    bytes
+        The three cutout fields of each alert (:func:`make_cutouts`).
     """
     obj = np.searchsorted(ph.off, points, side="right") - 1
     hostless = np.full(points.size, np.nan)
