@@ -18,6 +18,7 @@ from broker.sim import cli_main, simulate
 from broker.sim.alerts import open_night
 from broker.sim.hosts import HOST_COLUMNS
 from broker.sim.taxonomy import HELD_OUT
+from broker.tokens import IMG_SIZE
 
 pytest.importorskip("rail")  # host galaxies ship in pz-rail-base
 
@@ -168,8 +169,9 @@ def test_cli_tar_and_cutouts(tmp_path: Path) -> None:
     fits = pytest.importorskip("astropy.io.fits")
     import io
 
-    img = fits.getdata(io.BytesIO(cut))
-    assert img.shape == (31, 31)
+    with fits.open(io.BytesIO(cut)) as hdul:
+        assert hdul[0].data.shape == (IMG_SIZE, IMG_SIZE) and hdul[0].header["BUNIT"] == "nJy"
+        assert hdul["UNCERT"].data.shape == (IMG_SIZE, IMG_SIZE)
 
 
 def test_cli_reports_missing_opsim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,8 @@ diaForcedSource (every covering visit) is encoded once, column-wise
 (:mod:`broker.sim.avro_columns`); an alert body is then a handful of byte slices:
 ``diaSourceId``, the triggering diaSource, ``prvDiaSources`` (earlier detections within
 365 days), ``prvDiaForcedSources`` (forced photometry of earlier visits within 365 days),
-the diaObject with per-band summaries as of this detection, and null or FITS cutouts.
+the diaObject with per-band summaries as of this detection, and null or FITS cutouts
+(:mod:`broker.sim.cutouts`: Rubin-like 30x30 stamps drawing the object's host).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 from broker.container_writer import ContainerWriter
 
 from .avro_columns import encode_records, varint
+from .dia_object import dia_object_columns
 
 HISTORY_DAYS = 365.0
 BAND_BYTES = np.array([b"u", b"g", b"r", b"i", b"z", b"y"])
@@ -46,6 +48,14 @@ class Photometry:
     ra: np.ndarray  # per object
     dec: np.ndarray  # per object
     extended: np.ndarray  # per object: on a galaxy
+    # for cutouts (None: hostless, the template flux a point source): per point, dust-dimmed
+    host_flux: np.ndarray | None = None  # host total flux in the point's band (nJy; 0 hostless)
+    star_flux: np.ndarray | None = None  # quiescent point-source flux (nJy)
+    host_sep: np.ndarray | None = None  # per object: offset from the host centre (arcsec; NaN)
+    host_radius: np.ndarray | None = None  # per object: host half-light semi-major axis (arcsec)
+
+
+PER_OBJECT = ("object_id", "ra", "dec", "extended", "host_sep", "host_radius")
 
 
 def record_fields(schema: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -123,95 +133,15 @@ def encode_sources(schema: dict[str, Any], ph: Photometry,
     return src.tobytes(), src_off, det, forced.tobytes(), forced_off
 
 
-class _Running:
-    """Per-object running reductions over CSR points, in flat (vectorised) form."""
-
-    def __init__(self, off: np.ndarray) -> None:
-        counts = np.diff(off)
-        self.row = np.repeat(np.arange(counts.size), counts)
-        self.first = np.repeat(off[:-1], counts)
-
-    def sum(self, x: np.ndarray) -> np.ndarray:
-        """Running sum within each object (global cumsum minus the object's start)."""
-        c = np.cumsum(x)
-        return c - (c[self.first] - x[self.first])
-
-    def extreme(self, x: np.ndarray, mask: np.ndarray, largest: bool) -> np.ndarray:
-        """Running max (or min) of ``x`` over masked points; NaN before the first one.
-
-        Exact: values are replaced by their ranks and offset per object so a single
-        ``maximum.accumulate`` never crosses an object boundary.
-        """
-        order = np.argsort(x if largest else -x, kind="stable")
-        rank = np.empty(x.size, dtype=np.int64)
-        rank[order] = np.arange(x.size)
-        m = x.size + 1
-        key = self.row * m + np.where(mask, rank + 1, 0)
-        r = np.maximum.accumulate(key) - self.row * m
-        return np.where(r > 0, x[order[np.maximum(r - 1, 0)]], np.nan)
-
-
-def dia_object_columns(ph: Photometry, at: np.ndarray) -> dict[str, Any]:
-    """diaObject field values as of points ``at`` (one alert per entry)."""
-    run = _Running(ph.off)
-    det = ph.detected
-    o = run.row[at]
-    vals: dict[str, Any] = {
-        "diaObjectId": ph.object_id[o], "validityStartMjdTai": ph.mjd[at],
-        "ra": ph.ra[o], "dec": ph.dec[o],
-    }
-    w_all = ph.flux_err**-2.0
-    for b, name in enumerate("ugrizy"):
-        dm = det & (ph.band == b)
-        fm = ph.band == b
-        n_d = run.sum(dm.astype(np.float64))[at]
-        s1 = run.sum(np.where(dm, ph.flux, 0.0))[at]
-        s2 = run.sum(np.where(dm, ph.flux**2, 0.0))[at]
-        se = run.sum(np.where(dm, ph.flux_err, 0.0))[at]
-        w = np.where(fm, w_all, 0.0)
-        sw = run.sum(w)[at]
-        swf = run.sum(w * ph.flux)[at]
-        n_f = np.round(run.sum(fm.astype(np.float64))[at])
-        ssci = run.sum(np.where(fm, ph.sci_flux, 0.0))[at]
-        ssci_e = run.sum(np.where(fm, ph.sci_err**2, 0.0))[at]
-        fmin = run.extreme(ph.flux, dm, largest=False)[at]
-        fmax = run.extreme(ph.flux, dm, largest=True)[at]
-        n_d = np.round(n_d)
-        none, nf = n_d == 0, n_f == 0
-        nd1 = np.maximum(n_d, 1)
-        mean = s1 / nd1
-        sig = np.sqrt(np.maximum(s2 / nd1 - mean**2, 0.0) * nd1 / np.maximum(n_d - 1, 1))
-        vals |= {
-            f"{name}_psfFluxMean": (mean, none), f"{name}_psfFluxMeanErr": (
-                se / nd1 / np.sqrt(nd1), none),
-            f"{name}_psfFluxSigma": (sig, n_d < 2), f"{name}_psfFluxNdata": n_d.astype(np.int64),
-            f"{name}_fpFluxMean": (swf / np.maximum(sw, 1e-300), nf),
-            f"{name}_fpFluxMeanErr": (1 / np.sqrt(np.maximum(sw, 1e-30)), nf),
-            f"{name}_scienceFluxMean": (ssci / np.maximum(n_f, 1), nf),
-            f"{name}_scienceFluxMeanErr": (np.sqrt(np.maximum(ssci_e, 0)) / np.maximum(n_f, 1),
-                                           nf),
-            f"{name}_psfFluxMin": (np.nan_to_num(fmin), none),
-            f"{name}_psfFluxMax": (np.nan_to_num(fmax), none),
-            f"{name}_psfFluxErrMean": (se / nd1, none),
-        }
-    n_all = np.round(run.sum(det.astype(np.float64))[at])
-    first_mjd = run.extreme(ph.mjd, det, largest=False)[at]
-    vals |= {"firstDiaSourceMjdTai": (np.nan_to_num(first_mjd), n_all == 0),
-             "lastDiaSourceMjdTai": (ph.mjd[at], n_all == 0),
-             "nDiaSources": n_all.astype(np.int64)}
-    return vals
-
-
 def subset(ph: Photometry, objs: np.ndarray) -> Photometry:
     """The photometry of objects ``objs`` only (same layout)."""
     counts = np.diff(ph.off)[objs]
     off = np.zeros(objs.size + 1, dtype=np.int64)
     np.cumsum(counts, out=off[1:])
     pts = np.repeat(ph.off[:-1][objs] - off[:-1], counts) + np.arange(int(off[-1]))
-    kw = {k: getattr(ph, k)[pts] for k in ("visit", "mjd", "band", "flux", "flux_err",
-                                          "sci_flux", "sci_err", "template_flux", "detected")}
-    return Photometry(off=off, object_id=ph.object_id[objs], ra=ph.ra[objs], dec=ph.dec[objs],
-                      extended=ph.extended[objs], **kw)
+    kw = {f.name: getattr(ph, f.name)[objs if f.name in PER_OBJECT else pts] for f in fields(ph)
+          if f.name != "off" and getattr(ph, f.name) is not None}
+    return Photometry(off=off, **kw)
 
 
 def write_alerts(schema: dict[str, Any], ph: Photometry, window: tuple[float, float],
@@ -221,7 +151,7 @@ def write_alerts(schema: dict[str, Any], ph: Photometry, window: tuple[float, fl
 
     Returns the written paths and, per object, the number of alerts issued.
     """
-    from .cutouts import make_cutouts
+    from .cutouts import alert_cutouts
 
     obj_full, _ = _ids(ph)
     in_w = ph.detected & (ph.mjd >= window[0]) & (ph.mjd < window[1])
@@ -253,11 +183,14 @@ def write_alerts(schema: dict[str, Any], ph: Photometry, window: tuple[float, fl
     paths: list[Path] = []
     sync = rng.bytes(16)
     no_cut = b"\x00\x00\x00"
+    crng = rng.spawn(1)[0]  # cutouts draw from a child: the rest is the same with or without them
     for night in np.unique(nights):
         path = out_dir / f"alerts_{day_obs_str(night)}.avro"
         with open(path, "wb") as fh:
             w = ContainerWriter(fh, schema, sync=sync)
-            for a in order[nights[order] == night]:
+            in_night = order[nights[order] == night]
+            cuts = alert_cutouts(ph, at[in_night], crng) if cutouts else None
+            for a in in_night:
                 j, p = alert_j[a], at[a]
                 nprv, nfs = j - lo_det[a], p - lo_pt[a]
                 parts: list[bytes | memoryview] = [varint(int(src_id[p])) + b"\x00\x00",
@@ -272,7 +205,7 @@ def write_alerts(schema: dict[str, Any], ph: Photometry, window: tuple[float, fl
                               forced_mv[forced_off[lo_pt[a]]:forced_off[p]], b"\x00"]
                 else:
                     parts.append(b"\x02\x00")
-                cut = make_cutouts(ph, p, rng) if cutouts else no_cut
+                cut = next(cuts) if cuts is not None else no_cut
                 parts += [b"\x02", dobj_b[dobj_off[a]:dobj_off[a + 1]], b"\x00\x00" + cut]
                 w.write(parts)
             w.flush()

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cadence", choices=("auto", "opsim", "synthetic"), default="auto",
                    help="visit table: the OpSim baseline from redback, or a synthetic one")
     p.add_argument("--tar", action="store_true", help="bundle each night as .tar.gz")
-    p.add_argument("--cutouts", action="store_true", help="attach 31x31 FITS cutouts")
+    p.add_argument("--cutouts", action="store_true", help="attach Rubin-like 30x30 FITS cutouts (with the host)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     g = p.add_argument_group("training-data diversity (docs/simulation.md, 'Generators')")
     g.add_argument("--generators", default="templates",

@@ -201,6 +201,8 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     ph, params = photometry(rng, cad, codes, gen_of, gens, off, vis, z, host_row, xgal, pool, a,
                             (w_lo, w_hi), obj_cond, log)
     ph.object_id, ph.ra, ph.dec = obj_id, ra, dec
+    ph.host_sep, ph.host_radius = sep, np.full(n_objects, np.nan)
+    ph.host_radius[ix] = a  # the cutouts draw the host the catalog describes
     log(f"photometry: {ph.detected.sum()} detections")
 
     schema = _schema()

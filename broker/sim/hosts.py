@@ -72,13 +72,22 @@ def draw_hosts(rng: np.random.Generator, z_target: np.ndarray) -> np.ndarray:
     return np.clip(pos, 0, zs.size - 1)
 
 
+def half_light_arcsec(mag_r: np.ndarray, z: np.ndarray, scatter_dex: np.ndarray | float = 0.0) -> np.ndarray:
+    """Half-light radius (arcsec) of a late-type galaxy of r magnitude ``mag_r`` at ``z``.
+
+    Shen et al. (2003): ``log10 r_e[kpc] = 0.6 - 0.104 (M_r + 21)`` (plus ``scatter_dex``),
+    turned into arcsec with the angular-diameter distance (z floored at 1e-3).
+    """
+    abs_r = mag_r - distance_modulus(np.maximum(z, 1e-3))
+    r_kpc = 10 ** (0.6 - 0.104 * (abs_r + 21.0) + scatter_dex)
+    d_a = comoving_distance(np.maximum(z, 1e-3)) / (1 + z) * 1e3  # kpc
+    return r_kpc / d_a * 206264.8
+
+
 def galaxy_shapes(rng: np.random.Generator, mag_r: np.ndarray,
                   z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Half-light semi-major axis, semi-minor axis (arcsec) and position angle (deg)."""
-    abs_r = mag_r - distance_modulus(np.maximum(z, 1e-3))
-    r_kpc = 10 ** (0.6 - 0.104 * (abs_r + 21.0) + rng.normal(0, 0.15, z.size))
-    d_a = comoving_distance(np.maximum(z, 1e-3)) / (1 + z) * 1e3  # kpc
-    a = np.clip(r_kpc / d_a * 206264.8, 0.1, 60.0)
+    a = np.clip(half_light_arcsec(mag_r, z, rng.normal(0, 0.15, z.size)), 0.1, 60.0)
     q = rng.uniform(0.2, 1.0, z.size)
     return a, a * q, rng.uniform(0.0, 180.0, z.size)
 

@@ -91,9 +91,11 @@ def photometry(rng: np.random.Generator, cad: Cadence, codes: np.ndarray, gen_of
     hm = np.stack([pool[f"mag_{b}"].to_numpy() for b in "ugrizy"], axis=1)
     host_mag = np.where(hr >= 0, hm[np.maximum(hr, 0), band], 99.0)
     psf_frac = np.minimum(1.0, (0.35 / a_full[obj_all]) ** 2)
-    template = static + np.where(host_mag < 40, mag_to_njy(host_mag) * psf_frac, 0.0)
+    host_flux = np.where(host_mag < 40, mag_to_njy(host_mag), 0.0)
+    template = static + host_flux * psf_frac
     ext = transmission(oc, obj_all, band)  # exactly 1 without randomised conditions
     diff, template = diff * ext, template * ext
+    host_flux, static = host_flux * ext, static * ext  # what the cutouts draw (whole host)
     science = template + diff
     scale = oc.noise_scale[obj_all]
     err = flux_error(science, m5) * scale
@@ -104,7 +106,8 @@ def photometry(rng: np.random.Generator, cad: Cadence, codes: np.ndarray, gen_of
     ph = Photometry(off=off, visit=cad.visit[vis], mjd=mjd, band=band.astype(np.int8),
                     flux=flux, flux_err=err, sci_flux=sci, sci_err=sci_err,
                     template_flux=template, detected=detected, object_id=np.zeros(0, np.int64),
-                    ra=np.zeros(0), dec=np.zeros(0), extended=xgal)
+                    ra=np.zeros(0), dec=np.zeros(0), extended=xgal, host_flux=host_flux,
+                    star_flux=static)
     keep = keep_points(oc, off, mjd, band, detected, w_lo)
     if not keep.all():
         counts = np.bincount(obj_all[keep], minlength=codes.size)
@@ -113,5 +116,5 @@ def photometry(rng: np.random.Generator, cad: Cadence, codes: np.ndarray, gen_of
                         flux=flux[keep], flux_err=err[keep], sci_flux=sci[keep],
                         sci_err=sci_err[keep], template_flux=template[keep],
                         detected=detected[keep], object_id=ph.object_id, ra=ph.ra, dec=ph.dec,
-                        extended=xgal)
+                        extended=xgal, host_flux=host_flux[keep], star_flux=static[keep])
     return ph, params_json
