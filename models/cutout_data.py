@@ -118,9 +118,9 @@ def bogus_table(df: pl.DataFrame, n: int, rng: np.random.Generator) -> pl.DataFr
     pick = rng.integers(0, df.height, n)
     src = df[pick]
     fluxes, dets = [], []
-    for mjd, err in zip(src["mjd"].to_list(), src["flux_err"].to_list(), strict=True):
-        m = len(mjd)
-        e = np.asarray(err, np.float64)
+    for err in src["flux_err"].to_list():
+        e = np.asarray(err or [], np.float64)  # an object with no visits has a null list
+        m = len(e)
         f = e * rng.standard_normal(m)
         det = np.zeros(m, bool)
         if m:
