@@ -14,7 +14,12 @@ run`` path (:mod:`models.served`), reads the scores back from the enriched recor
   on the alerts whose matched host is the true host, and per true class with AGN against the rest
   (:mod:`models.served_photoz`);
 * anomaly AUROC of each held-out class (classes in the truth but not in the model's taxonomy)
-  against the in-taxonomy alerts, on every scored alert and on the latest alert per object.
+  against the in-taxonomy alerts, on every scored alert and on the latest alert per object;
+* real/bogus (:mod:`models.served_realbogus`): AUROC of the served ``realBogus`` and of Rubin's
+  ``reliability``, shares of bogus alerts rejected and real ones kept.
+
+Alerts of artefact objects (``simulate --bogus-fraction``) count only in the state table and the
+real/bogus section: they have no class, redshift or anomaly truth (not a held-out class either).
 
 It ends with one ``key=value`` line (``nan`` where a figure is undefined, e.g. no model).
 """
@@ -31,9 +36,11 @@ import polars as pl
 from broker.annotations import CLASSIFICATION_STATES, STATE_CLASSIFIED
 from broker.predict import Predictor
 from broker.settings import Settings
+from broker.sim.taxonomy import BOGUS_CODE
 from models.metrics import ece, print_table, recall_at
 from models.served import ServedAlerts, enrich_archive, join_truth
 from models.served_photoz import photoz_by_class, photoz_report
+from models.served_realbogus import real_alerts, realbogus_report
 
 #: Detection-count views: name -> (low, high) inclusive bounds on ``n_det``.
 VIEWS: dict[str, tuple[int, int]] = {"all": (0, 1 << 30), "<=3": (0, 3), "<=5": (0, 5), "<=10": (0, 10),
@@ -156,34 +163,40 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator
     counts = dict(df["classification_state"].fill_null("none").value_counts().iter_rows())
     no_truth = int(df["class_code"].is_null().sum())
     cc = pl.col("class_code")
-    group = (pl.when(cc.is_null()).then(pl.lit("no truth")).when(cc.is_in(list(ids)))
+    group = (pl.when(cc.is_null()).then(pl.lit("no truth")).when(cc == BOGUS_CODE).then(pl.lit("bogus"))
+             .when(cc.is_in(list(ids)))
              .then(pl.lit("in taxonomy")).otherwise(pl.lit("outside taxonomy")))
     tab = df.with_columns(group.alias("truth")).pivot("classification_state", index="truth", values="diaSourceId",
                                                       aggregate_function="len").fill_null(0)  # fmt: skip
     print(f"\nalerts by classification_state (split: {split}; generator: {generator or 'all'}; "
           f"{no_truth} without a truth row):")
     print_table([tuple(r) for r in tab.iter_rows()], tuple(tab.columns))
-    cls = classification_report(df, ids)
+    real = real_alerts(df)  # artefacts: only the state table above and the real/bogus section
+    cls = classification_report(real, ids)
     print("\nclassification per alert (true class in the taxonomy; metrics on the gate's 'classified')")
     print_table([(v, int(m["n"]), int(m["classified"]), m["f1"], m["acc"], m["ece"], m["p90_share"], m["p90_right"])
                  for v, m in cls.items()],
                 ("view", "alerts", "classified", "macro-F1", "accuracy", "ECE", "p>=0.9 share", "right if p>=0.9"))
     if ids and cls["all"]["classified"]:
         print("\nper class (view 'all'; macro-F1 averages the classes present among true and predicted labels)")
-        print_table(per_class(df, ids, run.class_names), ("class", "alerts", "classified", "precision", "recall", "F1"))
-    pz = photoz_report(df)
+        print_table(per_class(real, ids, run.class_names),
+                    ("class", "alerts", "classified", "precision", "recall", "F1"))
+    pz = photoz_report(real)
     print("\nphoto-z per alert (hosted objects; served PDF median q50, mean for comparison)")
     print_table([(k, int(m["hosted"]), int(m["n"]), m["sigma_nmad"], m["outliers"], m["bias"]) for k, m in pz.items()],
                 ("estimate", "hosted alerts", "with photo-z", "sigma_NMAD", "outliers", "bias"))
-    pz_rows, pz_class = photoz_by_class(df)
+    pz_rows, pz_class = photoz_by_class(real)
     print("\nphoto-z per true class (q50; 'obj': latest alert per object; 'val': alerts with hosts from the DC2 "
           "validation file; PICZL on real AGN: 0.045 / 5.6 %)")
     print_table(pz_rows, ("class", "alerts", "objects", "sigma_NMAD", "outliers", "bias", "obj sigma", "obj outl.",
                           "obj bias", "val alerts", "val sigma", "val outl.", "val bias"))  # fmt: skip
-    an = anomaly_report(df, ids)
+    an = anomaly_report(real, ids)
     print("\nanomaly per alert (held-out class vs in-taxonomy alerts)")
     print_table([(k, int(m["positives"]), int(m["n"]), m["auroc"], m["recall1"], m["recall5"]) for k, m in an.items()],
                 ("view/held out", "positives", "n", "AUROC", "recall@1%", "recall@5%"))
+    rb_rows, rb = realbogus_report(df)
+    print("\nreal/bogus per alert (truth: artefact objects are bogus; P(real) >= 0.5 kept)")
+    print_table(rb_rows, ("score", "view", "real", "bogus", "AUROC", "bogus rejected", "real kept"))
     res: dict[str, float] = {"served_alerts": df.height, "served_dead": n_dead, "served_no_truth": no_truth,
                              **{f"served_{s}": int(counts.get(s, 0)) for s in CLASSIFICATION_STATES}}  # fmt: skip
     for view, key in (("all", ""), ("<=3", "_le3"), ("<=5", "_le5"), ("<=10", "_le10"), (">=5", "_ge5"),
@@ -203,7 +216,7 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator
         view, code = k.split("/")
         if code != "held-out" and view == "all":
             res[f"served_{SHORT.get(int(code), code)}_auroc"] = m["auroc"]
-    return res
+    return res | rb
 
 
 def cli_main(argv: list[str] | None = None, predictor: Predictor | None = None) -> int:

@@ -53,9 +53,10 @@ class Photometry:
     star_flux: np.ndarray | None = None  # quiescent point-source flux (nJy)
     host_sep: np.ndarray | None = None  # per object: offset from the host centre (arcsec; NaN)
     host_radius: np.ndarray | None = None  # per object: host half-light semi-major axis (arcsec)
+    bogus: np.ndarray | None = None  # per object: artefact kind, index into BOGUS_KINDS (None: real)
 
 
-PER_OBJECT = ("object_id", "ra", "dec", "extended", "host_sep", "host_radius")
+PER_OBJECT = ("object_id", "ra", "dec", "extended", "host_sep", "host_radius", "bogus")
 
 
 def record_fields(schema: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -142,6 +143,18 @@ def subset(ph: Photometry, objs: np.ndarray) -> Photometry:
     kw = {f.name: getattr(ph, f.name)[objs if f.name in PER_OBJECT else pts] for f in fields(ph)
           if f.name != "off" and getattr(ph, f.name) is not None}
     return Photometry(off=off, **kw)
+
+
+def concat(a: Photometry, b: Photometry) -> Photometry:
+    """The objects of ``a`` followed by those of ``b`` (both with the same optional fields)."""
+    kw = {}
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if (x is None) != (y is None):
+            raise ValueError(f"Photometry.{f.name} is set in one part only")
+        if f.name != "off" and x is not None:
+            kw[f.name] = np.concatenate([x, y])
+    return Photometry(off=np.concatenate([a.off, a.off[-1] + b.off[1:]]), **kw)
 
 
 def write_alerts(schema: dict[str, Any], ph: Photometry, window: tuple[float, float],

@@ -221,6 +221,24 @@ def visits_covering(cad: Cadence, idx: np.ndarray, ra: np.ndarray, dec: np.ndarr
     return offsets, visits
 
 
+def scatter_in_fov(rng: np.random.Generator, cad: Cadence,
+                   v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions uniform over the field of view of visits ``v`` (one per visit index).
+
+    A flat-sky offset of up to :data:`FOV_RADIUS_DEG` from each pointing (draws: radius, then
+    angle), so a position can fall just outside the field near its edge.
+
+    Returns
+    -------
+    ra, dec : numpy.ndarray
+        Degrees.
+    """
+    r = FOV_RADIUS_DEG * np.sqrt(rng.uniform(0, 1, v.size))
+    phi = rng.uniform(0, 2 * np.pi, v.size)
+    dec = np.clip(cad.dec[v] + r * np.sin(phi), -89.9, 89.9)
+    return (cad.ra[v] + r * np.cos(phi) / np.cos(np.radians(dec))) % 360.0, dec
+
+
 def in_ddf(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """Whether each position lies within ``DDF_RADIUS_DEG`` of a deep-drilling field centre."""
     x, y, zc = _unit(np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64))

@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="visit table: the OpSim baseline from redback, or a synthetic one")
     p.add_argument("--tar", action="store_true", help="bundle each night as .tar.gz")
     p.add_argument("--cutouts", action="store_true", help="attach Rubin-like 30x30 FITS cutouts (with the host)")
+    p.add_argument("--bogus-fraction", type=float, default=0.0, metavar="F",
+                   help="add round(F * objects) artefact objects (spurious detections, artefact "
+                        "cutouts with --cutouts) to the alerts and truth, not the training tables")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     g = p.add_argument_group("training-data diversity (docs/simulation.md, 'Generators')")
     g.add_argument("--generators", default="templates",
@@ -76,7 +79,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                             missing_band_prob=args.missing_band_prob,
                             ddf_fraction=args.ddf_fraction if args.ddf_fraction is not None
                             else 0.05 * args.randomise_conditions),
-                        class_fractions=fractions)
+                        class_fractions=fractions, bogus_fraction=args.bogus_fraction)
     except (FileNotFoundError, ValueError) as exc:
         print(f"alertbroker simulate: {exc}", file=sys.stderr)
         return 2

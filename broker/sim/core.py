@@ -6,6 +6,7 @@ Output directory layout::
       alerts/alerts_YYYYMMDD.avro   one Avro container per night (dayObs), schema 11.1
                                     in the header; .tar.gz instead with ``tar=True``
       truth.parquet                 one row per object: ids, class, redshift, host, params
+                                    (and artefact objects, with ``bogus_fraction``)
       training/{train,validation,test}.parquet   light curves + labels (training.py)
       hosts/                        HATS catalog of hosts and decoy galaxies
       summary.json
@@ -23,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from . import bogus as bg
 from . import conditions as oc_mod
 from . import generators as gz
 from . import models_rotator as rot
 from . import models_transient as mt
 from . import taxonomy as tx
 from .alerts import day_obs, write_alerts
-from .cadence import FOV_RADIUS_DEG, Cadence, in_ddf, load_opsim, synthetic_cadence, visits_covering
+from .cadence import Cadence, in_ddf, load_opsim, scatter_in_fov, synthetic_cadence, visits_covering
 from .hosts import build_catalog, draw_hosts, galaxy_pool, galaxy_shapes, offset_positions, write_hats
 from .photometry import comoving_volume_pdf
 from .render import photometry
@@ -52,6 +54,7 @@ class SimulationSummary:
     n_points: int
     n_detections: int
     n_alerts: int
+    n_bogus: int = 0  # artefact objects, on top of n_objects
     alert_files: list[str] = field(default_factory=list)
     class_counts: dict[str, int] = field(default_factory=dict)
     generator_counts: dict[str, int] = field(default_factory=dict)
@@ -87,7 +90,8 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
              progress: bool = True, log: Callable[[str], None] | None = None,
              generators: str | Sequence[str] | None = None,
              conditions: oc_mod.Conditions | None = None,
-             class_fractions: Mapping[str, float] | None = None) -> SimulationSummary:
+             class_fractions: Mapping[str, float] | None = None,
+             bogus_fraction: float = 0.0) -> SimulationSummary:
     """Simulate ``n_objects`` objects and write alerts, truth, training tables and hosts.
 
     Parameters
@@ -119,9 +123,14 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     class_fractions : mapping of str to float, optional
         Object fraction of some classes by name (e.g. ``{"Rotator": 0.5}``); the other
         classes share the rest in their usual proportions.
+    bogus_fraction : float
+        Adds ``round(bogus_fraction * n_objects)`` artefact objects (:mod:`broker.sim.bogus`) to
+        the alerts and the truth, not to the training tables; 0 leaves the output unchanged.
     """
     if n_objects < 1:
         raise ValueError("n_objects must be at least 1")
+    if bogus_fraction < 0:
+        raise ValueError(f"bogus_fraction must be >= 0, got {bogus_fraction}")
     t_start = time.perf_counter()
     if log is None:
         def log(msg: str) -> None:
@@ -168,10 +177,7 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     xgal = np.array([tx.BY_CODE[c].extragalactic for c in codes])
     v = np.where(xgal, rng.choice(fields, n_objects, p=w_gal / w_gal.sum()),
                  rng.choice(fields, n_objects, p=w_star / w_star.sum()))
-    r = FOV_RADIUS_DEG * np.sqrt(rng.uniform(0, 1, n_objects))
-    phi = rng.uniform(0, 2 * np.pi, n_objects)
-    dec = np.clip(cad.dec[v] + r * np.sin(phi), -89.9, 89.9)
-    ra = (cad.ra[v] + r * np.cos(phi) / np.cos(np.radians(dec))) % 360.0
+    ra, dec = scatter_in_fov(rng, cad, v)
     hist = cad.window(w_lo - HISTORY_DAYS, w_hi)
     oc_mod.place_in_ddf(rng, cond.ddf_fraction, cad, (win, hist), ra, dec)  # no draw at 0
     obj_id = (np.int64(seed % 100000) * 10**9 + np.arange(1, n_objects + 1)).astype(np.int64)
@@ -204,10 +210,15 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     ph.host_sep, ph.host_radius = sep, np.full(n_objects, np.nan)
     ph.host_radius[ix] = a  # the cutouts draw the host the catalog describes
     log(f"photometry: {ph.detected.sum()} detections")
+    n_bogus, ph_all = round(bogus_fraction * n_objects), ph
+    if n_bogus:  # after the real objects' draws, so those are what a run without them draws
+        art = bg.artefacts(rng, cad, fields, hist, (w_lo, w_hi), n_bogus, int(obj_id[-1]) + 1)
+        ph_all = bg.with_artefacts(ph, art)
+        log(f"{n_bogus} artefact objects: {art.ph.detected.sum()} detections")
 
-    schema = _schema()
-    paths, n_alerts = write_alerts(schema, ph, (w_lo, w_hi), out / "alerts", rng, tar=tar,
+    paths, n_alerts = write_alerts(_schema(), ph_all, (w_lo, w_hi), out / "alerts", rng, tar=tar,
                                    cutouts=cutouts, log=log)
+    n_alerts, n_alerts_bogus = n_alerts[:n_objects], n_alerts[n_objects:]
     t_alerts = time.perf_counter()
 
     cat = build_catalog(rng, host_row[ix], host_ra, host_dec, (a, b, pa), ra, dec)
@@ -231,7 +242,7 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
             hostmag[pre + bnd] = arr
     meta = meta.with_columns(pl.DataFrame(hostmag).with_columns(pl.all().fill_nan(None)))
     meta = meta.with_columns(pl.Series("n_alerts", n_alerts.astype(np.int32)))
-    pl.concat([meta.select("diaObjectId", "class_code", "class_name", "split", "redshift",
+    truth = pl.concat([meta.select("diaObjectId", "class_code", "class_name", "split", "redshift",
                            "host_galaxy_id", "ra", "dec", "n_alerts"),
                pl.DataFrame({"n_detections": np.bincount(
                    np.repeat(np.arange(n_objects), np.diff(ph.off)), weights=ph.detected,
@@ -240,8 +251,10 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
                    "noise_scale": obj_cond.noise_scale,
                    "precovery_days": obj_cond.precovery_days,
                    "missing_bands": obj_cond.missing_bands(), "ddf": in_ddf(ra, dec),
-                   **rot.truth_columns(codes, params)})],
-              how="horizontal").write_parquet(out / "truth.parquet")
+                   **rot.truth_columns(codes, params)})], how="horizontal")
+    if n_bogus:
+        truth = bg.truth_with_artefacts(truth, art, n_alerts_bogus)
+    truth.write_parquet(out / "truth.parquet")
     curves = light_curve_frame(ph.off, ph.mjd, ph.band, ph.flux, ph.flux_err, ph.detected)
     split_counts = write_training(out / "training", meta, curves)
     log("wrote truth, training tables and HATS hosts")
@@ -249,12 +262,15 @@ def simulate(n_objects: int, seed: int, out_dir: str | Path, start_mjd: float | 
     elapsed = time.perf_counter() - t_start
     summ = SimulationSummary(
         out_dir=str(out), seed=seed, cadence=cad.source, start_mjd=w_lo, nights=nights,
-        n_objects=n_objects, n_points=int(ph.off[-1]), n_detections=int(ph.detected.sum()),
-        n_alerts=int(n_alerts.sum()), alert_files=[p.name for p in paths],
-        class_counts={tx.name_of(int(c)): int((codes == c).sum()) for c in np.unique(codes)},
+        n_objects=n_objects, n_points=int(ph_all.off[-1]),
+        n_detections=int(ph_all.detected.sum()), n_bogus=n_bogus,
+        n_alerts=int(n_alerts.sum() + n_alerts_bogus.sum()), alert_files=[p.name for p in paths],
+        class_counts={tx.name_of(int(c)): int((codes == c).sum()) for c in np.unique(codes)}
+        | ({tx.BOGUS_NAME: n_bogus} if n_bogus else {}),
         generator_counts={g: int((gen_of == g).sum()) for g in gens},
         split_counts=split_counts, elapsed_s=round(elapsed, 3),
-        alerts_per_s=round(float(n_alerts.sum()) / max(t_alerts - t_start, 1e-9), 1))
+        alerts_per_s=round(float(n_alerts.sum() + n_alerts_bogus.sum())
+                           / max(t_alerts - t_start, 1e-9), 1))
     (out / "summary.json").write_text(json.dumps(asdict(summ), indent=2))
     log(f"done: {summ.n_alerts} alerts in {elapsed:.1f}s")
     return summ

@@ -256,10 +256,10 @@ def make_cutouts(cut: Cutouts, i: int, header: dict[str, Any] | None = None) -> 
 def alert_cutouts(ph: Any, points: np.ndarray, rng: np.random.Generator) -> Iterator[bytes]:
     """Cutout field bytes for the alerts at photometry points ``points`` of ``ph``, in order.
 
-    Renders :data:`RENDER_CHUNK` alerts at a time.  All are real (``bogus = 0``).  Host and
-    star come from ``ph.host_flux``, ``ph.star_flux`` (per point) and ``ph.host_sep``,
-    ``ph.host_radius`` (per object); without them (hand-built photometry) the alert is hostless
-    and the template flux is a point source.
+    Renders :data:`RENDER_CHUNK` alerts at a time.  Host and star come from ``ph.host_flux``,
+    ``ph.star_flux`` (per point) and ``ph.host_sep``, ``ph.host_radius`` (per object); without
+    them (hand-built photometry) the alert is hostless and the template flux is a point source.
+    Objects of ``ph.bogus`` kind > 0 are drawn as that artefact (None: all real).
 
     Parameters
     ----------
@@ -285,7 +285,7 @@ def alert_cutouts(ph: Any, points: np.ndarray, rng: np.random.Generator) -> Iter
                       host_sep=ph.host_sep[o] if has_host else hostless[:p.size],
                       host_radius=ph.host_radius[o] if has_host else hostless[:p.size],
                       star_flux=ph.star_flux[p] if has_host else ph.template_flux[p],
-                      bogus=np.zeros(p.size, np.int64))
+                      bogus=np.zeros(p.size, np.int64) if ph.bogus is None else ph.bogus[o])
         cut = render(scene, rng)
         for j, pj in enumerate(p):
             yield make_cutouts(cut, j, {"MJD-OBS": float(ph.mjd[pj]), "BUNIT": "nJy"})

@@ -78,6 +78,12 @@ CLASSES: tuple[SimClass, ...] = (
     SimClass(ROTATOR_CODE, "Rotator", 2320, 0.08, False, generator="rotators", trainable=True),
 )
 
+#: Artefact ("bogus") objects of ``simulate(bogus_fraction=...)`` (:mod:`broker.sim.bogus`): a code
+#: outside ELAsTiCC's and outside :data:`CLASSES` (never drawn, never in training tables or
+#: ``HELD_OUT``), only in ``truth.parquet``.
+BOGUS_CODE = 9900
+BOGUS_NAME = "bogus"
+
 BY_CODE: dict[int, SimClass] = {c.code: c for c in CLASSES}
 GENERATOR_ONLY: dict[int, str] = {c.code: c.generator for c in CLASSES if c.generator}
 # kilonova, PISN, and every generator-only class that is not trainable
