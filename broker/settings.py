@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     attribution: bool = Field(
         default=False, description="publish annotations.attribution (modality attribution, docs/attribution.md); "
                                    "off by default: it adds ~20 % to enrich() on CPU")  # fmt: skip
+    cutouts: bool = Field(
+        default=True, description="let a model that reads cutouts (train --images) read the alerts' stamps; false "
+                                  "serves it as if every alert came without them (docs/cutouts.md: a model trained "
+                                  "on simulated stamps does not transfer to Rubin's)")  # fmt: skip
     log_level: str = "INFO"
     log_format: str = Field(default="text", description="'text' or 'json' (one object per line)")
 

@@ -111,8 +111,8 @@ def make_enricher(settings: Settings, predictor: Predictor | None = None, scores
     ``predictor`` replaces the model named by ``settings.model``; ``scores`` defaults to ``settings.scores``.
     """
     predictor = predictor or make_predictor(settings)
-    decoder = BatchDecoder(make_store(settings), max_history_rows=settings.max_history_rows,
-                           cutouts=bool(getattr(predictor, "reads_images", False)))  # only image models pay
+    reads = settings.cutouts and bool(getattr(predictor, "reads_images", False))  # only image models pay
+    decoder = BatchDecoder(make_store(settings), max_history_rows=settings.max_history_rows, cutouts=reads)
     return Enricher(decoder, predictor, featurizer=make_featurizer(settings, predictor),
                     broker_name=settings.broker_name, broker_version=__version__,
                     scores=settings.scores if scores is None else scores,

@@ -12,7 +12,8 @@ at the first 1, 3, 5 and 10 detections and on the full light curve:
 * photo-z on DC2 validation galaxies: the served host-magnitude path, and for an image model the
   same galaxies seen with their template stamp (sigma_NMAD, outliers, bias of the PDF mode);
 * cost: model microseconds per alert (batch 500, one thread) with the stamps and, with
-  ``--archive`` (simulated alerts written with ``--cutouts``), the decoder's cost of reading them.
+  ``--archive`` (simulated alerts written with ``--cutouts``), the decoder's cost of reading them
+  and ``enrich()``'s cost per alert with each checkpoint, built as ``alertbroker run`` builds it.
 
 Every image model sees the same rendered stamps (fixed seed). The run ends with one ``key=value``
 line, ``<label>_<figure>``.
@@ -101,19 +102,44 @@ def _cost(model: MultimodalModel, td: TokenData, reps: int = 3) -> float:
     return float(best / len(idx) * 1e6)
 
 
-def decode_cost(archive: Path, max_alerts: int = 2000) -> tuple[float, float, float]:
-    """Decoder microseconds per alert without and with the stamps, and the share of alerts with stamps."""
+def archive_messages(archive: Path, max_alerts: int = 2000) -> list[bytes | None]:
+    """The first ``max_alerts`` readable messages of an archive."""
     from broker.decode import BatchDecoder
     from broker.schemas import SchemaStore
     from consumers.archive import iter_archive
 
-    store = SchemaStore()
     msgs: list[bytes | None] = []
-    for m in iter_archive(archive, BatchDecoder(store)):
+    for m in iter_archive(archive, BatchDecoder(SchemaStore())):
         if m.error is None:
             msgs.append(m.value)
         if len(msgs) >= max_alerts:
             break
+    return msgs
+
+
+def enrich_cost(msgs: list[bytes | None], checkpoint: str, threads: int, batch: int = 500) -> float:
+    """``enrich()`` microseconds per alert with ``checkpoint`` as ``alertbroker run`` builds it
+    (stamps read only for an image model; no host catalog), best of two passes after a warm-up."""
+    from broker.settings import Settings
+    from consumers.app import make_enricher
+
+    enr = make_enricher(Settings.load(model=checkpoint, torch_threads=threads), scores=False)
+    enr.enrich(msgs[:batch])
+    best = np.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for s in range(0, len(msgs), batch):
+            enr.enrich(msgs[s : s + batch])
+        best = min(best, time.perf_counter() - t0)
+    return float(best / max(len(msgs), 1) * 1e6)
+
+
+def decode_cost(msgs: list[bytes | None]) -> tuple[float, float, float]:
+    """Decoder microseconds per alert without and with the stamps, and the share of alerts with stamps."""
+    from broker.decode import BatchDecoder
+    from broker.schemas import SchemaStore
+
+    store = SchemaStore()
     times = []
     frac = 0.0
     for cut in (False, True):
@@ -171,9 +197,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     print_table(rows, ("checkpoint", "view", "n", "macro-F1", "accuracy", "RB AUROC", "bogus rejected", "real kept"))
     print_table(zrows, ("checkpoint", "photo-z inputs", "n", "sigma_NMAD", "outliers", "bias"))
     if a.archive:
-        plain, with_stamps, frac = decode_cost(Path(a.archive))
+        msgs = archive_messages(Path(a.archive))
+        plain, with_stamps, frac = decode_cost(msgs)
         res.update(decode_us_per_alert=plain, decode_with_stamps_us_per_alert=with_stamps, stamps_read=frac)
         print(f"decode: {plain:.0f} us/alert, with stamps {with_stamps:.0f} us/alert ({frac:.0%} of alerts had stamps)")
+        for label, path in cks.items():
+            res[f"{label}_enrich_us_per_alert"] = enrich_cost(msgs, path, a.threads)
+            print(f"{label}: enrich() {res[f'{label}_enrich_us_per_alert']:.0f} us/alert on {len(msgs)} archive alerts")
     for label in cks:
         print(f"{label}: model {res[f'{label}_model_us_per_alert']:.0f} us/alert (batch 500, {a.threads} thread)")
     print(" ".join(f"{k}={v:.4f}" for k, v in res.items()))

@@ -145,12 +145,32 @@ def test_training_with_stamps_learns_real_from_bogus_and_eval_compares(survey: P
     assert ck["metrics"]["val_real_bogus_auroc"] > 0.8
     assert torch.load(plain, weights_only=True)["config"]["encoder"]["images"] is False
     capsys.readouterr()
+    real = Path(__file__).parent / "data" / "real_alerts" / "or4_v7_1.avro"
     assert eval_main(["--data", str(survey), "--checkpoint", f"img={img}", "--checkpoint", f"plain={plain}",
-                      "--bogus-fraction", "0.5"]) == 0
+                      "--bogus-fraction", "0.5", "--archive", str(real)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     figures = dict(kv.split("=") for kv in last.split())
     for label in ("img", "plain"):
         for view in ("k1", "k3", "full"):
             assert 0.0 <= float(figures[f"{label}_{view}_rb_auroc"]) <= 1.0
-        assert float(figures[f"{label}_model_us_per_alert"]) > 0
+        assert float(figures[f"{label}_model_us_per_alert"]) > 0 and float(figures[f"{label}_enrich_us_per_alert"]) > 0
+    assert float(figures["stamps_read"]) == 1.0  # every real OR4 alert's three stamps read
     assert "img_photoz_host_template_sigma_nmad" in figures and "plain_photoz_host_template_sigma_nmad" not in figures
+
+
+@pytest.mark.parametrize("read", [True, False])
+def test_the_cutouts_setting_decides_whether_an_image_model_reads_stamps(tmp_path: Path, read: bool) -> None:
+    from broker.settings import Settings
+    from consumers.app import make_enricher
+
+    path = save_checkpoint(tmp_path / "img.pt", _tiny(True, True), TAX, {}, "x", {})
+    enr = make_enricher(Settings.load(model=str(path), cutouts=read), scores=False)
+    assert enr.decoder.cutouts is read
+    msgs = [p.read_bytes() for p in sorted(REAL.glob("*.bin"))][:6]
+    res = enr.enrich(msgs)
+    assert not res.dead
+    vals = [o.value for o in res.outputs]
+    from broker.flatten import flatten
+
+    df = flatten(BatchDecoder(enr.decoder.store).decode(vals), vals)
+    assert df["cutouts_read"].to_list() == [read] * len(msgs)
