@@ -4,8 +4,9 @@
 byte-swaps the big-endian float image and its ``UNCERT`` variance plane and writes the noise-unit
 tokens straight into the batch array. Anything unusual (integer data, BSCALE/BZERO, gzip, a
 malformed header) is left to the plain reader (:func:`broker.cutouts.read_cutout`), which names
-the failure. Measured on the 75 real Rubin alerts of tests/data/real_alerts: ~0.2 ms per alert for
-three stamps, against ~0.6 ms for the plain reader and ~3 ms for astropy.
+the failure. Measured on the 75 real Rubin alerts of tests/data/real_alerts (three stamps each, to
+tokens): 171 us per alert, against 652 us for the plain reader and 4.9 ms for astropy's
+``fits.open`` and data access alone.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from broker.annotations import ATTRIBUTION_TARGETS, STATE_CLASSIFIED, base_schem
 from broker.annotations_codec import AnnotationEncoder, HostAnnotation, ScoresEncoder
 from broker.batch import AlertBatch
 from broker.decode import BatchDecoder
-from broker.errors import EnrichmentFailed
+from broker.errors import CutoutUnreadable, EnrichmentFailed
 from broker.gates import ClassificationGate, is_solar_system
 from broker.predict import ARRAY_FIELDS, ROTATOR_CODE, NullPredictor, Predictions, Predictor
 from broker.records import DeadLetter, EnrichResult, Output
@@ -86,6 +86,8 @@ class Enricher:
         res.stage_seconds["decode"] = t1 - t0
         res.dead.extend(DeadLetter(i, e.reason, e.detail) for i, e in dec.errors)
         batch = dec.batch
+        if batch.images is not None and batch.images.unreadable:  # enriched without stamps: counted, never silent
+            res.partial[CutoutUnreadable.reason] = batch.images.unreadable
         ok = np.ones(len(batch), dtype=bool)
         try:
             preds = self._score(batch)

@@ -25,6 +25,10 @@ class Metrics:
         self.alerts_dlq = Counter(
             "alertbroker_alerts_dlq", "Messages dead-lettered, by reason.", ["reason"], registry=r
         )
+        self.alerts_partial = Counter(
+            "alertbroker_alerts_partial", "Alerts enriched with a part left out, by reason (e.g. cutout_unreadable).",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.stage_seconds = Histogram(
             "alertbroker_stage_seconds", "Time per batch in each stage.", ["stage"],
             buckets=_LATENCY_BUCKETS, registry=r,

@@ -36,11 +36,16 @@ class DeadLetter:
 
 @dataclass
 class EnrichResult:
-    """Outcomes of one batch, plus seconds spent per stage."""
+    """Outcomes of one batch, plus seconds spent per stage.
+
+    ``partial`` counts, by reason, enriched alerts that left a part out (e.g. ``cutout_unreadable``:
+    stamps that did not parse, so the model read the alert without them).
+    """
 
     outputs: list[Output] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    partial: dict[str, int] = field(default_factory=dict)
 
     def covers(self, n: int) -> bool:
         """True when every input index ``0..n-1`` has exactly one outcome."""

@@ -96,7 +96,8 @@ def batch_outcomes(n: int, good: list[int], res: EnrichResult, dead: list[DeadLe
     if sub is not None:
         raise InvariantViolation(f"enricher broke the one-outcome-per-input invariant: {sub}")
     out = EnrichResult([replace(o, index=good[o.index]) for o in res.outputs],
-                       [replace(d, index=good[d.index]) for d in res.dead] + dead, res.stage_seconds)  # fmt: skip
+                       [replace(d, index=good[d.index]) for d in res.dead] + dead, res.stage_seconds,
+                       res.partial)  # fmt: skip
     problem = out.problem(n)
     if problem is not None:
         raise InvariantViolation(f"batch outcomes broke the one-outcome-per-input invariant: {problem}")

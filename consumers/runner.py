@@ -196,6 +196,8 @@ class Runner:
         res = self._enrich_with_retry([msgs[i].value for i in good])
         for stage, sec in res.stage_seconds.items():
             m.stage_seconds.labels(stage).observe(sec)
+        for reason, count in res.partial.items():
+            m.alerts_partial.labels(reason).inc(count)
         res = outcomes.batch_outcomes(len(msgs), good, res, dead)
         if self.dedup is not None:  # a dropped repeat is its input's outcome (counted); its offset is stored
             self.dedup.drop_repeats(res, self.summary, m)

@@ -11,6 +11,8 @@ at the first 1, 3, 5 and 10 detections and on the full light curve:
   model with a real/bogus head);
 * photo-z on DC2 validation galaxies: the served host-magnitude path, and for an image model the
   same galaxies seen with their template stamp (sigma_NMAD, outliers, bias of the PDF mode);
+* real Rubin alerts (``--real``): P(real) against the pipeline's own ``isDipole`` flag, the only
+  artefact label real alerts carry;
 * cost: model microseconds per alert (batch 500, one thread) with the stamps and, with
   ``--archive`` (simulated alerts written with ``--cutouts``), the decoder's cost of reading them
   and ``enrich()``'s cost per alert with each checkpoint, built as ``alertbroker run`` builds it.
@@ -153,6 +155,44 @@ def decode_cost(msgs: list[bytes | None]) -> tuple[float, float, float]:
     return times[0], times[1], frac
 
 
+def real_alert_check(msgs: list[bytes], checkpoint: str) -> dict[str, float]:
+    """P(real) of real Rubin alerts against the pipeline's own ``diaSource.isDipole`` (schema >= 8).
+
+    The only labels real alerts carry about artefacts are the pipeline's flags: this scores the
+    image model's P(real) on the alerts that have the flag (dipoles as bogus), and counts the
+    rejections (P(real) < 0.5) among the alerts without it.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from broker.decode import BatchDecoder
+    from broker.decode_ref import read_message
+    from broker.flatten import flatten
+    from broker.schemas import SchemaStore
+    from broker.settings import Settings
+    from consumers.app import make_enricher
+
+    store = SchemaStore()
+    dipole = {}
+    for m in msgs:
+        rec = read_message(m, store)[1]
+        dipole[rec["diaSource"]["diaSourceId"]] = rec["diaSource"].get("isDipole")
+    enr = make_enricher(Settings.load(model=checkpoint, torch_threads=1), scores=False)
+    res = enr.enrich(list(msgs))
+    vals = [o.value for o in res.outputs]
+    df = flatten(BatchDecoder(store).decode(vals), vals).filter(~pl.col("solar_system"))
+    p = df["real_bogus"].fill_null(np.nan).to_numpy()
+    flag = np.array([dipole.get(s) for s in df["diaSourceId"].to_list()], dtype=object)
+    has = np.array([f is not None for f in flag]) & np.isfinite(p)
+    dip = np.array([f is True for f in flag])
+    out = {"real_n": float(len(df)), "real_rejected": float(np.nanmean(p < 0.5)) if np.isfinite(p).any() else np.nan,
+           "real_flagged_n": float(has.sum()), "real_dipoles": float((dip & has).sum()),
+           "real_dipoles_rejected": float((p[dip & has] < 0.5).mean()) if (dip & has).any() else np.nan,
+           "real_others_rejected": float((p[has & ~dip] < 0.5).mean()) if (has & ~dip).any() else np.nan}
+    two = (dip & has).any() and (has & ~dip).any()  # an AUROC needs both kinds
+    out["real_dipole_auroc"] = float(roc_auc_score(~dip[has], p[has])) if two else np.nan
+    return out
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``alertbroker eval cutouts``; returns an exit code."""
     p = argparse.ArgumentParser(prog="alertbroker eval cutouts", description=__doc__.split("\n")[0])
@@ -162,6 +202,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--bogus-fraction", type=float, default=0.25, help="artefacts per real test object")
     p.add_argument("--max-objects", type=int, default=0, help="cap on real test objects (0 = all)")
     p.add_argument("--archive", help="simulated alerts written with --cutouts: time the decoder on them")
+    p.add_argument("--real", help="real Rubin alerts (a folder of wire-format .bin messages): P(real) against "
+                                  "the pipeline's isDipole flag, for models with a real/bogus head")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -204,6 +246,15 @@ def cli_main(argv: list[str] | None = None) -> int:
         for label, path in cks.items():
             res[f"{label}_enrich_us_per_alert"] = enrich_cost(msgs, path, a.threads)
             print(f"{label}: enrich() {res[f'{label}_enrich_us_per_alert']:.0f} us/alert on {len(msgs)} archive alerts")
+    if a.real:
+        real_msgs = [f.read_bytes() for f in sorted(Path(a.real).glob("*.bin"))]
+        for label, path in cks.items():
+            chk = real_alert_check(real_msgs, path)
+            res.update({f"{label}_{k}": v for k, v in chk.items()})
+            print(f"{label} on {int(chk['real_n'])} real Rubin alerts (not solar-system): P(real) < 0.5 for "
+                  f"{chk['real_rejected']:.0%}; pipeline dipoles {int(chk['real_dipoles'])} of "
+                  f"{int(chk['real_flagged_n'])} flagged: {chk['real_dipoles_rejected']:.0%} rejected, others "
+                  f"{chk['real_others_rejected']:.0%}; AUROC against the flag {chk['real_dipole_auroc']:.3f}")
     for label in cks:
         print(f"{label}: model {res[f'{label}_model_us_per_alert']:.0f} us/alert (batch 500, {a.threads} thread)")
     print(" ".join(f"{k}={v:.4f}" for k, v in res.items()))

@@ -20,6 +20,7 @@ from broker.annotations import ANNOTATIONS_SCHEMA, ANNOTATIONS_VERSION, encode_a
 from broker.annotations_codec import AnnotationEncoder
 from broker.cutouts import MAX_INFLATED, image_tokens, noise_units, read_cutout
 from broker.decode import BatchDecoder
+from broker.enrich import Enricher
 from broker.errors import CutoutUnreadable
 from broker.samples import encode
 from broker.schemas import SchemaStore
@@ -98,6 +99,8 @@ def test_a_bad_stamp_is_named_and_the_alert_still_enriched(store: SchemaStore, k
     assert res.batch.images is not None
     assert res.batch.images.mask.tolist() == [False, True] and res.batch.images.unreadable == 1
     assert not res.batch.images.img[0].any()
+    out = Enricher(BatchDecoder(store, cutouts=True)).enrich(msgs)  # counted for the metrics, both enriched
+    assert len(out.outputs) == 2 and not out.dead and out.partial == {"cutout_unreadable": 1}
 
 
 def test_null_stamps_mask_the_modality(store: SchemaStore) -> None:

@@ -147,7 +147,7 @@ def test_training_with_stamps_learns_real_from_bogus_and_eval_compares(survey: P
     capsys.readouterr()
     real = Path(__file__).parent / "data" / "real_alerts" / "or4_v7_1.avro"
     assert eval_main(["--data", str(survey), "--checkpoint", f"img={img}", "--checkpoint", f"plain={plain}",
-                      "--bogus-fraction", "0.5", "--archive", str(real)]) == 0
+                      "--bogus-fraction", "0.5", "--archive", str(real), "--real", str(REAL)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     figures = dict(kv.split("=") for kv in last.split())
     for label in ("img", "plain"):
@@ -155,6 +155,8 @@ def test_training_with_stamps_learns_real_from_bogus_and_eval_compares(survey: P
             assert 0.0 <= float(figures[f"{label}_{view}_rb_auroc"]) <= 1.0
         assert float(figures[f"{label}_model_us_per_alert"]) > 0 and float(figures[f"{label}_enrich_us_per_alert"]) > 0
     assert float(figures["stamps_read"]) == 1.0  # every real OR4 alert's three stamps read
+    # the real alerts of schema 10.0 carry the pipeline's isDipole flag: 4 of them are dipoles
+    assert float(figures["img_real_dipoles"]) == 4 and 0 <= float(figures["img_real_dipole_auroc"]) <= 1
     assert "img_photoz_host_template_sigma_nmad" in figures and "plain_photoz_host_template_sigma_nmad" not in figures
 
 
