@@ -76,6 +76,17 @@ def _skip_varint(buf: np.ndarray, p: int, end: int) -> int:
     return -1
 
 
+@nb.njit(cache=True, inline="always")
+def _bytes(buf: np.ndarray, p: int, end: int) -> tuple[int, int, int]:
+    """A length-prefixed field at ``p``: (length, where its bytes start, status)."""
+    ln, p = _varint(buf, p, end)
+    if p < 0:
+        return 0, p, TRUNCATED
+    if ln < 0 or ln > end - p:
+        return 0, p, BAD_LENGTH
+    return ln, p, OK
+
+
 @nb.njit(cache=True)
 def decode_messages(  # noqa: C901 - one interpreter loop is the point
     src: Source, rows: Rows, out: Outputs, first: int, max_rows: int, strict: bool, chain: bool,
@@ -135,12 +146,8 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                             st = TRUNCATED
                             break
                     else:
-                        ln, p = _varint(buf, p, end)
-                        if p < 0:
-                            st = TRUNCATED
-                            break
-                        if ln < 0 or ln > end - p:
-                            st = BAD_LENGTH
+                        ln, p, st = _bytes(buf, p, end)
+                        if st != OK:
                             break
                         p += ln
                 if st == OK and p > end:
@@ -157,12 +164,8 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                         break
                     if has == 0:
                         continue
-                ln, p = _varint(buf, p, end)
-                if p < 0:
-                    st = TRUNCATED
-                    break
-                if ln < 0 or ln > end - p:
-                    st = BAD_LENGTH
+                ln, p, st = _bytes(buf, p, end)
+                if st != OK:
                     break
                 cuts[i, 2 * ins[1]] = p
                 cuts[i, 2 * ins[1] + 1] = ln
@@ -196,12 +199,8 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     iv = 0
                     p += 4
                 else:  # READ_BAND: a string; its single letter is the band
-                    ln, p = _varint(buf, p, end)
-                    if p < 0:
-                        st = TRUNCATED
-                        break
-                    if ln < 0 or ln > end - p:
-                        st = BAD_LENGTH
+                    ln, p, st = _bytes(buf, p, end)
+                    if st != OK:
                         break
                     iv = int(bandmap[buf[p]]) if ln == 1 else -1
                     fv = float(iv)

@@ -24,7 +24,6 @@ line, ``<label>_<figure>``.
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from models.checkpoint import load_checkpoint
 from models.cutout_data import bogus_table, photometry_scenes
 from models.data import TokenData, dc2_path, photometry_tokens, read_photometry, table_tokens
 from models.heads import mixture_summary
-from models.metrics import photoz_stats, print_table
+from models.metrics import labelled_paths, photoz_stats, print_table
 from models.model import MultimodalModel
 from models.train import batch_tensors, run_model
 from models.train_data import split_table
@@ -207,12 +206,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
-    cks: dict[str, str] = {}
-    for item in a.checkpoint:
-        label, sep, path = item.partition("=")
-        if not sep or not re.fullmatch(r"\w+", label):
-            p.error(f"--checkpoint {item!r}: expected LABEL=PATH")
-        cks[label] = path
+    try:
+        cks = labelled_paths(a.checkpoint)
+    except ValueError as e:
+        p.error(str(e))
     torch.set_num_threads(a.threads)
     res: dict[str, float] = {}
     rows, zrows = [], []

@@ -21,14 +21,13 @@ Each gets sigma_NMAD, outlier fraction (|dz|/(1+z) > 0.15) and median bias of th
 from __future__ import annotations
 
 import argparse
-import re
 
 import numpy as np
 import torch
 
 from models.checkpoint import load_checkpoint
 from models.data import TokenData, dc2_path, photometry_tokens, read_photometry
-from models.metrics import photoz_stats, print_table
+from models.metrics import labelled_paths, photoz_stats, print_table
 from models.photoz_broad import BROAD_TEST, broad_sample
 
 
@@ -70,12 +69,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the broad test set's photometric noise")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     a = p.parse_args(argv)
-    cks: dict[str, str] = {}
-    for item in a.checkpoint:
-        label, sep, path = item.partition("=")
-        if not sep or not re.fullmatch(r"\w+", label):
-            p.error(f"--checkpoint {item!r}: expected LABEL=PATH")
-        cks[label] = path
+    try:
+        cks = labelled_paths(a.checkpoint)
+    except ValueError as e:
+        p.error(str(e))
     torch.set_num_threads(a.threads)
     rows, res = evaluate(cks, eval_sets(a.broad_max, a.seed))
     print_table(rows, ("checkpoint", "set", "n", "sigma_NMAD", "outliers", "bias", "sigma_NMAD q50"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,21 @@ def plot_photoz(points: dict[str, np.ndarray], zt: np.ndarray, path: Path) -> No
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def labelled_paths(items: list[str]) -> dict[str, str]:
+    """``LABEL=PATH`` command-line items (``--checkpoint``) as a dict, in order.
+
+    Raises
+    ------
+    ValueError
+        An item without ``=`` or with a label other than letters, digits and ``_`` (labels name
+        the ``key=value`` figures, so they must stay one word).
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or not re.fullmatch(r"\w+", label):
+            raise ValueError(f"--checkpoint {item!r}: expected LABEL=PATH")
+        out[label] = path
+    return out
