@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -189,13 +190,13 @@ def image_tokens(buf: npt.NDArray[np.uint8], spans: npt.NDArray[np.int64]) -> Im
     return ImageTokens(out.img, out.mask, bad)
 
 
-def stamps_to_tokens(stamps: dict[str, npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
-    """Image tokens (n, C, S, S) from rendered stamps in nJy: ``stamps[channel]`` and
-    ``stamps["var_" + channel]`` each (n, S, S) (the simulator's renderer, training)."""
-    n = next(iter(stamps.values())).shape[0]
+def stamps_to_tokens(stamps: Any) -> npt.NDArray[np.float32]:
+    """Image tokens (n, C, S, S) from rendered stamps in nJy (:class:`broker.sim.cutouts.Cutouts`:
+    an attribute per channel and ``var_<channel>``, each (n, S, S); the renderer, training)."""
+    n = getattr(stamps, IMG_CHANNELS[0]).shape[0]
     img = np.empty((n, len(IMG_CHANNELS), IMG_SIZE, IMG_SIZE), np.float32)
     for c, name in enumerate(IMG_CHANNELS):
-        pix, var = stamps[name], stamps[f"var_{name}"]
+        pix, var = getattr(stamps, name), getattr(stamps, f"var_{name}")
         sigma = np.sqrt(var.reshape(n, -1).mean(axis=1)).astype(np.float32)
         img[:, c] = np.arcsinh(pix / (IMG_SOFTENING * np.maximum(sigma, 1e-12))[:, None, None])
     return img

@@ -107,7 +107,7 @@ class Enricher:
         ok = np.zeros(n, dtype=bool)
         parts: list[Predictions | None] = []
         for k in range(n):
-            one = _take(batch, np.array([k]))
+            one = batch.take(np.array([k]))
             try:
                 parts.append(self._score(one))
                 ok[k] = True
@@ -200,10 +200,6 @@ def _attribution(arr: np.ndarray | None, k: int, has_class: bool, has_photoz: bo
     published = {"classification": has_class, "photoz": has_photoz}
     row[[not published[t] for t in ATTRIBUTION_TARGETS]] = np.nan
     return row
-
-
-def _take(batch: AlertBatch, idx: np.ndarray) -> AlertBatch:
-    return batch.take(idx)
 
 
 def _merge(parts: list[Predictions | None], n: int) -> Predictions:

@@ -195,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.forecast_eval", "cli_main"))
 
-    p = sub.add_parser("eval", help="evaluate served (per alert, through enrich()) | logo | classify | photoz "
-                       "| anomaly | photoz-transfer",
+    p = sub.add_parser("eval", help="evaluate served (per alert, through enrich()) | logo | gyro | cutouts | classify "
+                       "| photoz | anomaly | photoz-transfer",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.evaluate", "cli_main"))

@@ -24,17 +24,15 @@ residual), rendered as one of the renderer's artefact kinds. They have no class 
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from broker.cutouts import stamps_to_tokens
-from broker.tokens import IMG_CHANNELS
 
 BANDS_STR = "ugrizy"
-#: Rendered channels, as the renderer names them, in IMG_CHANNELS order.
-_SCENE_KEYS = ("flux", "flux_err", "host_flux", "host_sep", "host_radius", "star_flux", "bogus")
 
 
 def _njy(mag: np.ndarray) -> np.ndarray:
@@ -96,12 +94,7 @@ def render_tokens(scene: dict[str, np.ndarray], rng: np.random.Generator
     """Image tokens (n, C, S, S) and an all-True mask (n,) for ``scene`` rows, freshly rendered."""
     from broker.sim.cutouts import Scene, render
 
-    cut = render(Scene(**{k: np.asarray(scene[k]) for k in _SCENE_KEYS}), rng)
-    stamps = {}
-    for name in IMG_CHANNELS:
-        stamps[name] = getattr(cut, name)
-        stamps[f"var_{name}"] = getattr(cut, f"var_{name}")
-    img = stamps_to_tokens(stamps)
+    img = stamps_to_tokens(render(Scene(**{f.name: np.asarray(scene[f.name]) for f in fields(Scene)}), rng))
     return img, np.ones(len(img), bool)
 
 
@@ -113,6 +106,7 @@ def bogus_table(df: pl.DataFrame, n: int, rng: np.random.Generator) -> pl.DataFr
     (30 %: a recurring artefact), of |S/N| 5-60 and either sign. ``bogus_kind`` is 1.. (the
     renderer's artefact kinds), class -1 (``bogus``), redshift null.
     """
+    from broker.sim.bogus import RECURRING_PROB, SNR_RANGE
     from broker.sim.cutouts import BOGUS_KINDS
 
     pick = rng.integers(0, df.height, n)
@@ -124,9 +118,9 @@ def bogus_table(df: pl.DataFrame, n: int, rng: np.random.Generator) -> pl.DataFr
         f = e * rng.standard_normal(m)
         det = np.zeros(m, bool)
         if m:
-            k = 1 if rng.uniform() < 0.7 else int(rng.integers(2, 5))
+            k = 1 if rng.uniform() < 1.0 - RECURRING_PROB else int(rng.integers(2, 5))
             at = rng.choice(m, min(k, m), replace=False)
-            f[at] = e[at] * rng.uniform(5, 60, at.size) * rng.choice([-1.0, 1.0])
+            f[at] = e[at] * rng.uniform(*SNR_RANGE, at.size) * rng.choice([-1.0, 1.0])
             det[at] = True
         fluxes.append(f.astype(np.float32).tolist())
         dets.append(det.tolist())

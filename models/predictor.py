@@ -27,7 +27,6 @@ import torch
 from broker.annotations import ATTRIBUTION_PARTS, ATTRIBUTION_TARGETS, EMBEDDING_DIM
 from broker.annotations_codec import FORECAST_SHAPE
 from broker.batch import AlertBatch
-from broker.cutouts import ImageTokens
 from broker.features.registry import FEATURE_NAMES
 from broker.predict import Predictions
 from broker.tokens import HOST_KIND_MAG, LC_FIELDS
@@ -180,9 +179,8 @@ class MultimodalPredictor:
 
             features = featurize(batch)
         tokens = _tokens(features)
-        if self.reads_images:  # stamps read by the decoder; none read = the image modality masked
-            images = batch.images if batch.images is not None else ImageTokens.empty(len(batch))
-            tokens["img"], tokens["img_mask"] = images.img, images.mask
+        if self.reads_images and batch.images is not None:  # stamps not read: the modality is absent
+            tokens["img"], tokens["img_mask"] = batch.images.img, batch.images.mask
         return self.predict_tokens(tokens, _flux_scale(features))
 
 

@@ -29,14 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from broker.features.registry import FEATURE_INDEX
-from broker.tokens import IMG_CHANNELS, IMG_SIZE
 from models.data import TokenData
 from models.generator_split import widest_generator_temperature
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
 from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel, anomaly_context
 from models.ssl import contrastive_loss, hide_tokens, recon_loss
-
-IMG_SHAPE = (len(IMG_CHANNELS), IMG_SIZE, IMG_SIZE)
 
 
 @dataclass(frozen=True)
@@ -66,23 +63,19 @@ def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device, images: 
     """Token tensors of rows ``idx`` (trimmed to the longest real light curve).
 
     With ``images``, the rows' cutouts are rendered from their scenes (:mod:`models.cutout_data`;
-    all masked without scenes) and a share ``drop`` of them masked, so the model also learns
-    alerts that arrive without stamps.
+    without scenes the image modality is absent) and a share ``drop`` of them masked, so the model
+    also learns alerts that arrive without stamps.
     """
     toks = {k: td.tokens[k][idx] for k in TOKEN_KEYS}
     if toks["lc_mask"].shape[1]:
         width = max(int(toks["lc_mask"].sum(1).max()), 1)
         toks["lc"], toks["lc_mask"] = toks["lc"][:, :width], toks["lc_mask"][:, :width]
-    if images:
+    if images and td.scene is not None:
         from models.cutout_data import render_tokens
 
         rng = rng if rng is not None else np.random.default_rng(0)
-        if td.scene is not None:
-            toks["img"], toks["img_mask"] = render_tokens({k: v[idx] for k, v in td.scene.items()}, rng)
-            toks["img_mask"] &= rng.uniform(size=len(idx)) >= drop
-        else:
-            toks["img"] = np.zeros((len(idx), *IMG_SHAPE), np.float32)
-            toks["img_mask"] = np.zeros(len(idx), bool)
+        toks["img"], toks["img_mask"] = render_tokens({k: v[idx] for k, v in td.scene.items()}, rng)
+        toks["img_mask"] &= rng.uniform(size=len(idx)) >= drop
     return {k: torch.as_tensor(v).to(device) for k, v in toks.items()}
 
 
