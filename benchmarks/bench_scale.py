@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,9 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     from broker.sim import simulate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    s = simulate(n_objects=args.objects, seed=3, out_dir=tmp / "night", progress=False)
-    if args.rate:
-        return _latency(args, tmp / "night" / "alerts")
+    try:  # the simulated night (up to ~0.5 GB) is removed however the run ends
+        s = simulate(n_objects=args.objects, seed=3, out_dir=tmp / "night", progress=False)
+        if args.rate:
+            return _latency(args, tmp / "night" / "alerts")
+        return _throughput(args, tmp, s.n_alerts)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _throughput(args: argparse.Namespace, tmp: Path, n: int) -> int:
+    """Alerts/s of 1..W workers on a preloaded topic (the night in ``tmp``, ``n`` alerts)."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     settings = Settings.load()  # Kafka security from the environment, like the workers
     admin = make_admin(settings, f"kafka://{args.bootstrap}/{topic}")
@@ -69,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     dec = BatchDecoder(SchemaStore())
     replay(str(tmp / "night" / "alerts"), producer_conf(settings, f"kafka://{args.bootstrap}/{topic}"), topic, dec,
            progress=False)  # fmt: skip
-    n = s.n_alerts
     mean_kb = sum(p.stat().st_size for p in (tmp / "night" / "alerts").glob("*.avro")) / max(n, 1) / 1024
     print(f"{n} simulated alerts (~{mean_kb:.0f} KiB each), {args.partitions} partitions, {os.cpu_count()} cores, "
           f"model={args.model}")

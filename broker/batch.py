@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from broker.cutouts import ImageTokens
 
 F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 B = npt.NDArray[np.bool_]

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from broker.tokens import LC_FIELDS
+from models.forest_kernel import cpu_paths
 
 #: Names of :func:`lc_descriptors` columns.
 DESCRIPTORS: tuple[str, ...] = ("log_n_det", "log_det_span", "log_rise_span", "log_fall_span",
@@ -233,6 +234,14 @@ class AnomalyForest(nn.Module):
 
     def path_score(self, x: Tensor, strata: Tensor) -> Tensor:
         """scikit-learn's score ``2 ** (-mean path / c(max_samples))`` in each row's forest, (n,)."""
+        if x.device.type == "cpu":  # the compiled walk (models.forest_kernel)
+            path = cpu_paths(self, x, strata)
+        else:
+            path = self.gather_paths(x, strata)
+        return torch.exp2(-path / self.c_norm[strata])
+
+    def gather_paths(self, x: Tensor, strata: Tensor) -> Tensor:
+        """Mean path length (n,) as batched gathers, one per level (the GPU walk; the CPU reference)."""
         n, trees = x.shape[0], self.cfg.n_trees
         n_nodes = self.feature.shape[-1]
         # flat offsets of each (row, tree) heap: one 1-D gather per level instead of 3-D indexing
@@ -247,8 +256,7 @@ class AnomalyForest(nn.Module):
             leaf = f == self.leaf
             go_right = (xf[rows + torch.where(leaf, 0, f)] > val[at].float()).long()
             node = torch.where(leaf, node, 2 * node + 1 + go_right)
-        path = val[base + node].float().view(n, trees).mean(1)
-        return torch.exp2(-path / self.c_norm[strata])
+        return val[base + node].float().view(n, trees).mean(1)
 
     def forward(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> Tensor:
         """``-log10`` of the tail fraction of same-stratum training alerts at least as strange, (n,)."""

@@ -5,8 +5,11 @@ token is embedded by its *type* into one ``d``-dimensional space; a small learne
 latent array (``n_latents`` x ``d``) cross-attends once to the concatenated set
 (plus one always-visible learned *null* token, so an alert whose tokens are all
 masked still has a defined output), then ``n_blocks`` latent self-attention
-blocks run (the cross-attention has one head and no key/value LayerNorm, which
-keeps the per-token cost to two ``d x d`` products), and the latents are mean-pooled into one embedding per alert.
+blocks run, and the latents are mean-pooled into one embedding per alert. The
+cross-attention has one head and no key/value LayerNorm, so it can be factored
+(:func:`models.attention.factored_cross_attention`): no token is projected to a
+key or a value, and a light-curve token costs its embedding's first layer and two
+``n_latents x d`` products.
 
 Shapes for a batch of ``n`` alerts::
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +36,7 @@ from torch import Tensor, nn
 
 from broker.features.registry import FEATURE_INDEX, FEATURE_NAMES
 from broker.tokens import HOST_KIND_DLR, HOST_KIND_MAG, HOST_KIND_SEP
+from models.attention import Attention, Block, factored_cross_attention
 from models.images import PatchEmbedding
 
 
@@ -99,45 +104,8 @@ class EncoderConfig:
         return d
 
 
-class Attention(nn.Module):
-    """Multi-head attention of queries ``x`` (n, Q, d) over ``kv`` (n, T, d)."""
-
-    def __init__(self, d: int, n_heads: int) -> None:
-        super().__init__()
-        self.h = n_heads
-        self.q = nn.Linear(d, d)
-        self.k = nn.Linear(d, d)
-        self.v = nn.Linear(d, d)
-        self.out = nn.Linear(d, d)
-
-    def forward(self, x: Tensor, kv: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``mask`` (n, T) bool, True = attend; None attends to everything."""
-        n, q_len, d = x.shape
-        t, hd = kv.shape[1], d // self.h
-        q = self.q(x).view(n, q_len, self.h, hd).transpose(1, 2)
-        k = self.k(kv).view(n, t, self.h, hd).transpose(1, 2)
-        v = self.v(kv).view(n, t, self.h, hd).transpose(1, 2)
-        m = None if mask is None else mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
-        return self.out(y.transpose(1, 2).reshape(n, q_len, d))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block over the latents."""
-
-    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.n1 = nn.LayerNorm(d)
-        self.att = Attention(d, n_heads)
-        self.n2 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(n, Q, d) -> (n, Q, d)."""
-        h = self.n1(x)
-        x = x + self.drop(self.att(h, h))
-        return x + self.drop(self.mlp(self.n2(x)))
+#: One-hot band slots of a light-curve token: u..y, and one for anything else.
+BAND_SLOTS = 7
 
 
 def time_band_features(dt: Tensor, band: Tensor, freqs: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,7 +115,7 @@ def time_band_features(dt: Tensor, band: Tensor, freqs: Tensor) -> tuple[Tensor,
     (...) -> one-hot (..., 7) (index 6 for anything outside 0..5).
     """
     ang = dt * freqs
-    onehot = F.one_hot(band.long().clamp(-1, 5) % 7, 7)
+    onehot = F.one_hot(band.long().clamp(-1, 5) % BAND_SLOTS, BAND_SLOTS)
     return torch.cat([torch.sin(ang), torch.cos(ang), dt / 5.0], dim=-1), onehot
 
 
@@ -195,12 +163,22 @@ class TokenEmbedding(nn.Module):
         self.register_buffer("feat_slot", slot, persistent=False)
         nn.init.normal_(self.type_emb, std=0.02)
 
-    def lc(self, lc: Tensor) -> Tensor:
-        """(n, L, 5) -> (n, L, d)."""
-        fourier, band = time_band_features(lc[..., 0:1], lc[..., 1], self.freqs)
-        cont = torch.cat([fourier, lc[..., 2:3] / 5.0, torch.log1p(lc[..., 3:4].clamp(min=0.0)),
-                          lc[..., 4:5]], dim=-1)
-        return self.lc_mlp(torch.cat([cont, band.to(lc.dtype)], -1))
+    def lc_hidden(self, lc: Tensor) -> Tensor:
+        """(n, L, 5) -> (n, L, d): the light-curve MLP up to its last linear layer (``lc_mlp[2]``).
+
+        The first layer's input is ``[sin, cos, dt / 5, flux / 5, log1p(err), is_detection,
+        one-hot band]``; the one-hot part of the product is a row lookup of that layer's band
+        columns, which is cheaper than building the one-hot (same result).
+        """
+        first = cast(nn.Linear, self.lc_mlp[0])
+        k = first.in_features - BAND_SLOTS
+        dt = lc[..., 0:1]
+        ang = dt * self.freqs
+        cont = torch.cat([torch.sin(ang), torch.cos(ang), dt / 5.0, lc[..., 2:3] / 5.0,
+                          torch.log1p(lc[..., 3:4].clamp(min=0.0)), lc[..., 4:5]], -1)
+        band = lc[..., 1].long().clamp(-1, 5) % BAND_SLOTS
+        pre = F.linear(cont, first.weight[:, :k], first.bias) + F.embedding(band, first.weight[:, k:].T)
+        return torch.relu(pre)
 
     def host(self, host: Tensor) -> Tensor:
         """(n, H, 4) -> (n, H, d)."""
@@ -280,14 +258,17 @@ class PerceiverEncoder(nn.Module):
         lc, host, feat = (torch.nan_to_num(t, 0.0, 0.0, 0.0) for t in (lc, host, feat))
         ftok, fmask = self.embed.feat(feat, feat_mask)
         null = self.null.expand(n, 1, -1)
-        tokens = torch.cat([null, self.embed.lc(lc), self.embed.host(host), ftok], 1)
+        tokens = torch.cat([null, self.embed.host(host), ftok], 1)
         ones = torch.ones(n, 1, dtype=torch.bool, device=lc.device)
-        mask = torch.cat([ones, lc_mask, host_mask, fmask], 1)
+        mask = torch.cat([ones, host_mask, fmask], 1)
         if self.patches is not None and img is not None and img_mask is not None:
             itok, imask = self.patches(img, img_mask)
             tokens, mask = torch.cat([tokens, itok], 1), torch.cat([mask, imask], 1)
-        x = self.latents.expand(n, -1, -1)
-        x = x + self.cross(self.q_norm(x), tokens, mask)
+        # every alert starts from the same latents, so the queries are computed once; the
+        # light-curve tokens enter as their MLP's hidden layer (see models.attention)
+        x = self.latents + factored_cross_attention(self.cross, self.q_norm(self.latents), tokens, mask,
+                                                    self.embed.lc_hidden(lc), lc_mask,
+                                                    cast(nn.Linear, self.embed.lc_mlp[2]))
         x = x + self.cross_mlp(x)
         for blk in self.blocks:
             x = blk(x)

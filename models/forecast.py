@@ -22,6 +22,7 @@ state lacks the ``forecast.`` keys) forecasts nothing: NaN, published as null.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -99,10 +100,13 @@ class ForecastHead(nn.Module):
         """Uncalibrated ordered quantiles (n, Q, 5) of the flux token at ``dt_days``, ``band`` (n, Q)."""
         ctx = self.band_context(lc, lc_mask)
         fourier, onehot = time_band_features(slog1p(dt_days.float())[..., None], band, self.freqs)
-        q = dt_days.shape[1]
-        x = torch.cat([emb.float()[:, None, :].expand(-1, q, -1), ctx.flatten(1)[:, None, :].expand(-1, q, -1),
-                       fourier, onehot.float()], -1)
-        o = self.mlp(x).float()
+        # the first layer split by what varies: the alert part [emb, ctx] is one product per alert,
+        # broadcast over its queries, not one per (alert, query) pair (same sum, fewer products)
+        first = cast(nn.Linear, self.mlp[0])
+        k = emb.shape[1] + ctx.shape[1] * ctx.shape[2]
+        per_alert = F.linear(torch.cat([emb.float(), ctx.flatten(1)], -1), first.weight[:, :k], first.bias)
+        per_query = F.linear(torch.cat([fourier, onehot.float()], -1), first.weight[:, k:])
+        o = self.mlp[1:](per_alert[:, None, :] + per_query).float()
         own = ctx.gather(1, band.long().clamp(0, N_BANDS - 1)[..., None].expand(-1, -1, _CTX))
         q50 = o[..., 2] + own[..., 1]  # a correction to the last flux seen in the band (0 if none)
         lo1 = q50 - F.softplus(o[..., 1])
