@@ -98,6 +98,10 @@ class Settings(BaseSettings):
                     "a trickle is not held for batch_timeout_s, a backlog still fills whole batches")  # fmt: skip
     max_inflight_batches: int = 4
     max_history_rows: int = 20_000
+    fit_cache_size: int = Field(
+        default=200_000, ge=0,
+        description="per-band Bazin fits remembered (LRU, ~0.2 KB each): a band whose points are those of an "
+                    "earlier alert of the same object is not refitted (same result); 0: off")  # fmt: skip
     max_message_bytes: int = Field(
         default=16 * 1024 * 1024,
         description="largest input or output message; larger ones are dead-lettered as message_too_large")

@@ -87,11 +87,11 @@ def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | No
     """The featurizer stage: needed by a model, or by host matching when a catalog is set."""
     if settings.host_catalog is None and isinstance(predictor, NullPredictor):
         return None  # nothing would consume the features: skip the work
-    from broker.features import FeatureConfig, GalaxyCatalog, HostMatcher, featurize, warmup
+    from broker.features import BandFitCache, FeatureConfig, GalaxyCatalog, HostMatcher, featurize, warmup
 
     hosts = HostMatcher(GalaxyCatalog(settings.host_catalog)) if settings.host_catalog else None
     warmup()  # compile (or load from cache) every kernel now, not on the first batch
-    return functools.partial(featurize, config=FeatureConfig(), hosts=hosts)
+    return functools.partial(featurize, config=FeatureConfig(), hosts=hosts, fits=BandFitCache(settings.fit_cache_size))
 
 
 def _transactional_producer(source: str, sink: str, dlq: str | None, scores: str | None,

@@ -2,8 +2,9 @@
 
 Public API
 ----------
-featurize(batch, config=None, hosts=None) -> Features
+featurize(batch, config=None, hosts=None, fits=None) -> Features
 FeatureConfig, Features
+BandFitCache: per-band fits reused across an object's alerts
 HostMatcher, HostConfig, HostMatch, GalaxyCatalog, build_catalog, build_catalog_from_file
 FEATURES / FEATURE_NAMES / REGISTRY: the summary-feature registry
 warmup(): compile (or load from cache) every kernel once at start-up
@@ -17,6 +18,7 @@ import numpy as np
 
 from broker.features.catalog import GalaxyCatalog, build_catalog, build_catalog_from_file
 from broker.features.core import FeatureConfig, Features, featurize
+from broker.features.fit_cache import BandFitCache
 from broker.features.healpix import disc_pixels
 from broker.features.hosts import HostConfig, HostMatch, HostMatcher, _match_kernel
 from broker.features.registry import FEATURE_NAMES, FEATURES, REGISTRY, FeatureSpec
@@ -24,6 +26,7 @@ from broker.features.synth import make_batch
 from broker.features.tokens import host_tokens
 
 __all__ = [
+    "BandFitCache",
     "FEATURES",
     "FEATURE_NAMES",
     "REGISTRY",
@@ -52,7 +55,7 @@ def warmup() -> float:
         on a cold cache (first run after install or after editing a kernel).
     """
     t0 = time.perf_counter()
-    featurize(make_batch(4, 40, seed=1), FeatureConfig(max_tokens=16, villar=True))
+    featurize(make_batch(4, 40, seed=1), FeatureConfig(max_tokens=16, villar=True), fits=BandFitCache(8))
     ra = np.array([10.0, 200.0])
     dec = np.array([0.0, 89.99])
     disc_pixels(ra, dec, 0.01)

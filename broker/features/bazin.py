@@ -126,3 +126,14 @@ def bazin_csr(offsets: I64, t: F64, m: F64, e: F64, max_iter: int = 50, tol: flo
         b = offsets[g + 1]
         bazin_one(t[a:b], m[a:b], e[a:b], max_iter, tol, out[g])
     return out
+
+
+@nb.njit(parallel=True, cache=True)
+def bazin_groups(offsets: I64, t: F64, m: F64, e: F64, groups: I64, max_iter: int = 50, tol: float = 1e-9) -> F64:
+    """:func:`bazin_csr` for the listed groups only: (len(groups), N_BAZIN), row ``k`` for ``groups[k]``."""
+    out = np.empty((groups.shape[0], N_BAZIN))
+    for k in nb.prange(groups.shape[0]):
+        a = offsets[groups[k]]
+        b = offsets[groups[k] + 1]
+        bazin_one(t[a:b], m[a:b], e[a:b], max_iter, tol, out[k])
+    return out

@@ -16,11 +16,12 @@ import numpy as np
 
 from broker.batch import BANDS, F64, I64, AlertBatch, B
 from broker.features import flags as fl
-from broker.features.bazin import bazin_csr
+from broker.features.bazin import bazin_csr, bazin_groups
+from broker.features.fit_cache import BandFitCache
 from broker.features.hosts import HostMatch, HostMatcher
 from broker.features.lcshape import shape_csr
 from broker.features.periodogram import periodogram_csr
-from broker.features.prepare import clean
+from broker.features.prepare import CleanCurves, clean
 from broker.features.registry import (
     BAZIN_OFFSET,
     EXTRA_OFFSET,
@@ -145,7 +146,20 @@ def _no_host(n: int) -> HostMatch:
     )
 
 
-def featurize(batch: AlertBatch, config: FeatureConfig | None = None, hosts: HostMatcher | None = None) -> Features:
+def _bazin(cc: CleanCurves, batch: AlertBatch, cfg: FeatureConfig, fits: BandFitCache | None) -> F64:
+    """Bazin fits of every (alert, band) group, (6 n, N_BAZIN); with ``fits``, unchanged bands are not refitted."""
+    if fits is None or len(batch.table) != cc.band_offsets.shape[0] // _NB:
+        return bazin_csr(cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err, cfg.bazin_max_iter)
+    keys = fits.keys_for(np.asarray(batch.table["diaObjectId"]), cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err, _NB)
+    rows, todo = fits.lookup(keys, N_BAZIN)
+    groups = np.flatnonzero(todo)
+    rows[groups] = bazin_groups(cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err, groups, cfg.bazin_max_iter)
+    fits.store(keys, rows, todo)
+    return rows
+
+
+def featurize(batch: AlertBatch, config: FeatureConfig | None = None, hosts: HostMatcher | None = None,
+              fits: BandFitCache | None = None) -> Features:
     """Compute tokens, summary features and host association for a batch.
 
     Parameters
@@ -156,6 +170,9 @@ def featurize(batch: AlertBatch, config: FeatureConfig | None = None, hosts: Hos
         Settings; defaults when None.
     hosts : HostMatcher, optional
         Host matcher; without one every host token is masked.
+    fits : BandFitCache, optional
+        Per-band Bazin fits of earlier alerts (:mod:`.fit_cache`): a band whose points are those
+        of an earlier alert of the same object is not refitted (same result).
 
     Returns
     -------
@@ -179,7 +196,7 @@ def featurize(batch: AlertBatch, config: FeatureConfig | None = None, hosts: Hos
     summary[:, :N_STATS] = stats_csr(cc.offsets, cc.t, cc.flux, cc.err)
     summary[:, N_STATS:BAZIN_OFFSET] = stats_csr(cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err).reshape(n, _NB * N_STATS)
     if cfg.bazin:
-        bz = bazin_csr(cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err, cfg.bazin_max_iter).reshape(n, _NB, N_BAZIN)
+        bz = _bazin(cc, batch, cfg, fits).reshape(n, _NB, N_BAZIN)
         bz[:, :, 2] -= ref[:, None]
         summary[:, BAZIN_OFFSET:VILLAR_OFFSET] = bz.reshape(n, _NB * N_BAZIN)
     if cfg.villar:

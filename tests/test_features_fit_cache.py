@@ -1,0 +1,83 @@
+"""Per-band fits reused across an object's alerts (:mod:`broker.features.fit_cache`, issue 12).
+
+The cache must never change a feature: a batch featurized with it equals the batch featurized
+without it, bit for bit, whatever the cache held before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from broker.batch import AlertBatch, AlertTable, LightCurves
+from broker.features import BandFitCache, featurize
+from broker.features.synth import make_batch
+from broker.settings import Settings
+
+
+def _earlier(batch: AlertBatch) -> tuple[AlertBatch, np.ndarray]:
+    """The previous alert of every object: its history without the latest row; and that row's band."""
+    lc = batch.lightcurves
+    keep = np.ones(lc.mjd.size, bool)
+    bands = []
+    for i in range(lc.n_alerts):
+        a, b = lc.offsets[i], lc.offsets[i + 1]
+        last = a + int(np.argmax(lc.mjd[a:b]))
+        keep[last] = False
+        bands.append(int(lc.band[last]))
+    lens = np.add.reduceat(keep.astype(np.int64), lc.offsets[:-1])
+    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    prev = LightCurves(offsets=off, mjd=lc.mjd[keep], band=lc.band[keep], flux=lc.flux[keep],
+                       flux_err=lc.flux_err[keep], is_detection=lc.is_detection[keep])
+    return AlertBatch(AlertTable(dict(batch.table.columns)), prev), np.array(bands)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(a, b, equal_nan=True))
+
+
+def test_unchanged_bands_come_from_the_cache_and_features_are_identical() -> None:
+    later = make_batch(40, 80, seed=5)
+    earlier, _ = _earlier(later)
+    fits = BandFitCache(10_000)
+    first = featurize(earlier, fits=fits)
+    assert fits.hits == 0 and fits.misses == 40 * 6 and len(fits) == 40 * 6
+    assert _same(first.summary, featurize(earlier).summary)
+    second = featurize(later, fits=fits)
+    # the new row changed one band per object; the other five are the earlier alert's points
+    assert fits.hits == 40 * 5 and fits.misses == 40 * 6 + 40
+    assert _same(second.summary, featurize(later).summary)
+    assert _same(second.feat, featurize(later).feat)
+
+
+def test_the_key_is_the_object_and_the_exact_points() -> None:
+    batch = make_batch(12, 60, seed=6)
+    fits = BandFitCache(1_000)
+    featurize(batch, fits=fits)
+    other = AlertBatch(AlertTable({**batch.table.columns, "diaObjectId": batch.table["diaObjectId"] + 100}),
+                       batch.lightcurves)
+    featurize(other, fits=fits)  # same points, other objects: nothing reused
+    assert fits.hits == 0
+    lc = batch.lightcurves
+    nudged = LightCurves(offsets=lc.offsets, mjd=lc.mjd, band=lc.band, flux=np.nextafter(lc.flux, np.inf),
+                         flux_err=lc.flux_err, is_detection=lc.is_detection)
+    out = featurize(AlertBatch(batch.table, nudged), fits=fits)  # one ulp on every flux: every band refitted
+    assert fits.hits == 0
+    assert _same(out.summary, featurize(AlertBatch(batch.table, nudged)).summary)
+    featurize(batch, fits=fits)
+    assert fits.hits == 12 * 6
+
+
+def test_bounded_and_off_and_no_object_id() -> None:
+    batch = make_batch(30, 40, seed=7)
+    ref = featurize(batch).summary
+    small = BandFitCache(10)
+    assert _same(featurize(batch, fits=small).summary, ref) and len(small) == 10
+    off = BandFitCache(0)
+    assert _same(featurize(batch, fits=off).summary, ref) and len(off) == 0 and off.misses == 30 * 6
+    anonymous = AlertBatch(AlertTable({**batch.table.columns, "diaObjectId": np.full(30, -1, np.int64)}),
+                           batch.lightcurves)
+    fits = BandFitCache(1_000)
+    featurize(anonymous, fits=fits)
+    featurize(anonymous, fits=fits)  # no object id: never cached, never reused
+    assert len(fits) == 0 and fits.hits == 0
+    assert Settings().fit_cache_size > 0 and Settings(fit_cache_size=0).fit_cache_size == 0
