@@ -126,19 +126,23 @@ class MultimodalModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def infer(self, **tokens: Tensor) -> dict[str, Tensor]:
+    def infer(self, with_photoz: bool = True, **tokens: Tensor) -> dict[str, Tensor]:
         """Calibrated outputs: ``probs`` (n, K), ``photoz`` (n, 8), ``anomaly`` (n,), ``emb`` (n, d),
         ``embedding`` (n, EMBEDDING_DIM; NaN if the projection is unfitted), ``forecast`` (n, 6, H, 5)
         flux-token quantiles (NaN without data in a band or with an uncalibrated head), and
-        ``real`` (n,) calibrated P(real) with a real/bogus head."""
+        ``real`` (n,) calibrated P(real) with a real/bogus head.
+
+        ``with_photoz=False`` leaves out ``photoz``: the stream serves the host-only photo-z
+        (:meth:`photoz_from_host`), and the mixture summary of this pass cost ~20-50 µs per alert.
+        """
         out = self.forward(**tokens)
         probs = torch.softmax(out["logits"].float() / self.temperature, -1)
-        photoz = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
         ctx = anomaly_context(out)
         anomaly = self.anomaly_score(ctx, tokens["lc"], tokens["lc_mask"])
-        res = {"probs": probs, "photoz": photoz, "anomaly": anomaly, "emb": out["emb"].float(),
-               "embedding": self.embedding(ctx),
+        res = {"probs": probs, "anomaly": anomaly, "emb": out["emb"].float(), "embedding": self.embedding(ctx),
                "forecast": self.forecast.grid(out["emb"], tokens["lc"], tokens["lc_mask"])}
+        if with_photoz:
+            res["photoz"] = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
         if self.real_bogus is not None:
             res["real"] = self.real_bogus.probability(out["rb_logit"])
         return res

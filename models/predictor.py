@@ -158,7 +158,7 @@ class MultimodalPredictor:
                 t = torch.from_numpy(np.ascontiguousarray(sub[key]))
                 tb[key] = t.pin_memory().to(self.device, non_blocking=True) if cuda else t
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
-                out = self.model.infer(**tb)
+                out = self.model.infer(with_photoz=False, **tb)  # photo-z: the host path above
                 if attr is not None:
                     attr[idx, 0] = self.attributor.classification(tb, out["probs"])  # type: ignore[union-attr]
             probs[idx] = out["probs"].float().cpu().numpy()
