@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.tokens import LC_MAX_TOKENS
+
 
 class ConfigError(Exception):
     """The configuration (TOML file, environment or overrides) cannot be read or is invalid."""
@@ -98,6 +100,11 @@ class Settings(BaseSettings):
                     "a trickle is not held for batch_timeout_s, a backlog still fills whole batches")  # fmt: skip
     max_inflight_batches: int = 4
     max_history_rows: int = 20_000
+    lc_tokens: int = Field(
+        default=LC_MAX_TOKENS, ge=1, le=LC_MAX_TOKENS,
+        description="light-curve tokens per alert given to the model (past it: the most recent half and the "
+                    "most significant older points), at most the LC_MAX_TOKENS models are trained with; fewer "
+                    "is faster (docs/models.md, 'Token budget')")  # fmt: skip
     fit_cache_size: int = Field(
         default=200_000, ge=0,
         description="per-band Bazin fits remembered (LRU, ~0.35 KB each, ~70 MB at the default): a band "

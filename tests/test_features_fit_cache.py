@@ -12,6 +12,7 @@ from broker.batch import AlertBatch, AlertTable, LightCurves
 from broker.features import BandFitCache, featurize
 from broker.features.synth import make_batch
 from broker.settings import Settings
+from broker.tokens import LC_MAX_TOKENS
 
 
 def _earlier(batch: AlertBatch) -> tuple[AlertBatch, np.ndarray]:
@@ -81,3 +82,18 @@ def test_bounded_and_off_and_no_object_id() -> None:
     featurize(anonymous, fits=fits)  # no object id: never cached, never reused
     assert len(fits) == 0 and fits.hits == 0
     assert Settings().fit_cache_size > 0 and Settings(fit_cache_size=0).fit_cache_size == 0
+
+
+def test_the_worker_featurizer_takes_the_cache_and_the_token_budget_from_settings() -> None:
+    import pydantic
+    import pytest
+
+    from consumers.app import make_featurizer
+
+    feat = make_featurizer(Settings(lc_tokens=32, fit_cache_size=50), predictor=object())  # type: ignore[arg-type]
+    assert feat is not None
+    out = feat(make_batch(5, 80, seed=8))
+    assert out.lc.shape[1] == 32 and out.lc_mask.sum(1).max() == 32
+    assert len(feat.keywords["fits"]) == 5 * 6  # type: ignore[attr-defined]
+    with pytest.raises(pydantic.ValidationError):
+        Settings(lc_tokens=LC_MAX_TOKENS + 1)  # more than the models are trained with
