@@ -14,8 +14,9 @@ its logit is ``(W_2^T W_k^T q) . h + (W_k^T q) . b_2`` and its share of the valu
 ``W_2 (sum a h) + b_2 sum a``. Per light-curve token this leaves the embedding's first layer and
 two ``Q x d`` products; projecting it cost three ``d x d`` products more (``W_2``, ``W_k``,
 ``W_v``): ~4x fewer multiply-adds per token at ``d = 64``, ``Q = 16``. The queries are the same
-learned latents for every alert, so their side is computed once per batch. The result equals the projected form up to float rounding
-(``tests/test_models_fastpaths.py``), and the parameters, so the checkpoints, are unchanged.
+learned latents for every alert, so their side is computed once per batch. The result equals
+the projected form up to float rounding (``tests/test_models_fastpaths.py``), and the
+parameters, so the checkpoints, are unchanged.
 """
 
 from __future__ import annotations

@@ -116,3 +116,18 @@ def test_compiled_forest_walk_equals_gathers_and_follows_a_refit() -> None:
             ref = torch.exp2(-forest.gather_paths(x, strata) / forest.c_norm[strata])
         assert len(torch.unique(strata)) == 3
         torch.testing.assert_close(walk, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_compiled_mixture_quantiles_equal_the_batched_bisection() -> None:
+    from models.heads import bisect_quantiles, mixture_summary
+
+    g = torch.Generator().manual_seed(4)
+    n, m = 300, 5
+    logw = torch.log_softmax(torch.randn(n, m, generator=g) * 2, -1)
+    mu = torch.rand(n, m, generator=g) * 3
+    sigma = 0.005 + torch.rand(n, m, generator=g) * 0.3
+    mu[0] = 0.7  # one row with every component in the same place
+    summary = mixture_summary(logw, mu, sigma)
+    ref = bisect_quantiles(logw.exp(), mu, sigma)
+    torch.testing.assert_close(summary[:, 3:], ref, rtol=0, atol=2e-5)
+    assert torch.all(summary[:, 3:].diff(dim=1) >= 0)  # ordered quantiles
