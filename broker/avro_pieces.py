@@ -42,8 +42,48 @@ def _zigzag(zz: np.ndarray, out: np.ndarray, nbytes: np.ndarray) -> None:  # pra
 
 
 def const(b: bytes | np.ndarray, n: int) -> Piece:
+    """The same bytes ``b`` for each of ``n`` elements."""
     src = np.frombuffer(b, dtype=np.uint8) if isinstance(b, bytes) else b
     return src, np.zeros(n, dtype=np.int64), np.full(n, len(src), dtype=np.int64)  # (n, never written)
+
+
+def rows(m: np.ndarray) -> Piece:
+    """Row ``i`` of ``m`` (its raw bytes: pass little-endian dtypes, e.g. ``<f4``) as element ``i``."""
+    n = len(m)
+    b = np.ascontiguousarray(m).reshape(n, -1).view(np.uint8)
+    w = b.shape[1]
+    return b.ravel(), np.arange(n, dtype=np.int64) * w, np.full(n, w, dtype=np.int64)
+
+
+def choice(options: list[bytes], code: np.ndarray) -> Piece:
+    """Element ``i`` is ``options[code[i]]`` (e.g. ``[b"\\x00", b"\\x01"]`` for an Avro boolean)."""
+    lens = np.array([len(o) for o in options], dtype=np.int64)
+    code = np.asarray(code, dtype=np.int64)
+    return np.frombuffer(b"".join(options), dtype=np.uint8), (np.cumsum(lens) - lens)[code], lens[code]
+
+
+def each(items: list[bytes]) -> Piece:
+    """Element ``i`` is ``items[i]`` (bytes built in Python, e.g. strings)."""
+    lens = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+    return np.frombuffer(b"".join(items), dtype=np.uint8), np.cumsum(lens) - lens, lens
+
+
+def interleave(prefixes: list[bytes], values: np.ndarray) -> np.ndarray:
+    """(n, W) bytes of ``len(prefixes)`` items per row, item ``j`` = ``prefixes[j]`` + ``values[:, j]``'s bytes.
+
+    ``values`` has shape (n, len(prefixes), ...) and a little-endian dtype; ``W`` is the size of one row.
+    """
+    n, k = values.shape[:2]
+    if k == 0:
+        return np.empty((n, 0), dtype=np.uint8)
+    v = np.ascontiguousarray(values).reshape(n, k, -1).view(np.uint8)
+    w = v.shape[2]
+    tmpl = np.frombuffer(b"".join(p + bytes(w) for p in prefixes), dtype=np.uint8)
+    at = np.cumsum([len(p) + w for p in prefixes]) - w  # where each item's value bytes start
+    out = np.empty((n, len(tmpl)), dtype=np.uint8)
+    out[:] = tmpl
+    out[:, (at[:, None] + np.arange(w)).ravel()] = v.reshape(n, k * w)
+    return out
 
 
 def gather(pieces: list[Piece], n: int) -> tuple[np.ndarray, np.ndarray]:
