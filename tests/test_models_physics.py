@@ -183,3 +183,23 @@ def test_train_physics_adds_the_density_and_keeps_every_other_weight(tmp_path: P
     new, meta = load_checkpoint(out)
     assert new.cfg.physics.score == "max" and bool((new.physics.use >= 0).any())
     assert meta["train"]["physics"]["physics_cells_fitted"] >= 1
+
+
+def test_parts_report_scores_every_combination() -> None:
+    from models.served_anomaly import parts_report
+
+    rng = np.random.default_rng(7)
+    n = 400
+    held = np.arange(n) < 40  # class 9 is held out; its alerts are physically odd
+    base = rng.uniform(0, 1.5, n)
+    physics = np.where(held, 3.0, rng.uniform(0, 1.0, n))
+    physics[n // 2:] = np.nan  # no photo-z: base score only
+    base[-10:] = 2.5  # known alerts the base score flags
+    df = pl.DataFrame({"class_code": np.where(held, 9, 1), "anomaly_base": base, "anomaly_physics": physics})
+    rows, res = parts_report(df, (1,))
+    assert res["parts_physics_coverage"] == 0.5
+    assert res["parts_base_9_auroc"] < 0.7 and res["parts_physics_9_auroc"] == 1.0
+    assert res["parts_base_far2"] == pytest.approx(10 / 360) == res["parts_physics_far2"]
+    assert res["parts_max_far2"] == res["parts_base_far2"]  # the flagged known alerts have no photo-z
+    assert res["parts_base_9_auroc"] < res["parts_mean_9_auroc"] < 1.0
+    assert len(rows) == 4 * 3  # per variant: held-out, class 9, false alarms
