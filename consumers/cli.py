@@ -191,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.forecast_train", "cli_main"))
 
+    p = sub.add_parser("train-physics", help="add the physics anomaly density to a trained checkpoint (frozen)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("models.physics_train", "cli_main"))
+
     p = sub.add_parser("eval-forecast", help="score the flux forecast on held-out later points", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.forecast_eval", "cli_main"))

@@ -14,7 +14,10 @@ run`` path (:mod:`models.served`), reads the scores back from the enriched recor
   on the alerts whose matched host is the true host, and per true class with AGN against the rest
   (:mod:`models.served_photoz`);
 * anomaly AUROC of each held-out class (classes in the truth but not in the model's taxonomy)
-  against the in-taxonomy alerts, on every scored alert and on the latest alert per object;
+  against the in-taxonomy alerts, on every scored alert and on the latest alert per object, and
+  the false-alarm rate (in-taxonomy alerts scored above 2); for a model with a physics score
+  (:mod:`models.physics`) the same for its base and physics parts and each way of combining them
+  (:mod:`models.served_anomaly`);
 * real/bogus (:mod:`models.served_realbogus`): AUROC of the served ``realBogus`` and of Rubin's
   ``reliability``, shares of bogus alerts rejected and real ones kept.
 
@@ -39,6 +42,7 @@ from broker.settings import Settings
 from broker.sim.taxonomy import BOGUS_CODE
 from models.metrics import ece, print_table, recall_at
 from models.served import ServedAlerts, enrich_archive, join_truth
+from models.served_anomaly import PartsRecorder, parts_report
 from models.served_photoz import photoz_by_class, photoz_report
 from models.served_realbogus import real_alerts, realbogus_report
 
@@ -216,6 +220,15 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator
         view, code = k.split("/")
         if code != "held-out" and view == "all":
             res[f"served_{SHORT.get(int(code), code)}_auroc"] = m["auroc"]
+    scored = real.filter(pl.col("class_code").is_in(list(ids)) & pl.col("anomaly_score").is_not_null())
+    res["served_false_alarm2"] = float((scored["anomaly_score"] > 2).mean()) if scored.height else NAN  # type: ignore[arg-type]
+    if run.parts is not None and df.height:
+        rows, parts = parts_report(real.join(run.parts, on="diaSourceId", how="inner"), ids)
+        print("\nanomaly parts per alert (base: the forest/neighbour score; physics: where NaN, the base score; "
+              "last column: alerts with a physics score only)")
+        print_table(rows, ("score", "held out", "positives", "AUROC / false alarms", "AUROC, physics scored"))
+        res.update({k.replace("_2232_", "_kn_").replace("_2246_", "_pisn_").replace("_2901_", "_parsnip_"): v
+                    for k, v in parts.items()})
     return res | rb
 
 
@@ -243,7 +256,16 @@ def cli_main(argv: list[str] | None = None, predictor: Predictor | None = None) 
                              torch_threads=a.threads, batch_size=a.batch_size)  # fmt: skip
     t0 = time.perf_counter()
     alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive  # a simulator output dir
+    recorder = None
+    if predictor is None and a.checkpoint != "none":  # a physics model: also keep the parts of its score
+        from consumers.app import make_predictor
+
+        predictor = make_predictor(settings)
+        model = getattr(predictor, "model", None)
+        if model is not None and model.cfg.physics.score != "off":
+            predictor = recorder = PartsRecorder(predictor)
     run = enrich_archive(alerts, settings, predictor, a.max_alerts)
+    run.parts = recorder.frame() if recorder is not None else None
     print(f"enriched {alerts} through the serving path in {time.perf_counter() - t0:.1f} s")
     res = report(run, pl.read_parquet(truth), a.split, a.generator)
     print(" ".join(f"{k}={_fmt(v)}" for k, v in res.items()))

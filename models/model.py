@@ -22,6 +22,7 @@ from models.forecast import ForecastHead
 from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
 from models.images import RealBogusHead
 from models.neighbours import NeighbourBank, NeighbourConfig
+from models.physics import PhysicsConfig, PhysicsDensity
 from models.ssl import ContrastiveHead
 
 TOKEN_KEYS: tuple[str, ...] = ("lc", "lc_mask", "host", "host_mask", "feat", "feat_mask")
@@ -47,6 +48,9 @@ class ModelConfig:
     real_bogus : bool
         Has a real/bogus head (:class:`models.images.RealBogusHead`), trained on simulated
         artefacts (``alertbroker train --bogus-fraction``).
+    physics : PhysicsConfig
+        The physics density (:mod:`models.physics`) and how its score joins the served one
+        (``score="off"`` by default, and for every checkpoint written before it existed).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -55,11 +59,13 @@ class ModelConfig:
     forest: ForestConfig = field(default_factory=ForestConfig)
     neighbours: NeighbourConfig = field(default_factory=NeighbourConfig)
     real_bogus: bool = False
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (checkpoint-safe)."""
         d = asdict(self)
         d["encoder"] = self.encoder.to_dict()
+        d["physics"] = self.physics.to_dict()
         return d
 
     @classmethod
@@ -70,7 +76,8 @@ class ModelConfig:
         return cls(encoder=EncoderConfig(**d["encoder"]), n_classes=int(d["n_classes"]),
                    n_components=int(d["n_components"]), forest=_forest_config(d.get("forest", {})),
                    neighbours=NeighbourConfig(**d.get("neighbours", {"n_bank": 0})),
-                   real_bogus=bool(d.get("real_bogus", False)))
+                   real_bogus=bool(d.get("real_bogus", False)),
+                   physics=PhysicsConfig.from_dict(d.get("physics", {})))
 
 
 def _forest_config(d: dict) -> ForestConfig:
@@ -104,6 +111,7 @@ class MultimodalModel(nn.Module):
         self.embedding = EmbeddingProjection(2 * d + cfg.n_classes)  # published, see models.embedding
         self.forecast = ForecastHead(d, cfg.encoder.n_fourier)  # published, see models.forecast
         self.real_bogus = RealBogusHead(2 * d) if cfg.real_bogus else None
+        self.physics = PhysicsDensity(cfg.physics)
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
                 feat: Tensor, feat_mask: Tensor, img: Tensor | None = None,
@@ -126,20 +134,29 @@ class MultimodalModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def infer(self, with_photoz: bool = True, **tokens: Tensor) -> dict[str, Tensor]:
+    def infer(self, host_z: Tensor | None = None, with_photoz: bool = True, **tokens: Tensor) -> dict[str, Tensor]:
         """Calibrated outputs: ``probs`` (n, K), ``photoz`` (n, 8), ``anomaly`` (n,), ``emb`` (n, d),
         ``embedding`` (n, EMBEDDING_DIM; NaN if the projection is unfitted), ``forecast`` (n, 6, H, 5)
         flux-token quantiles (NaN without data in a band or with an uncalibrated head), and
         ``real`` (n,) calibrated P(real) with a real/bogus head.
 
-        ``with_photoz=False`` leaves out ``photoz``: the stream serves the host-only photo-z
-        (:meth:`photoz_from_host`), and the mixture summary of this pass cost ~20-50 µs per alert.
+        ``host_z`` (n,) is the served host-only photo-z median (NaN: none); with it and a physics
+        score switched on (``cfg.physics.score``) the anomaly score includes the physics score, and
+        ``anomaly_base`` / ``anomaly_physics`` (n,) give the two parts. ``with_photoz=False`` leaves
+        out ``photoz``: the stream serves the host-only photo-z (:meth:`photoz_from_host`), and the
+        mixture summary of this pass cost ~20-50 µs per alert.
         """
         out = self.forward(**tokens)
         probs = torch.softmax(out["logits"].float() / self.temperature, -1)
         ctx = anomaly_context(out)
         anomaly = self.anomaly_score(ctx, tokens["lc"], tokens["lc_mask"])
-        res = {"probs": probs, "anomaly": anomaly, "emb": out["emb"].float(), "embedding": self.embedding(ctx),
+        parts = {}
+        if host_z is not None and self.cfg.physics.score != "off":
+            phys = self.physics(tokens["lc"], tokens["lc_mask"], tokens["feat"], tokens["feat_mask"], host_z)
+            parts = {"anomaly_base": anomaly, "anomaly_physics": phys}
+            anomaly = combine_physics(anomaly, phys, self.cfg.physics.score)
+        res = {"probs": probs, "anomaly": anomaly, **parts, "emb": out["emb"].float(),
+               "embedding": self.embedding(ctx),
                "forecast": self.forecast.grid(out["emb"], tokens["lc"], tokens["lc_mask"])}
         if with_photoz:
             res["photoz"] = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
@@ -182,6 +199,19 @@ class MultimodalModel(nn.Module):
         mags = host_mask & (host[..., 0] == HOST_KIND_MAG)
         out = self.forward(lc, empty, host, mags, feat, empty)
         return mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
+
+
+def combine_physics(base: Tensor, physics: Tensor, mode: str) -> Tensor:
+    """The served score from the base score and the physics score (``PhysicsConfig.score``).
+
+    ``physics`` serves the physics score, ``max`` the larger and ``mean`` the mean of the two
+    calibrated ``-log10`` tail scores; where the physics score is NaN (no photo-z, too few
+    detections, no fitted cell) the base score stands, and ``off`` is the base score.
+    """
+    if mode == "off":
+        return base
+    both = {"physics": physics, "max": torch.maximum(base, physics), "mean": 0.5 * (base + physics)}[mode]
+    return torch.where(physics.isnan(), base, both)
 
 
 def anomaly_context(out: dict) -> Tensor:

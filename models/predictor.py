@@ -33,10 +33,12 @@ from broker.tokens import HOST_KIND_MAG, LC_FIELDS
 from models.attribution import Attributor
 from models.checkpoint import load_checkpoint
 from models.forecast import to_njy
+from models.heads import PHOTOZ_COLUMNS
 from models.model import IMAGE_KEYS, TOKEN_KEYS, MultimodalModel
 from models.photoz_cache import HostPhotozCache
 
 log = logging.getLogger(__name__)
+_Q50 = PHOTOZ_COLUMNS.index("q50")
 
 #: Shipped default checkpoint (``alertbroker train``, see docs/models.md).
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
@@ -140,6 +142,8 @@ class MultimodalPredictor:
             attr = np.full((n, len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)), np.nan, np.float32)
         forecast = np.full((n, *FORECAST_SHAPE), np.nan, np.float32)
         p_real = np.full(n, np.nan, np.float32) if self.model.real_bogus is not None else None
+        physics = self.model.cfg.physics.score != "off"  # it reads the served photo-z median
+        parts = {k: np.full(n, np.nan, np.float32) for k in ("anomaly_base", "anomaly_physics")} if physics else {}
         keys = TOKEN_KEYS + (IMAGE_KEYS if self.reads_images and "img" in tokens else ())
         todo = np.flatnonzero(cls_ok)
         cuda = self.device.type == "cuda"
@@ -157,12 +161,15 @@ class MultimodalPredictor:
             for key in keys:
                 t = torch.from_numpy(np.ascontiguousarray(sub[key]))
                 tb[key] = t.pin_memory().to(self.device, non_blocking=True) if cuda else t
+            hz = torch.from_numpy(photoz[idx, _Q50]).to(self.device) if physics else None
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
-                out = self.model.infer(with_photoz=False, **tb)  # photo-z: the host path above
+                out = self.model.infer(with_photoz=False, host_z=hz, **tb)  # photo-z: the host path above
                 if attr is not None:
                     attr[idx, 0] = self.attributor.classification(tb, out["probs"])  # type: ignore[union-attr]
             probs[idx] = out["probs"].float().cpu().numpy()
             anomaly[idx] = out["anomaly"].float().cpu().numpy()
+            for key, arr in parts.items():
+                arr[idx] = out[key].float().cpu().numpy()
             embedding[idx] = out["embedding"].float().cpu().numpy()
             if p_real is not None:
                 p_real[idx] = out["real"].float().cpu().numpy()
@@ -170,7 +177,7 @@ class MultimodalPredictor:
                 forecast[idx] = to_njy(out["forecast"].float().cpu().numpy(), log10_flux_scale[idx])
         read = np.asarray(tokens["img_mask"], np.float32) if "img" in keys else np.zeros(n, np.float32)
         return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding, attribution=attr,
-                           forecast=forecast, real_bogus=p_real, cutouts_read=read)
+                           forecast=forecast, real_bogus=p_real, cutouts_read=read, extra=parts)
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Score a batch; ``features`` from :func:`broker.features.featurize` (computed if None)."""

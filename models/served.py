@@ -43,6 +43,8 @@ class ServedAlerts:
         The served model's taxonomy (empty for the null predictor).
     host_catalog : str or None
         The host catalog used for host matching (and hence photo-z), if any.
+    parts : pl.DataFrame or None
+        ``diaSourceId`` and the parts of the anomaly score (:mod:`models.served_anomaly`), when recorded.
     """
 
     alerts: pl.DataFrame
@@ -51,6 +53,7 @@ class ServedAlerts:
     class_ids: tuple[int, ...] = ()
     class_names: tuple[str, ...] = ()
     host_catalog: str | None = None
+    parts: pl.DataFrame | None = None
 
 
 def make_enricher(settings: Settings, predictor: Predictor | None = None) -> Enricher:
