@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-alerts", type=int, default=600, help="alerts the peer's LightGBM trains on")
     args = ap.parse_args(argv)
     numba.set_num_threads(1)
-    enricher = make_enricher(Settings(device="cpu", torch_threads=1, batch_size=100_000))
+    # no fit cache: the timed runs repeat the same alerts, which would then reuse every band's fit
+    # (each bench alert is a distinct object, so a stream of them gets no reuse)
+    enricher = make_enricher(Settings(device="cpu", torch_threads=1, batch_size=100_000, fit_cache_size=0))
     peer = PeerPipeline(enricher.decoder.store.get(1101), train_alerts=args.train_alerts)
     hist = [int(x) for x in args.histories.split(",")]
     print(
