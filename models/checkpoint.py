@@ -115,3 +115,14 @@ if __name__ == "__main__":
 
     for arg in sys.argv[1:]:
         print(f"feature names recorded in {upgrade_feature_names(arg)}")
+
+
+def unchanged_except(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str) -> bool:
+    """Whether two state dicts hold the same keys and bit-identical tensors outside ``prefix``.
+
+    The heads fitted on a frozen checkpoint (``train-forecast``, ``train-physics``) check with it
+    that they changed nothing else.
+    """
+    ka = {k for k in a if not k.startswith(prefix)}
+    return ka == {k for k in b if not k.startswith(prefix)} and all(
+        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in ka)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except
 from models.data import data_hash
 from models.forecast import ForecastHead, pinball
 from models.forecast_data import ForecastViews, forecast_views
@@ -90,14 +90,6 @@ def calibrate_head(head: ForecastHead, emb: torch.Tensor, views: ForecastViews) 
     return head.calibrate(torch.as_tensor(raw[v]), torch.as_tensor(views.dt[v]), torch.as_tensor(views.y[v]))
 
 
-def unchanged_except_forecast(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    """Whether two state dicts hold the same keys and bit-identical tensors outside ``forecast.``."""
-    ka = {k for k in a if not k.startswith(_FORECAST)}
-    kb = {k for k in b if not k.startswith(_FORECAST)}
-    return ka == kb and all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
-                            and torch.equal(a[k], b[k]) for k in ka)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Options of ``alertbroker train-forecast``."""
     p = argparse.ArgumentParser(prog="alertbroker train-forecast", description=(__doc__ or "").split("\n")[0])
@@ -138,7 +130,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         "data_hash": data_hash(tr.y, tr.dt, va.y)}}
     save_checkpoint(a.out, model, meta["taxonomy"], meta.get("metrics", {}), meta["data_hash"], train_meta)
     after = load_checkpoint(a.out)[0].state_dict()
-    same = unchanged_except_forecast(before, after)
+    same = unchanged_except(before, after, _FORECAST)
     print(f"interval factors per horizon bin (q05, q16, q84, q95):\n{np.round(widen, 3)}")
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB); other weights bit-identical: {same}; "
           f"{time.perf_counter() - t0:.0f} s")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except
 from models.heads import PHOTOZ_COLUMNS
 from models.model import MultimodalModel
 from models.physics import INPUTS, SCORES, PhysicsConfig
@@ -44,13 +44,6 @@ def host_photoz(model: MultimodalModel, meta: dict, tokens: dict[str, np.ndarray
         idx = ok[s:s + 4096]
         z[idx] = pred.photoz_cache(tokens["host"][idx], tokens["host_mask"][idx])[:, PHOTOZ_COLUMNS.index("q50")]
     return z
-
-
-def unchanged_except_physics(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    """Whether two state dicts hold the same bit-identical tensors outside ``physics.``."""
-    ka = {k for k in a if not k.startswith(_PREFIX)}
-    return ka == {k for k in b if not k.startswith(_PREFIX)} and all(
-        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in ka)
 
 
 def with_physics(model: MultimodalModel, cfg: PhysicsConfig) -> MultimodalModel:
@@ -107,7 +100,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     info["physics_train_scored"] = float(np.isfinite(s).mean())
     train_meta = {**train, "physics": {"data": str(a.data), "init": str(a.init), **cfg.to_dict(), **info}}
     save_checkpoint(a.out, new, meta["taxonomy"], meta.get("metrics", {}), meta["data_hash"], train_meta)
-    same = unchanged_except_physics(before, load_checkpoint(a.out)[0].state_dict())
+    same = unchanged_except(before, load_checkpoint(a.out)[0].state_dict(), _PREFIX)
     print(" ".join(f"{k}={v:.4g}" for k, v in info.items()))
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB; score {cfg.score}; inputs {','.join(cfg.inputs)}); "
           f"other weights bit-identical: {same}; {time.perf_counter() - t0:.0f} s")
