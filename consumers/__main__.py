@@ -1,7 +1,5 @@
 """``python -m consumers`` is the ``alertbroker`` command."""
 
-import sys
+from consumers.cli import entry
 
-from consumers.cli import main
-
-sys.exit(main())
+entry()
