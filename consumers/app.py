@@ -92,7 +92,7 @@ def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | No
     hosts = HostMatcher(GalaxyCatalog(settings.host_catalog)) if settings.host_catalog else None
     warmup()  # compile (or load from cache) every kernel now, not on the first batch
     return functools.partial(featurize, config=FeatureConfig(max_tokens=settings.lc_tokens), hosts=hosts,
-                             fits=BandFitCache(settings.fit_cache_size))
+                             fits=BandFitCache(settings.fit_cache_size) if settings.fit_cache_size else None)
 
 
 def _transactional_producer(source: str, sink: str, dlq: str | None, scores: str | None,

@@ -132,7 +132,7 @@ def periodogram_one(
             for i in range(n):
                 c[i] = c64[i]
                 s[i] = s64[i]
-        power[j] = _scan_power(*_sums_and_rotate(y32, c, s, dc, ds), n)
+        power[j] = _power(*_sums_and_rotate(y32, c, s, dc, ds), n)
     top = power.max()
     best_p = -1.0
     best_f = np.nan
@@ -173,11 +173,12 @@ def _rotate(c: F64, s: F64, dc: F64, ds: F64) -> None:
 
 
 @nb.njit(cache=True)
-def _scan_power(yc: float, ys: float, cc: float, cs: float, n: int) -> float:
-    """:func:`_power` without trigonometry, for the scan: ``tau``'s half-angle terms from its double angle.
+def _power(yc: float, ys: float, cc: float, cs: float, n: int) -> float:
+    """Unnormalised Lomb-Scargle power from the sums, with the time offset ``tau`` and no trigonometry.
 
-    ``cos(2 tau), sin(2 tau)`` are ``(cc - ss, 2 cs) / r``; ``cos^2 tau = (1 + cos 2tau) / 2``,
-    ``sin^2 tau = (1 - cos 2tau) / 2`` and ``sin tau cos tau = sin(2 tau) / 2``.
+    ``tau``'s half-angle terms come from its double angle: ``cos(2 tau), sin(2 tau)`` are
+    ``(cc - ss, 2 cs) / r``; ``cos^2 tau = (1 + cos 2tau) / 2``, ``sin^2 tau = (1 - cos 2tau) / 2``
+    and ``sin tau cos tau = sin(2 tau) / 2``.
     """
     ss = n - cc
     r = math.hypot(2.0 * cs, cc - ss)
@@ -192,25 +193,6 @@ def _scan_power(yc: float, ys: float, cc: float, cs: float, n: int) -> float:
         p += yct2 / cct
     if sst > 1e-12:
         p += yst2 / sst
-    return p
-
-
-@nb.njit(cache=True)
-def _power(yc: float, ys: float, cc: float, cs: float, n: int) -> float:
-    """Unnormalised Lomb-Scargle power from the sums (with the time offset ``tau``)."""
-    ss = n - cc
-    tau2 = math.atan2(2.0 * cs, cc - ss)
-    ct = math.cos(0.5 * tau2)
-    st = math.sin(0.5 * tau2)
-    yct = yc * ct + ys * st
-    yst = ys * ct - yc * st
-    cct = cc * ct * ct + 2.0 * cs * ct * st + ss * st * st
-    sst = n - cct
-    p = 0.0
-    if cct > 1e-12:
-        p += yct * yct / cct
-    if sst > 1e-12:
-        p += yst * yst / sst
     return p
 
 
