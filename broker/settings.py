@@ -9,7 +9,7 @@ import functools
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     scores: bool = True
     host_catalog: str | None = Field(default=None, description="HEALPix/HATS galaxy catalog for host matching")
     exactly_once: bool = False
+    sink_topics: Literal["create", "require", "unchecked"] = Field(
+        default="create",
+        description="Kafka sink topics (outputs, scores, DLQ, ledger) missing at start: 'create' them (broker "
+                    "defaults for partitions and replication) before consuming, or 'require' them (a missing one "
+                    "stops the worker); 'unchecked' skips the check, for a cluster whose metadata the worker may "
+                    "not read, and leaves a missing topic to auto-creation, which can lose its first records "
+                    "(consumers/topics.py)")  # fmt: skip
     dedup: bool = Field(default=False, description="drop repeats of a diaSourceId (run --dedup)")
     dedup_window: int = Field(default=10_000_000, gt=0, description="how many distinct ids --dedup remembers")
     dedup_path: str | None = Field(

@@ -17,12 +17,13 @@ from broker.settings import Settings
 from consumers.checkpoint import AtLeastOnce, Checkpoint
 from consumers.dedup import Deduplicator, open_deduplicator
 from consumers.eos import Transactional, default_transactional_id
-from consumers.kafka_clients import client_conf, producer_conf
+from consumers.kafka_clients import client_conf, make_admin, producer_conf
 from consumers.ledger import JsonlFileSink, Ledger
 from consumers.runner import Runner
 from consumers.sinks import AvroDirSink, DLQFileSink, KafkaSink, Sink, make_producer
 from consumers.sources import FileSource, KafkaSource, Source
 from consumers.timerange import TimeRange
+from consumers.topics import ensure_topics
 from consumers.uri import FileURI, KafkaURI, parse_uri
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,25 @@ def _transactional_producer(source: str, sink: str, dlq: str | None, scores: str
     return make_producer(producer_conf(settings, first, transactional_id=tid))
 
 
+def prepare_sink_topics(settings: Settings, uris: list[str | None]) -> None:
+    """Create (or, with ``sink_topics="require"``, check) the Kafka topics among ``uris`` before consuming.
+
+    Raises
+    ------
+    consumers.topics.SinkTopicMissing
+        See :func:`consumers.topics.ensure_topics`.
+    """
+    if settings.sink_topics == "unchecked":
+        return
+    by_cluster: dict[str, tuple[KafkaURI, list[str]]] = {}
+    for uri in uris:
+        parsed = parse_uri(uri) if uri is not None else None
+        if isinstance(parsed, KafkaURI):
+            by_cluster.setdefault(parsed.bootstrap, (parsed, []))[1].append(parsed.topic)
+    for first, topics in by_cluster.values():
+        ensure_topics(make_admin(settings, first), topics, create=settings.sink_topics == "create")
+
+
 def make_enricher(settings: Settings, predictor: Predictor | None = None, scores: bool | None = None) -> Enricher:
     """The enrichment stage of ``alertbroker run`` for ``settings`` (also used by ``eval served``).
 
@@ -136,13 +156,14 @@ def build_runner(
     store, decoder = enricher.decoder.store, enricher.decoder
     producer = None
     ledger_uri = None if ledger == "none" else ledger or default_side_uri(sink, "ledger")
+    dlq = dlq or default_side_uri(sink, "dlq")
+    scores = (scores or default_side_uri(sink, "scores")) if enricher.scores else None
+    prepare_sink_topics(settings, [sink, dlq, scores, ledger_uri])
     if exactly_once:
         producer = _transactional_producer(source, sink, dlq, scores, settings, ledger_uri)
     out = make_sink(sink, settings, store, "enriched", producer)
-    dlq_sink = make_sink(dlq or default_side_uri(sink, "dlq"), settings, store, "dlq", producer)
-    scores_sink = None
-    if enricher.scores:
-        scores_sink = make_sink(scores or default_side_uri(sink, "scores"), settings, store, "scores", producer)
+    dlq_sink = make_sink(dlq, settings, store, "dlq", producer)
+    scores_sink = None if scores is None else make_sink(scores, settings, store, "scores", producer)
     runner_box: list[Runner] = []
     parsed = parse_uri(source)
     src: Source

@@ -223,11 +223,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from broker.settings import ConfigError
     from consumers.kafka_clients import KafkaAuthenticationError
+    from consumers.topics import SinkTopicMissing
 
     try:
         return int(args.func(args))
     except ConfigError as e:  # a bad config file or variable: one clear line, no traceback
         print(f"alertbroker: config error: {e}", file=sys.stderr)
+        return 2
+    except SinkTopicMissing as e:  # nothing was consumed: one clear line
+        print(f"alertbroker {args.command}: {e}", file=sys.stderr)
         return 2
     except KafkaAuthenticationError as e:  # a refused login: one clear line, no endless retry
         print(f"alertbroker {args.command}: {e}", file=sys.stderr)

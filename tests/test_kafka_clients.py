@@ -97,18 +97,23 @@ def test_every_builder_applies_the_security_settings(settings: Settings, made: l
         assert conf["acks"] == "all" and conf["enable.idempotence"] is True
 
 
-def test_worker_sinks_source_and_transactional_producer(settings: Settings, made: list[Any]) -> None:
+def test_worker_sinks_source_and_transactional_producer(settings: Settings, made: list[Any],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     from broker.predict import NullPredictor
     from consumers.app import build_runner, make_sink
 
+    asked: list[tuple[list[str], bool]] = []
+    monkeypatch.setattr("consumers.app.ensure_topics", lambda _admin, topics, create: asked.append((topics, create)))
     make_sink(URI, settings, SchemaStore(), "enriched")
     build_runner(URI.replace("enriched", "alerts"), URI, settings, predictor=NullPredictor(), exactly_once=True)
     kinds = [k for k, _ in made]
-    assert kinds == ["producer", "producer", "consumer"]  # a sink; the shared transactional producer; the source
+    # a sink; the sink topics' admin; the shared transactional producer; the source
+    assert kinds == ["producer", "admin", "producer", "consumer"]
+    assert asked == [(["enriched", "enriched-dlq", "enriched-scores", "enriched-ledger"], True)]
     for _, conf in made:
         _secure(conf)
-    assert made[1][1]["transactional.id"].startswith("lasair-enrich")
-    assert made[2][1]["group.id"] == "lasair-enrich" and made[2][1]["isolation.level"] == "read_committed"
+    assert made[2][1]["transactional.id"].startswith("lasair-enrich")
+    assert made[3][1]["group.id"] == "lasair-enrich" and made[3][1]["isolation.level"] == "read_committed"
 
 
 def test_subscription_inspect_and_subscribe_forwarder(settings: Settings, made: list[Any]) -> None:
