@@ -5,8 +5,9 @@ Left to the broker's auto-creation (``auto.create.topics.enable``), a topic come
 first records sent to it, and records sent in that window can be lost: Kafka's own documentation warns
 of it (KAFKA-3334), and an idempotent producer whose partition metadata flips while the topic is created
 may have its first records dropped as duplicates while their delivery reports say success (the pattern
-of librdkafka #3712). The fault tests saw exactly that once: the first two ledger records of a worker,
-sent to the auto-created ``<sink>-ledger``, reported delivered and were never in the topic.
+of librdkafka #3712). A fault test saw what that looks like once: the ledger records of the first 200
+offsets of one source partition were not in ``<sink>-ledger``, although those offsets were committed,
+which happens only after the records are acknowledged; the topic was being auto-created under them.
 
 So :func:`ensure_topics` runs before the source is opened: a missing topic is created with the broker's
 default partition count and replication factor (``sink_topics = "create"``, the default), or reported
