@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.forecast_train", "cli_main"))
 
+    p = sub.add_parser("train-photoz-student", help="distil the served host-only photo-z into a small network "
+                       "(frozen checkpoint)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("models.photoz_student_train", "cli_main"))
+
     p = sub.add_parser("train-physics", help="add the physics anomaly density to a trained checkpoint (frozen)",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -22,6 +22,7 @@ from models.forecast import ForecastHead
 from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
 from models.images import RealBogusHead
 from models.neighbours import NeighbourBank, NeighbourConfig
+from models.photoz_student import HostPhotozStudent
 from models.physics import PhysicsConfig, PhysicsDensity
 from models.ssl import ContrastiveHead
 
@@ -51,6 +52,9 @@ class ModelConfig:
     physics : PhysicsConfig
         The physics density (:mod:`models.physics`) and how its score joins the served one
         (``score="off"`` by default, and for every checkpoint written before it existed).
+    photoz_student : int
+        Hidden width of the distilled host-only photo-z network that serves the photo-z
+        (:mod:`models.photoz_student`); 0: none, the encoder's host path serves it.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -60,6 +64,7 @@ class ModelConfig:
     neighbours: NeighbourConfig = field(default_factory=NeighbourConfig)
     real_bogus: bool = False
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    photoz_student: int = 0
 
     def to_dict(self) -> dict:
         """Plain nested dict (checkpoint-safe)."""
@@ -77,7 +82,8 @@ class ModelConfig:
                    n_components=int(d["n_components"]), forest=_forest_config(d.get("forest", {})),
                    neighbours=NeighbourConfig(**d.get("neighbours", {"n_bank": 0})),
                    real_bogus=bool(d.get("real_bogus", False)),
-                   physics=PhysicsConfig.from_dict(d.get("physics", {})))
+                   physics=PhysicsConfig.from_dict(d.get("physics", {})),
+                   photoz_student=int(d.get("photoz_student", 0)))
 
 
 def _forest_config(d: dict) -> ForestConfig:
@@ -112,6 +118,9 @@ class MultimodalModel(nn.Module):
         self.forecast = ForecastHead(d, cfg.encoder.n_fourier)  # published, see models.forecast
         self.real_bogus = RealBogusHead(2 * d) if cfg.real_bogus else None
         self.physics = PhysicsDensity(cfg.physics)
+        # served host-only photo-z, distilled from photoz_mixture_from_host (models.photoz_student)
+        self.photoz_student = (HostPhotozStudent(cfg.n_components, cfg.photoz_student) if cfg.photoz_student
+                               else None)  # fmt: skip
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
                 feat: Tensor, feat_mask: Tensor, img: Tensor | None = None,
@@ -192,13 +201,22 @@ class MultimodalModel(nn.Module):
         Only the magnitude tokens are kept: the DC2 training galaxies have no separation or
         directional-light-radius tokens, and adding them to a served alert's host raised the
         outlier fraction from 3 % to 22-26 % (``alertbroker eval served``, see docs/models.md).
+
+        With a distilled :class:`~models.photoz_student.HostPhotozStudent` (``cfg.photoz_student``)
+        the student serves it; :meth:`photoz_mixture_from_host` is the encoder's path it learned from.
         """
+        if self.photoz_student is not None:
+            return mixture_summary(*self.photoz_student(host, host_mask))
+        return mixture_summary(*self.photoz_mixture_from_host(host, host_mask))
+
+    def photoz_mixture_from_host(self, host: Tensor, host_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The encoder's calibrated host-only photo-z mixture ``(logw, mu, sigma)``, each (n, M)."""
         n = host.shape[0]
         lc, feat = host.new_zeros(n, 0, len(LC_FIELDS)), host.new_zeros(n, 0, len(FEAT_FIELDS))
         empty = torch.zeros(n, 0, dtype=torch.bool, device=host.device)
         mags = host_mask & (host[..., 0] == HOST_KIND_MAG)
         out = self.forward(lc, empty, host, mags, feat, empty)
-        return mixture_summary(out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale)
+        return out["logw"], out["mu"], out["sigma"] * self.z_sigma_scale
 
 
 def combine_physics(base: Tensor, physics: Tensor, mode: str) -> Tensor:

@@ -1,4 +1,4 @@
-"""Served photo-z comes from the host path the photo-z head was trained on, whatever the light curve."""
+"""Served photo-z comes from the host path the photo-z head was trained on (distilled), whatever the light curve."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from broker.features import FeatureConfig, featurize  # noqa: E402
 from broker.features.synth import make_batch  # noqa: E402
 from broker.tokens import HOST_KIND_DLR, HOST_KIND_MAG, HOST_KIND_SEP  # noqa: E402
+from models.heads import mixture_summary  # noqa: E402
 from models.model import TOKEN_KEYS  # noqa: E402
 from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor  # noqa: E402
 
@@ -37,9 +38,15 @@ def test_served_photoz_ignores_the_light_curve_and_matches_the_host_path() -> No
     assert np.isfinite(pa.photoz).all()
     np.testing.assert_allclose(pa.photoz, pb.photoz, rtol=1e-5, atol=1e-5)
     host_only = {**a, "lc_mask": np.zeros_like(a["lc_mask"]), "feat_mask": np.zeros_like(a["feat_mask"])}
+    h, m = torch.from_numpy(a["host"]), torch.from_numpy(a["host_mask"])
+    assert pred.model.photoz_student is not None  # the shipped model serves its distilled host path
     with torch.no_grad():
-        ref = pred.model.infer(**{k: torch.from_numpy(v) for k, v in host_only.items()})["photoz"].numpy()
-    np.testing.assert_allclose(pa.photoz, ref, rtol=1e-4, atol=1e-4)
+        served = pred.model.photoz_from_host(h, m).numpy()
+        encoder = pred.model.infer(**{k: torch.from_numpy(v) for k, v in host_only.items()})["photoz"].numpy()
+        teacher = mixture_summary(*pred.model.photoz_mixture_from_host(h, m)).numpy()
+    np.testing.assert_allclose(pa.photoz, served, rtol=1e-4, atol=1e-4)
+    # what the student learned from is the encoder's pass with the light curve and features masked
+    np.testing.assert_allclose(teacher, encoder, rtol=1e-4, atol=1e-4)
     assert not np.allclose(pa.probs, pb.probs), "the classes still use the light curve"
     # separation and DLR tokens (slots 6-7 of a matched host) were never in the photo-z training set
     c = {**a, "host": a["host"].copy(), "host_mask": a["host_mask"].copy()}
