@@ -35,7 +35,7 @@ def _time_range(args: argparse.Namespace) -> TimeRange | None:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay an archive into Kafka."""
     from broker.decode import BatchDecoder
-    from consumers.app import make_store
+    from consumers.app import make_store, prepare_sink_topics
     from consumers.kafka_clients import producer_conf
     from consumers.replay import replay
     from consumers.uri import KafkaURI, parse_uri
@@ -44,6 +44,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not isinstance(target, KafkaURI):
         raise SystemExit("--to must be a kafka:// URI")
     settings = _settings(args)
+    prepare_sink_topics(settings, [args.to])  # never into a topic being auto-created (consumers/topics.py)
     conf = producer_conf(settings, target, defaults={"linger.ms": 20})  # security settings included
     out = replay(args.archive, conf, target.topic, BatchDecoder(make_store(settings)), rate=args.rate,
                  speedup=args.speedup, limit=args.limit, progress=not args.quiet,

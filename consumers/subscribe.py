@@ -203,4 +203,7 @@ def _forwarder(uri: str | None, settings: Settings) -> tuple[Any, str]:
     target = parse_uri(uri)
     if not isinstance(target, KafkaURI):
         raise SystemExit("--to must be a kafka:// URI")
+    from consumers.app import prepare_sink_topics
+
+    prepare_sink_topics(settings, [uri])  # never into a topic being auto-created (consumers/topics.py)
     return make_producer(settings, target), target.topic

@@ -50,6 +50,8 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     log: list[tuple[str, dict[str, Any]]] = []
     for name, kind in (("Consumer", "consumer"), ("_Producer", "producer"), ("AdminClient", "admin")):
         monkeypatch.setattr(kafka_clients, name, type(kind, (Recorder,), {"made": log, "kind": kind}))
+    # the sink-topic check talks to the cluster (tests/test_kafka_topics.py); here only its admin client is seen
+    monkeypatch.setattr("consumers.app.ensure_topics", lambda *_a, **_k: [])
     return log
 
 
@@ -124,10 +126,11 @@ def test_subscription_inspect_and_subscribe_forwarder(settings: Settings, made: 
     assert list(Subscription(URI, start="earliest").batches(idle_timeout=0.2)) == []  # settings from the env
     assert list(iter_values(URI, SchemaStore(), None, 0.2)) == []
     _forwarder("kafka://other.example:9094/mine", settings)
-    assert [k for k, _ in made] == ["consumer", "consumer", "producer"]
+    assert [k for k, _ in made] == ["consumer", "consumer", "admin", "producer"]  # the admin checks the topic
     _secure(made[0][1])
     _secure(made[1][1])
     _secure(made[2][1], "other.example:9094")
+    _secure(made[3][1], "other.example:9094")
     assert made[0][1]["group.id"].startswith("lasair-enrich-subscribe-")  # Rubin: groups start with the user
     assert made[1][1]["group.id"].startswith("lasair-enrich-inspect-")
 
@@ -147,6 +150,6 @@ def test_cli_replay_inspect_subscribe_take_config_and_env(tmp_path: Path, made: 
     assert main(["replay", str(tmp_path / "night.avro"), "--to", URI, "--quiet", "--config", str(cfg)]) == 0
     assert main(["inspect", URI, "--timeout", "0.2", "--config", str(cfg)]) == 0
     assert main(["subscribe", URI, "--idle-timeout", "0.2", "--config", str(cfg), "--to", URI]) == 0
-    assert sorted(k for k, _ in made) == ["consumer", "consumer", "producer", "producer"]
+    assert sorted(k for k, _ in made) == ["admin", "admin", "consumer", "consumer", "producer", "producer"]
     for _, conf in made:
         _secure(conf)
