@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -97,3 +98,24 @@ def test_run_with_an_unreachable_sink_cluster_stops_before_consuming(kafka_boots
         assert [tp.offset for tp in c.committed([TopicPartition(src, 0)], timeout=30)] == [-1001]
     finally:
         c.close()
+
+
+def test_replay_creates_its_topic_before_the_first_record(kafka_bootstrap: str, topic_prefix: str,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    from broker.container_writer import ContainerWriter
+    from broker.schemas import SchemaStore
+    from broker.wire import HEADER_SIZE
+    from tests.kafka_util import read_topic
+
+    path = tmp_path / "night.avro"
+    w = ContainerWriter(path, SchemaStore().get(1101).definition)
+    w.write_block([m[HEADER_SIZE:] for m in stream(40, n_history=1, seed=8)])
+    w.close()
+    topic = f"{topic_prefix}-replayed"
+    assert topic not in _topics(kafka_bootstrap)
+    cmd = [sys.executable, "-m", "consumers", "replay", str(path), "--to", f"kafka://{kafka_bootstrap}/{topic}",
+           "--quiet"]  # fmt: skip
+    p = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    assert _topics(kafka_bootstrap)[topic] == 4  # created with the broker's default partitions
+    assert len(read_topic(kafka_bootstrap, topic, expect=40)) == 40
