@@ -117,6 +117,17 @@ if __name__ == "__main__":
         print(f"feature names recorded in {upgrade_feature_names(arg)}")
 
 
+def with_new_part(model: MultimodalModel, cfg: ModelConfig, prefix: str) -> MultimodalModel:
+    """A model of config ``cfg`` holding every weight of ``model`` except those under ``prefix``, which
+    are new (as initialised); for heads fitted on a frozen checkpoint (``train-physics``,
+    ``train-photoz-student``), checked afterwards with :func:`unchanged_except`."""
+    new = MultimodalModel(cfg)
+    own = new.state_dict()
+    new.load_state_dict({**{k: v for k, v in own.items() if k.startswith(prefix)},
+                         **{k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}})
+    return new.eval()
+
+
 def unchanged_except(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str) -> bool:
     """Whether two state dicts hold the same keys and bit-identical tensors outside ``prefix``.
 

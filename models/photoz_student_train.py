@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except
+from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except, with_new_part
 from models.data import dc2_path, photometry_tokens, read_photometry
 from models.heads import PHOTOZ_COLUMNS, mixture_summary
 from models.metrics import photoz_stats
@@ -38,11 +38,7 @@ _Q50 = PHOTOZ_COLUMNS.index("q50")
 
 def with_student(model: MultimodalModel, hidden: int) -> MultimodalModel:
     """A copy of ``model`` with a new (untrained) student of width ``hidden``; every other weight kept."""
-    new = MultimodalModel(replace(model.cfg, photoz_student=hidden))
-    own = new.state_dict()
-    new.load_state_dict({**{k: v for k, v in own.items() if k.startswith(_PREFIX)},
-                         **{k: v for k, v in model.state_dict().items() if not k.startswith(_PREFIX)}})
-    return new.eval()
+    return with_new_part(model, replace(model.cfg, photoz_student=hidden), _PREFIX)
 
 
 @torch.no_grad()

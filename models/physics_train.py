@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except
+from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except, with_new_part
 from models.heads import PHOTOZ_COLUMNS
 from models.model import MultimodalModel
 from models.physics import INPUTS, SCORES, PhysicsConfig
@@ -48,11 +48,7 @@ def host_photoz(model: MultimodalModel, meta: dict, tokens: dict[str, np.ndarray
 
 def with_physics(model: MultimodalModel, cfg: PhysicsConfig) -> MultimodalModel:
     """A copy of ``model`` whose config has ``cfg`` and whose physics density is new (unfitted)."""
-    new = MultimodalModel(replace(model.cfg, physics=cfg))
-    own = new.state_dict()
-    new.load_state_dict({**{k: v for k, v in own.items() if k.startswith(_PREFIX)},
-                         **{k: v for k, v in model.state_dict().items() if not k.startswith(_PREFIX)}})
-    return new.eval()
+    return with_new_part(model, replace(model.cfg, physics=cfg), _PREFIX)
 
 
 def build_parser() -> argparse.ArgumentParser:
