@@ -190,7 +190,7 @@ def test_rubin_resend_reaches_the_sink_once(kafka_bootstrap: str, topic_prefix: 
 def test_a_first_run_onto_a_sink_topic_that_does_not_exist_yet(kafka_bootstrap: str, topic_prefix: str,
                                                               tmp_path: Path, alerts: list[bytes]) -> None:  # fmt: skip
     """Before: reconciling with a sink the broker had not created yet raised, and the worker never started."""
-    src, dst = f"{topic_prefix}-in", f"{topic_prefix}-new"  # only the input exists; the broker auto-creates dst
+    src, dst = f"{topic_prefix}-in", f"{topic_prefix}-new"  # only the input exists; the worker creates dst
     create_topics(kafka_bootstrap, [src], partitions=2)
     _fill(kafka_bootstrap, src, alerts[:50] + alerts[:10])
     assert _kafka_run(kafka_bootstrap, src, dst, f"{topic_prefix}-g", tmp_path / "s") == (60, 50, 10)
