@@ -51,6 +51,24 @@ SYNC_INTERVAL_S = 5.0
 RECONCILE_TIMEOUT_S = 300.0
 
 
+def _watermarks(consumer: Any, tp: Any, timeout_s: float = 30.0) -> tuple[int, int]:
+    """Low and high watermark of ``tp``, retrying retriable errors (a new topic's leader not serving yet)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    transient = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                 KafkaError.UNKNOWN_TOPIC_OR_PART}  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            if not isinstance(err, KafkaError) or err.code() not in transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class SinkSync:
     """The Kafka sink topic as the source of truth for delivered ids.
 
@@ -92,7 +110,7 @@ class SinkSync:
             synced = window.sync_offsets(self.topic)
             start, end = {}, {}
             for p in self.partitions:
-                low, high = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)
+                low, high = _watermarks(c, TopicPartition(self.topic, p))
                 start[p] = max(synced.get(p, 0), low, high - window.window)
                 end[p] = high
             todo = {p for p in self.partitions if start[p] < end[p]}

@@ -12,7 +12,8 @@ which happens only after the records are acknowledged; the topic was being auto-
 So :func:`ensure_topics` runs before the source is opened: a missing topic is created with the broker's
 default partition count and replication factor (``sink_topics = "create"``, the default), or reported
 as :class:`SinkTopicMissing` (``"require"``: for deployments whose topics are managed elsewhere); then
-it waits until the metadata shows a leader for every partition of every topic.
+it waits until the metadata shows a leader for every partition of every topic, and that leader
+answers for its end offset.
 """
 
 from __future__ import annotations
@@ -91,9 +92,31 @@ def ensure_topics(admin: Any, topics: list[str], create: bool = True, timeout_s:
                 if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
                     raise SinkTopicMissing(f"could not create sink topic {topic!r}: {e}") from e
     while True:
-        absent, leaderless = _missing(_metadata(admin, max(1.0, deadline - time.monotonic())), wanted)
-        if not absent and not leaderless:
+        md = _metadata(admin, max(1.0, deadline - time.monotonic()))
+        absent, leaderless = _missing(md, wanted)
+        if not absent and not leaderless and _serving(admin, md, wanted, max(1.0, deadline - time.monotonic())):
             return created
         if time.monotonic() > deadline:
-            raise SinkTopicMissing(f"sink topics {absent + leaderless} have no leader after {timeout_s:.0f} s")
+            raise SinkTopicMissing(f"sink topics {absent + leaderless or wanted} are not served by a leader after "
+                                   f"{timeout_s:.0f} s")  # fmt: skip
         time.sleep(0.1)
+
+
+def _serving(admin: Any, md: Any, topics: list[str], timeout_s: float) -> bool:
+    """Whether every partition of ``topics`` answers a ListOffsets request.
+
+    Why: right after a topic is created the metadata can name a leader before that broker serves the
+    partition; a reader that asked for the end offsets then got ``NOT_LEADER_FOR_PARTITION`` (seen in CI,
+    ``run --dedup`` onto a new sink topic).
+    """
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    req = {TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in md.topics[t].partitions}
+    try:
+        for fut in admin.list_offsets(req, request_timeout=timeout_s).values():
+            fut.result(timeout=timeout_s)
+    except Exception as e:  # noqa: BLE001 - not served yet: the caller retries until its deadline
+        log.debug("sink topics not served yet: %s", e)
+        return False
+    return True
