@@ -19,10 +19,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from broker.batch import BANDS
 from broker.tokens import HOST_KIND_MAG
 from models.heads import MixtureHead
 
-N_BANDS = 6
+N_BANDS = len(BANDS)  # host magnitude slots 0..N_BANDS-1 (broker.features.host_tokens)
 #: Inputs per host: per band the magnitude, its error and whether it is there, and the 5 adjacent colours.
 N_INPUTS = 3 * N_BANDS + N_BANDS - 1
 MAG_CENTER, MAG_SCALE = 24.0, 2.0
