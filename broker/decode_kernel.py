@@ -120,27 +120,51 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
         row = -1
         arow0 = nrow
         while True:
-            ins = code[base + pc]
-            op = ins[0]
+            # scalar loads, not a row view: this loop runs once per field group of every row
+            row_pc = base + pc
+            op = code[row_pc, 0]
             pc += 1
-            if op == P.SKIP_FIXED:
-                p += ins[1]
+            if op == P.OPT_SKIP_FIXED:  # the commonest op: a run of nullable floats/doubles/booleans
+                width, vb, nbr = code[row_pc, 1], 2 * (1 - code[row_pc, 4]), 2 * code[row_pc, 4]
+                for _ in range(code[row_pc, 2]):
+                    if p >= end:
+                        st = TRUNCATED
+                        break
+                    br = buf[p]
+                    p += 1
+                    if br == vb:
+                        p += width
+                    elif br != nbr:
+                        st = BAD_UNION
+                        break
+                if st == OK and p > end:
+                    st = TRUNCATED
+                if st != OK:
+                    break
+            elif op == P.SKIP_FIXED:
+                p += code[row_pc, 1]
                 if p > end:
                     st = TRUNCATED
                     break
-            elif P.SKIP_VARINT <= op <= P.OPT_SKIP_BYTES:  # runs of skips, nullable or not
+            elif op == P.SKIP_VARINT:
+                for _ in range(code[row_pc, 1]):
+                    p = _skip_varint(buf, p, end)
+                    if p < 0:
+                        st = TRUNCATED
+                        break
+                if st != OK:
+                    break
+            elif P.SKIP_BYTES <= op <= P.OPT_SKIP_BYTES:  # the other runs of skips, nullable or not
                 opt = op >= P.OPT_SKIP_FIXED
-                for _ in range(ins[2] if opt else ins[1]):
+                for _ in range(code[row_pc, 2] if opt else code[row_pc, 1]):
                     if opt:
-                        has, p = _branch(buf, p, end, ins[4])
+                        has, p = _branch(buf, p, end, code[row_pc, 4])
                         if has < 0:
                             st = -has
                             break
                         if has == 0:
                             continue
-                    if op == P.OPT_SKIP_FIXED:
-                        p += ins[1]
-                    elif op == P.SKIP_VARINT or op == P.OPT_SKIP_VARINT:
+                    if op == P.SKIP_VARINT or op == P.OPT_SKIP_VARINT:
                         p = _skip_varint(buf, p, end)
                         if p < 0:
                             st = TRUNCATED
@@ -157,8 +181,8 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
             elif op == P.MARK:
                 marks[i] = p
             elif op == P.CUT:  # a cutout stamp: remember where its bytes lie, then skip them
-                if ins[4] >= 0:
-                    has, p = _branch(buf, p, end, ins[4])
+                if code[row_pc, 4] >= 0:
+                    has, p = _branch(buf, p, end, code[row_pc, 4])
                     if has < 0:
                         st = -has
                         break
@@ -167,12 +191,12 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 ln, p, st = _bytes(buf, p, end)
                 if st != OK:
                     break
-                cuts[i, 2 * ins[1]] = p
-                cuts[i, 2 * ins[1] + 1] = ln
+                cuts[i, 2 * code[row_pc, 1]] = p
+                cuts[i, 2 * code[row_pc, 1] + 1] = ln
                 p += ln
             elif op >= P.READ_LONG:
-                if ins[4] >= 0:  # nullable: branch byte first
-                    has, p = _branch(buf, p, end, ins[4])
+                if code[row_pc, 4] >= 0:  # nullable: branch byte first
+                    has, p = _branch(buf, p, end, code[row_pc, 4])
                     if has < 0:
                         st = -has
                         break
@@ -205,33 +229,33 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     iv = int(bandmap[buf[p]]) if ln == 1 else -1
                     fv = float(iv)
                     p += ln
-                col = ins[1]
+                col = code[row_pc, 1]
                 if col >= 0 and row >= 0:
                     if col == P.ROW_BAND:
                         rows_band[row] = iv
                     else:
                         rows_f[col, row] = fv
-                if ins[2] >= 0:
-                    if ins[3] == 0:
-                        out_f[i, ins[2]] = fv
+                if code[row_pc, 2] >= 0:
+                    if code[row_pc, 3] == 0:
+                        out_f[i, code[row_pc, 2]] = fv
                     else:
-                        out_i[i, ins[2]] = iv if op != P.READ_DOUBLE and op != P.READ_FLOAT else int(fv)
+                        out_i[i, code[row_pc, 2]] = iv if op != P.READ_DOUBLE and op != P.READ_FLOAT else int(fv)
             elif op == P.UNION:
                 k, p = _varint(buf, p, end)
                 if p < 0:
                     st = TRUNCATED
                     break
-                if k < 0 or k >= ins[1]:
+                if k < 0 or k >= code[row_pc, 1]:
                     st = BAD_UNION
                     break
-                pc = jt[jb + ins[2] + k]
+                pc = jt[jb + code[row_pc, 2] + k]
             elif op == P.JUMP:
-                pc = ins[1]
+                pc = code[row_pc, 1]
             elif op == P.ARRAY_START or op == P.ARRAY_END:
                 if op == P.ARRAY_END:
                     stack[depth - 1] -= 1
                     if stack[depth - 1] > 0:
-                        pc = ins[1] + 1
+                        pc = code[row_pc, 1] + 1
                         continue
                     depth -= 1
                 cnt, p = _varint(buf, p, end)
@@ -248,7 +272,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     st = BAD_LENGTH
                     break
                 if cnt == 0:
-                    pc = ins[1] if op == P.ARRAY_START else pc
+                    pc = code[row_pc, 1] if op == P.ARRAY_START else pc
                     continue
                 if depth >= 16:
                     st = TOO_DEEP
@@ -256,7 +280,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 stack[depth] = cnt
                 depth += 1
                 if op == P.ARRAY_END:
-                    pc = ins[1] + 1
+                    pc = code[row_pc, 1] + 1
             elif op == P.ROW_BEGIN:
                 if nrow - arow0 >= max_rows:
                     st = TOO_MANY_ROWS
@@ -269,7 +293,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 rows_f[1, row] = np.nan
                 rows_f[2, row] = np.nan
                 rows_band[row] = -1
-                rows_det[row] = ins[1] == 1
+                rows_det[row] = code[row_pc, 1] == 1
             elif op == P.END:
                 if strict and p != end:
                     st = TRAILING

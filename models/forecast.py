@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from broker.annotations import FORECAST_HORIZONS_DAYS, FORECAST_QUANTILES
+from broker.batch import BANDS
 from broker.tokens import LC_FIELDS
 from models.encoder import time_band_features
 
-N_BANDS = 6
+N_BANDS = len(BANDS)
 #: Upper edges (days) of the horizon bins that get their own interval calibration.
 HORIZON_EDGES: tuple[float, ...] = (2.0, 6.0)
 _CTX = 6  # context values per band, see ForecastHead.band_context
@@ -80,25 +81,29 @@ class ForecastHead(nn.Module):
 
     @staticmethod
     def band_context(lc: Tensor, lc_mask: Tensor) -> Tensor:
-        """Per band (n, 6, 6): has data, last flux, last error, time since last, max flux, log1p count."""
-        lc = torch.nan_to_num(lc.float())
-        band = lc[..., _BAND].long()
-        pos = torch.arange(lc.shape[1], device=lc.device)
-        out = []
-        for b in range(N_BANDS):
-            m = lc_mask & (band == b)
-            has = m.any(1)
-            last = torch.where(m, pos, -1).max(1).values.clamp(min=0)
-            tok = lc.gather(1, last[:, None, None].expand(-1, 1, lc.shape[2]))[:, 0]
-            h = has.float()
-            peak = torch.where(m, lc[..., _FLUX], torch.full_like(lc[..., _FLUX], -1e4)).max(1).values
-            out.append(torch.stack([h, tok[:, _FLUX] * h, torch.log1p(tok[:, _ERR].clamp(min=0)) * h,
-                                    -tok[:, _DT] * h, peak * h, torch.log1p(m.sum(1).float())], -1))
-        return torch.stack(out, 1)
+        """Per band (n, 6, 6): has data, last flux, last error, time since last, max flux, log1p count.
 
-    def raw(self, emb: Tensor, lc: Tensor, lc_mask: Tensor, dt_days: Tensor, band: Tensor) -> Tensor:
-        """Uncalibrated ordered quantiles (n, Q, 5) of the flux token at ``dt_days``, ``band`` (n, Q)."""
-        ctx = self.band_context(lc, lc_mask)
+        All bands at once on an (n, L, 6) band mask: a loop over the bands cost ~60 small ops per
+        batch, ~7 % of the model's time at batch 64 (same values).
+        """
+        lc = torch.nan_to_num(lc.float())
+        bands = torch.arange(N_BANDS, device=lc.device)
+        m = lc_mask[..., None] & (lc[..., _BAND].long()[..., None] == bands)        # (n, L, B)
+        pos = torch.arange(lc.shape[1], device=lc.device)[None, :, None]
+        last = torch.where(m, pos, -1).max(1).values.clamp(min=0)                    # (n, B)
+        tok = lc.gather(1, last[..., None].expand(-1, -1, lc.shape[2]))              # (n, B, F)
+        h = m.any(1).float()
+        peak = torch.where(m, lc[..., _FLUX, None], -1e4).max(1).values
+        return torch.stack([h, tok[..., _FLUX] * h, torch.log1p(tok[..., _ERR].clamp(min=0)) * h,
+                            -tok[..., _DT] * h, peak * h, torch.log1p(m.sum(1).float())], -1)
+
+    def raw(self, emb: Tensor, lc: Tensor, lc_mask: Tensor, dt_days: Tensor, band: Tensor,
+            ctx: Tensor | None = None) -> Tensor:
+        """Uncalibrated ordered quantiles (n, Q, 5) of the flux token at ``dt_days``, ``band`` (n, Q).
+
+        ``ctx`` is :meth:`band_context` of ``lc``, computed here when not given.
+        """
+        ctx = self.band_context(lc, lc_mask) if ctx is None else ctx
         fourier, onehot = time_band_features(slog1p(dt_days.float())[..., None], band, self.freqs)
         # the first layer split by what varies: the alert part [emb, ctx] is one product per alert,
         # broadcast over its queries, not one per (alert, query) pair (same sum, fewer products)
@@ -163,9 +168,10 @@ class ForecastHead(nn.Module):
             return emb.new_full(shape, float("nan"), dtype=torch.float32)
         dt = torch.tensor(FORECAST_HORIZONS_DAYS, device=emb.device).repeat(N_BANDS)[None].expand(n, -1)
         band = torch.arange(N_BANDS, device=emb.device).repeat_interleave(nh)[None].expand(n, -1)
-        q = self.forward(emb, lc, lc_mask, dt, band).reshape(shape)
-        has = (lc_mask[..., None] & (lc[..., _BAND].long()[..., None] == torch.arange(N_BANDS, device=lc.device)))
-        return torch.where(has.any(1)[:, :, None, None], q, torch.full_like(q, float("nan")))
+        ctx = self.band_context(lc, lc_mask)
+        q = self.apply_widen(self.raw(emb, lc, lc_mask, dt, band, ctx), dt).reshape(shape)
+        has = ctx[..., 0] > 0  # the band has light-curve tokens
+        return torch.where(has[:, :, None, None], q, torch.full_like(q, float("nan")))
 
 
 def pinball(q: Tensor, y: Tensor, valid: Tensor) -> Tensor:

@@ -95,6 +95,37 @@ def test_forecast_split_first_layer_equals_concatenation() -> None:
         torch.testing.assert_close(got[..., 2], o[..., 2] + own[..., 1], rtol=1e-5, atol=1e-5)
 
 
+def _band_context_per_band(lc: torch.Tensor, lc_mask: torch.Tensor) -> torch.Tensor:
+    """The per-band loop that ``ForecastHead.band_context`` replaced (the reference)."""
+    lc = torch.nan_to_num(lc.float())
+    band = lc[..., 1].long()
+    pos = torch.arange(lc.shape[1])
+    out = []
+    for b in range(6):
+        m = lc_mask & (band == b)
+        last = torch.where(m, pos, -1).max(1).values.clamp(min=0)
+        tok = lc.gather(1, last[:, None, None].expand(-1, 1, lc.shape[2]))[:, 0]
+        h = m.any(1).float()
+        peak = torch.where(m, lc[..., 2], torch.full_like(lc[..., 2], -1e4)).max(1).values
+        out.append(torch.stack([h, tok[:, 2] * h, torch.log1p(tok[:, 3].clamp(min=0)) * h,
+                                -tok[:, 0] * h, peak * h, torch.log1p(m.sum(1).float())], -1))
+    return torch.stack(out, 1)
+
+
+def test_band_context_all_bands_at_once_equals_the_per_band_loop() -> None:
+    torch.manual_seed(4)
+    t = tokens(n=40, L=23)
+    lc, mask = t["lc"].clone(), t["lc_mask"].clone()
+    lc[:, :, 1] = torch.randint(0, 6, lc.shape[:2]).float()
+    lc[3, 5, 2] = float("nan")          # a NaN flux is read as 0, as before
+    mask[7] = False                     # an alert with no light-curve token
+    mask[8] = lc[8, :, 1] == 2          # one band only: the other five have no data
+    got = ForecastHead.band_context(lc, mask)
+    assert got.shape == (40, 6, 6)
+    torch.testing.assert_close(got, _band_context_per_band(lc, mask), rtol=0, atol=0)
+    assert got[7, :, 0].sum() == 0 and got[8, :, 0].tolist() == [0, 0, 1, 0, 0, 0]
+
+
 def test_compiled_forest_walk_equals_gathers_and_follows_a_refit() -> None:
     cfg = ForestConfig(edges=(3, 11), n_trees=16, max_samples=128, n_ref=64)
     rng = np.random.default_rng(3)
