@@ -97,3 +97,28 @@ def test_the_worker_featurizer_takes_the_cache_and_the_token_budget_from_setting
     assert len(feat.keywords["fits"]) == 5 * 6  # type: ignore[attr-defined]
     with pytest.raises(pydantic.ValidationError):
         Settings(lc_tokens=LC_MAX_TOKENS + 1)  # more than the models are trained with
+
+
+def _concat(a: AlertBatch, b: AlertBatch) -> AlertBatch:
+    la, lb = a.lightcurves, b.lightcurves
+    off = np.concatenate([la.offsets, lb.offsets[1:] + la.offsets[-1]])
+    lc = LightCurves(offsets=off, **{k: np.concatenate([getattr(la, k), getattr(lb, k)])
+                                     for k in ("mjd", "band", "flux", "flux_err", "is_detection")})
+    table = AlertTable({k: np.concatenate([a.table[k], b.table[k]]) for k in a.table.columns})
+    return AlertBatch(table, lc)
+
+
+def test_alerts_of_one_object_in_one_batch_share_their_unchanged_bands() -> None:
+    """A deep-drilling burst puts several alerts of an object in one batch: each distinct band is fitted once."""
+    later = make_batch(40, 80, seed=9)
+    earlier, _ = _earlier(later)
+    both = _concat(earlier, later)  # alert i and alert 40 + i are the same object, one row apart
+    fits = BandFitCache(10_000)
+    out = featurize(both, fits=fits)
+    # per object: the earlier alert's 6 bands, plus the one band the later alert changed
+    assert fits.misses == 40 * 7 and fits.hits == 40 * 5
+    ref = featurize(both)
+    assert _same(out.summary, ref.summary) and _same(out.feat, ref.feat)
+    again = featurize(both, fits=fits)  # everything is cached now
+    assert fits.misses == 40 * 7 and fits.hits == 40 * 5 + 80 * 6
+    assert _same(again.summary, ref.summary)

@@ -152,8 +152,10 @@ def _bazin(cc: CleanCurves, batch: AlertBatch, cfg: FeatureConfig, fits: BandFit
         return bazin_csr(cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err, cfg.bazin_max_iter)
     keys = fits.keys_for(np.asarray(batch.table["diaObjectId"]), cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err, _NB)
     rows, todo = fits.lookup(keys, N_BAZIN)
-    groups = np.flatnonzero(todo)
+    groups, src = fits.share(keys, todo)
     rows[groups] = bazin_groups(cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err, groups, cfg.bazin_max_iter)
+    copies = np.flatnonzero(src != np.arange(src.size))
+    rows[copies] = rows[src[copies]]
     fits.store(keys, rows, todo)
     return rows
 

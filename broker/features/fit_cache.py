@@ -93,6 +93,27 @@ class BandFitCache:
         self.misses += len(keys) - n_hit
         return rows, todo
 
+    def share(self, keys: list[tuple[int, int, int, int] | None], todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Groups to fit among ``todo``, once per key, and the group each one copies its fit from.
+
+        Why: a deep-drilling sequence alerts one object 10-16 times within seconds, so one batch
+        holds several of its alerts; their unchanged bands have the same key, and the lookups all
+        run before any of them is fitted. Fitting each distinct key once and copying it to the
+        others gives the same rows (a fit is a function of its points). Returns ``(fit, src)``:
+        the group indices to fit, and ``src[g]`` the group whose row ``g`` takes (``g`` itself
+        unless a same-key group comes first). The copies count as hits.
+        """
+        src = np.arange(len(keys))
+        first: dict[tuple[int, int, int, int], int] = {}
+        for g in np.flatnonzero(todo).tolist():
+            key = keys[g]
+            if key is not None:
+                src[g] = first.setdefault(key, g)
+        shared = int((src != np.arange(len(keys))).sum())
+        self.hits += shared
+        self.misses -= shared
+        return np.flatnonzero(todo & (src == np.arange(len(keys)))), src
+
     def store(self, keys: list[tuple[int, int, int, int] | None], rows: np.ndarray, fitted: np.ndarray) -> None:
         """Remember the rows of the groups just fitted (``fitted`` indexes ``keys``/``rows``)."""
         if self.capacity <= 0:
