@@ -9,6 +9,9 @@ whatever was processed before, so re-enrichment stays idempotent. (A warm start 
 from its previous parameters was not added for that reason: its result would depend on what the
 worker had seen, and a replay could publish other features than the first pass.)
 
+Alerts of one object in the same batch (a deep-drilling burst) share their unchanged bands too:
+each distinct band is fitted once and copied (:meth:`BandFitCache.share`).
+
 A band is identified by ``(diaObjectId, band, number of points, content hash)``; the hash is a
 64-bit FNV-1a over the 64-bit words of the cleaned times, fluxes and errors. The cache is a bounded LRU:
 memory stays at ``capacity`` entries (~0.35 KB each with their keys) whatever the stream holds. Input is keyed
