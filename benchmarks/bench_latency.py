@@ -33,11 +33,12 @@ from consumers.replay import order_for_replay
 
 @dataclass
 class Paced:
-    """The alerts of a night in replay order: values, keys and diaSourceIds."""
+    """The alerts of a night in replay order: values, keys, diaSourceIds and history rows."""
 
     values: list[bytes]
     keys: list[bytes]
     ids: list[int]
+    rows: list[int]
 
     @classmethod
     def load(cls, path: Path, decoder: BatchDecoder) -> Paced:
@@ -46,8 +47,10 @@ class Paced:
         order, mjd, keys = order_for_replay(msgs, decoder)
         res = decoder.decode([m.value for m in msgs])
         sid = dict(zip(res.index.tolist(), res.batch.table["diaSourceId"].tolist(), strict=True))
+        rows = dict(zip(res.index.tolist(), res.batch.lightcurves.lengths().tolist(), strict=True))
         order = [i for i in order if i in sid]
-        return cls([msgs[i].value for i in order], [keys[i] for i in order], [sid[i] for i in order])  # type: ignore[misc]
+        return cls([msgs[i].value for i in order], [keys[i] for i in order],  # type: ignore[misc]
+                   [sid[i] for i in order], [rows[i] for i in order])  # fmt: skip
 
 
 class Arrivals:
@@ -134,22 +137,40 @@ def run_paced(alerts: Paced, settings: Settings, bootstrap: str, rate: float, wo
         summaries = [json.loads((p.communicate(timeout=120)[0] or "{}").strip().splitlines()[-1] or "{}")
                      for p in procs]  # fmt: skip
     ids = [alerts.ids[k] for k in paced]
-    lat = np.array([arrivals.at[i] - produced[i] for i in ids if i in arrivals.at and i in produced])
+    seen = [k for k in paced if alerts.ids[k] in arrivals.at and alerts.ids[k] in produced]
+    lat = np.array([arrivals.at[alerts.ids[k]] - produced[alerts.ids[k]] for k in seen])
+    hist = np.array([alerts.rows[k] for k in seen])
     consumed, batches = sum(s.get("consumed", 0) for s in summaries), sum(s.get("batches", 0) for s in summaries)
     q = np.quantile(lat, [0.5, 0.99]) if lat.size else [float("nan")] * 2
     return {"rate": rate, "sent_rate": len(ids) / max(sent_s, 1e-9), "workers": workers, "model": model,
             "n": len(ids), "missing": len(ids) - lat.size, "p50": q[0], "p99": q[1],
             "max": float(lat.max()) if lat.size else float("nan"),
+            # the history length of the slowest 1 % against all: is the tail the long histories?
+            "tail_rows": float(np.median(hist[lat >= q[1]])) if lat.size else float("nan"),
+            "rows": float(np.median(hist)) if lat.size else float("nan"),
             "mean_batch": consumed / batches if batches else float("nan")}  # fmt: skip
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    """One line per run, then ``key=value`` lines."""
+    """One line per run, then ``key=value`` lines, then one summary line per rate and worker count.
+
+    ``rows`` / ``tail rows`` are the median history length of all paced alerts and of the slowest
+    1 %. With repeated runs the summary gives the median, least and largest p99: one paced night's
+    p99 is the peak of its longest queue and moves by several times between runs on a shared machine.
+    """
     print(f"{'rate/s':>7} {'sent/s':>7} {'workers':>7} {'model':>8} {'alerts':>6} {'p50 s':>7} {'p99 s':>7} "
-          f"{'max s':>7} {'batch':>6} {'missing':>7}")  # fmt: skip
+          f"{'max s':>7} {'batch':>6} {'missing':>7} {'rows':>6} {'tail rows':>9}")  # fmt: skip
     for r in rows:
         print(f"{r['rate']:>7.0f} {r['sent_rate']:>7.0f} {r['workers']:>7} {r['model']:>8} {r['n']:>6} "
-              f"{r['p50']:>7.3f} {r['p99']:>7.3f} {r['max']:>7.3f} {r['mean_batch']:>6.1f} {r['missing']:>7}")
+              f"{r['p50']:>7.3f} {r['p99']:>7.3f} {r['max']:>7.3f} {r['mean_batch']:>6.1f} {r['missing']:>7} "
+              f"{r['rows']:>6.0f} {r['tail_rows']:>9.0f}")  # fmt: skip
     for r in rows:
         print(f"latency rate={r['rate']:g} workers={r['workers']} model={r['model']} p50={r['p50']:.3f} "
               f"p99={r['p99']:.3f} max={r['max']:.3f}")  # fmt: skip
+    groups: dict[tuple[float, int], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["rate"], r["workers"]), []).append(r["p99"])
+    for (rate, workers), p99 in groups.items():
+        if len(p99) > 1:
+            print(f"latency_runs rate={rate:g} workers={workers} runs={len(p99)} p99_median={np.median(p99):.3f} "
+                  f"p99_min={min(p99):.3f} p99_max={max(p99):.3f}")  # fmt: skip

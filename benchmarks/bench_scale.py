@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--model", default="default", help="worker --model: 'default' (features + model) or 'none'")
     ap.add_argument("--rate", help="alerts/s, comma-separated: paced arrivals, latency instead of throughput")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="with --rate: paced runs per rate and worker count, interleaved; the summary gives "
+                         "the median, least and largest p99")  # fmt: skip
     args = ap.parse_args(argv)
     from broker.sim import simulate
 
@@ -111,7 +114,8 @@ def _latency(args: argparse.Namespace, alerts_dir: Path) -> int:
     print(f"{len(alerts.ids)} simulated alerts (first 100 for warm-up), {args.partitions} partitions, "
           f"{os.cpu_count()} cores, batch_size={settings.batch_size} batch_timeout_s={settings.batch_timeout_s} "
           f"batch_linger_s={getattr(settings, 'batch_linger_s', None)}")  # fmt: skip
-    rows = [run_paced(alerts, settings, args.bootstrap, float(r), int(w), args.model, args.partitions)
-            for r in args.rate.split(",") for w in args.workers.split(",")]  # fmt: skip
+    cases = [(float(r), int(w)) for r in args.rate.split(",") for w in args.workers.split(",")]
+    rows = [run_paced(alerts, settings, args.bootstrap, r, w, args.model, args.partitions)
+            for _ in range(max(args.repeat, 1)) for r, w in cases]  # fmt: skip
     print_table(rows)
     return 0
