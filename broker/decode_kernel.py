@@ -121,12 +121,12 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
         arow0 = nrow
         while True:
             # scalar loads, not a row view: this loop runs once per field group of every row
-            row_pc = base + pc
-            op = code[row_pc, 0]
+            ip = base + pc
+            op = code[ip, 0]
             pc += 1
             if op == P.OPT_SKIP_FIXED:  # the commonest op: a run of nullable floats/doubles/booleans
-                width, vb, nbr = code[row_pc, 1], 2 * (1 - code[row_pc, 4]), 2 * code[row_pc, 4]
-                for _ in range(code[row_pc, 2]):
+                width, vb, nbr = code[ip, 1], 2 * (1 - code[ip, 4]), 2 * code[ip, 4]
+                for _ in range(code[ip, 2]):
                     if p >= end:
                         st = TRUNCATED
                         break
@@ -142,12 +142,12 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 if st != OK:
                     break
             elif op == P.SKIP_FIXED:
-                p += code[row_pc, 1]
+                p += code[ip, 1]
                 if p > end:
                     st = TRUNCATED
                     break
             elif op == P.SKIP_VARINT:
-                for _ in range(code[row_pc, 1]):
+                for _ in range(code[ip, 1]):
                     p = _skip_varint(buf, p, end)
                     if p < 0:
                         st = TRUNCATED
@@ -156,15 +156,15 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     break
             elif P.SKIP_BYTES <= op <= P.OPT_SKIP_BYTES:  # the other runs of skips, nullable or not
                 opt = op >= P.OPT_SKIP_FIXED
-                for _ in range(code[row_pc, 2] if opt else code[row_pc, 1]):
+                for _ in range(code[ip, 2] if opt else code[ip, 1]):
                     if opt:
-                        has, p = _branch(buf, p, end, code[row_pc, 4])
+                        has, p = _branch(buf, p, end, code[ip, 4])
                         if has < 0:
                             st = -has
                             break
                         if has == 0:
                             continue
-                    if op == P.SKIP_VARINT or op == P.OPT_SKIP_VARINT:
+                    if op == P.OPT_SKIP_VARINT:
                         p = _skip_varint(buf, p, end)
                         if p < 0:
                             st = TRUNCATED
@@ -181,8 +181,8 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
             elif op == P.MARK:
                 marks[i] = p
             elif op == P.CUT:  # a cutout stamp: remember where its bytes lie, then skip them
-                if code[row_pc, 4] >= 0:
-                    has, p = _branch(buf, p, end, code[row_pc, 4])
+                if code[ip, 4] >= 0:
+                    has, p = _branch(buf, p, end, code[ip, 4])
                     if has < 0:
                         st = -has
                         break
@@ -191,12 +191,12 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 ln, p, st = _bytes(buf, p, end)
                 if st != OK:
                     break
-                cuts[i, 2 * code[row_pc, 1]] = p
-                cuts[i, 2 * code[row_pc, 1] + 1] = ln
+                cuts[i, 2 * code[ip, 1]] = p
+                cuts[i, 2 * code[ip, 1] + 1] = ln
                 p += ln
             elif op >= P.READ_LONG:
-                if code[row_pc, 4] >= 0:  # nullable: branch byte first
-                    has, p = _branch(buf, p, end, code[row_pc, 4])
+                if code[ip, 4] >= 0:  # nullable: branch byte first
+                    has, p = _branch(buf, p, end, code[ip, 4])
                     if has < 0:
                         st = -has
                         break
@@ -229,33 +229,33 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     iv = int(bandmap[buf[p]]) if ln == 1 else -1
                     fv = float(iv)
                     p += ln
-                col = code[row_pc, 1]
+                col = code[ip, 1]
                 if col >= 0 and row >= 0:
                     if col == P.ROW_BAND:
                         rows_band[row] = iv
                     else:
                         rows_f[col, row] = fv
-                if code[row_pc, 2] >= 0:
-                    if code[row_pc, 3] == 0:
-                        out_f[i, code[row_pc, 2]] = fv
+                if code[ip, 2] >= 0:
+                    if code[ip, 3] == 0:
+                        out_f[i, code[ip, 2]] = fv
                     else:
-                        out_i[i, code[row_pc, 2]] = iv if op != P.READ_DOUBLE and op != P.READ_FLOAT else int(fv)
+                        out_i[i, code[ip, 2]] = iv if op != P.READ_DOUBLE and op != P.READ_FLOAT else int(fv)
             elif op == P.UNION:
                 k, p = _varint(buf, p, end)
                 if p < 0:
                     st = TRUNCATED
                     break
-                if k < 0 or k >= code[row_pc, 1]:
+                if k < 0 or k >= code[ip, 1]:
                     st = BAD_UNION
                     break
-                pc = jt[jb + code[row_pc, 2] + k]
+                pc = jt[jb + code[ip, 2] + k]
             elif op == P.JUMP:
-                pc = code[row_pc, 1]
+                pc = code[ip, 1]
             elif op == P.ARRAY_START or op == P.ARRAY_END:
                 if op == P.ARRAY_END:
                     stack[depth - 1] -= 1
                     if stack[depth - 1] > 0:
-                        pc = code[row_pc, 1] + 1
+                        pc = code[ip, 1] + 1
                         continue
                     depth -= 1
                 cnt, p = _varint(buf, p, end)
@@ -272,7 +272,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     st = BAD_LENGTH
                     break
                 if cnt == 0:
-                    pc = code[row_pc, 1] if op == P.ARRAY_START else pc
+                    pc = code[ip, 1] if op == P.ARRAY_START else pc
                     continue
                 if depth >= 16:
                     st = TOO_DEEP
@@ -280,7 +280,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 stack[depth] = cnt
                 depth += 1
                 if op == P.ARRAY_END:
-                    pc = code[row_pc, 1] + 1
+                    pc = code[ip, 1] + 1
             elif op == P.ROW_BEGIN:
                 if nrow - arow0 >= max_rows:
                     st = TOO_MANY_ROWS
@@ -293,7 +293,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 rows_f[1, row] = np.nan
                 rows_f[2, row] = np.nan
                 rows_band[row] = -1
-                rows_det[row] = code[row_pc, 1] == 1
+                rows_det[row] = code[ip, 1] == 1
             elif op == P.END:
                 if strict and p != end:
                     st = TRAILING

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from broker.annotations import FORECAST_HORIZONS_DAYS, FORECAST_QUANTILES
 from broker.batch import BANDS
 from broker.tokens import LC_FIELDS
-from models.encoder import time_band_features
+from models.encoder import BAND_SLOTS, time_band_features
 
 N_BANDS = len(BANDS)
 #: Upper edges (days) of the horizon bins that get their own interval calibration.
@@ -75,7 +75,7 @@ class ForecastHead(nn.Module):
         # per horizon bin: factors on (q50-q05, q50-q16, q84-q50, q95-q50)
         self.register_buffer("widen", torch.ones(len(HORIZON_EDGES) + 1, 4))
         self.register_buffer("fitted", torch.zeros(()))
-        d_in = d + N_BANDS * _CTX + 2 * n_fourier + 1 + 7
+        d_in = d + N_BANDS * _CTX + 2 * n_fourier + 1 + BAND_SLOTS  # time_band_features: sin, cos, dt; one-hot
         self.mlp = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                                  nn.Linear(hidden, len(FORECAST_QUANTILES)))
 

@@ -32,10 +32,11 @@ from broker.decode import BatchDecoder
 from broker.schemas import SchemaStore
 from consumers.archive import iter_archive
 from models.data import dc2_path, photometry_tokens, read_photometry
-from models.heads import mixture_summary
+from models.heads import PHOTOZ_COLUMNS, mixture_summary
 from models.metrics import photoz_stats
-from models.predictor import _Q50, load_default
+from models.predictor import load_default
 
+_Q50 = PHOTOZ_COLUMNS.index("q50")
 EDGES = np.arange(0.0, 3.2, 0.05)
 BINS = ((0.0, 0.3), (0.3, 0.6), (0.6, 1.0), (1.0, 3.1))
 

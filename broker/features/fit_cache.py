@@ -106,16 +106,17 @@ class BandFitCache:
         the group indices to fit, and ``src[g]`` the group whose row ``g`` takes (``g`` itself
         unless a same-key group comes first). The copies count as hits.
         """
-        src = np.arange(len(keys))
+        own = np.arange(len(keys))
+        src = own.copy()
         first: dict[tuple[int, int, int, int], int] = {}
         for g in np.flatnonzero(todo).tolist():
             key = keys[g]
             if key is not None:
                 src[g] = first.setdefault(key, g)
-        shared = int((src != np.arange(len(keys))).sum())
+        shared = int((src != own).sum())
         self.hits += shared
         self.misses -= shared
-        return np.flatnonzero(todo & (src == np.arange(len(keys)))), src
+        return np.flatnonzero(todo & (src == own)), src
 
     def store(self, keys: list[tuple[int, int, int, int] | None], rows: np.ndarray, fitted: np.ndarray) -> None:
         """Remember the rows of the groups just fitted (``fitted`` indexes ``keys``/``rows``)."""
