@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from models.data import TokenData, dc2_path, photometry_tokens, read_photometry
 from models.metrics import ece, photoz_stats, plot_confusion, plot_curves, plot_photoz, print_table, recall_at
@@ -105,7 +106,10 @@ def eval_photoz(pred: MultimodalPredictor, plots: Path, seed: int) -> dict[str, 
     tr = read_photometry(dc2_path("test_dc2_training_9816"))
     va = read_photometry(dc2_path("test_dc2_validation_9816"))
     td = photometry_tokens(va, 0)
-    out = pred.predict_tokens(td.tokens).photoz
+    # catalogue galaxies, not alert hosts: the field posterior, without the alert-selection prior
+    field = MultimodalPredictor(pred.model, pred.meta, device=str(pred.device), threads=torch.get_num_threads(),
+                                photoz_selection=False)
+    out = field.predict_tokens(td.tokens).photoz
     zt = td.z
 
     def x_of(c: dict[str, np.ndarray]) -> np.ndarray:

@@ -83,7 +83,8 @@ def _photoz(model: MultimodalModel, td: TokenData, images: bool) -> np.ndarray:
         idx = np.arange(s, min(s + 4096, len(td)))
         if not images:
             out.append(model.photoz_from_host(torch.from_numpy(td.tokens["host"][idx]),
-                                              torch.from_numpy(td.tokens["host_mask"][idx])).float().numpy())
+                                              torch.from_numpy(td.tokens["host_mask"][idx]),
+                                              selection=False).float().numpy())
             continue
         o = model(**batch_tensors(td, idx, torch.device("cpu"), True, rng))
         out.append(mixture_summary(o["logw"], o["mu"], o["sigma"] * model.z_sigma_scale).float().numpy())

@@ -9,7 +9,8 @@ Scores each ``--checkpoint LABEL=PATH`` on the two held-out sets of the two-trut
 
 Each gets sigma_NMAD, outlier fraction (|dz|/(1+z) > 0.15) and median bias of the PDF mode (as
 ``eval photoz``) and sigma_NMAD of the median ``q50`` (as served), through the served photo-z path
-(:meth:`models.model.MultimodalModel.photoz_from_host`). The run ends with one ``key=value`` line,
+(:meth:`models.model.MultimodalModel.photoz_from_host`; the field posterior, without the
+alert-selection prior, since these are catalogue galaxies). The run ends with one ``key=value`` line,
 ``<label>_<set>_<figure>``. The checkpoints come from ``alertbroker train``, e.g.::
 
     alertbroker train --photoz broad --steps 2000 --out broad.pt                  # pretrain
@@ -42,7 +43,8 @@ def served_photoz(path: str, td: TokenData, chunk: int = 4096) -> np.ndarray:
     """Calibrated photo-z summaries (n, 8) of checkpoint ``path`` from host tokens alone."""
     model, _ = load_checkpoint(path)
     out = [model.photoz_from_host(torch.from_numpy(td.tokens["host"][s : s + chunk]),
-                                  torch.from_numpy(td.tokens["host_mask"][s : s + chunk])).float().numpy()
+                                  torch.from_numpy(td.tokens["host_mask"][s : s + chunk]),
+                                  selection=False).float().numpy()  # catalogue galaxies: the field posterior
            for s in range(0, len(td), chunk)]  # fmt: skip
     return np.concatenate(out) if out else np.zeros((0, 8), np.float32)
 

@@ -22,6 +22,7 @@ from models.forecast import ForecastHead
 from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
 from models.images import RealBogusHead
 from models.neighbours import NeighbourBank, NeighbourConfig
+from models.photoz_prior import SelectionPrior
 from models.photoz_student import HostPhotozStudent
 from models.physics import PhysicsConfig, PhysicsDensity
 from models.ssl import ContrastiveHead
@@ -121,6 +122,8 @@ class MultimodalModel(nn.Module):
         # served host-only photo-z, distilled from photoz_mixture_from_host (models.photoz_student)
         self.photoz_student = (HostPhotozStudent(cfg.n_components, cfg.photoz_student) if cfg.photoz_student
                                else None)  # fmt: skip
+        # the alert-selection prior of the served photo-z (identity until fitted: models.photoz_prior)
+        self.photoz_prior = SelectionPrior()
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
                 feat: Tensor, feat_mask: Tensor, img: Tensor | None = None,
@@ -190,7 +193,7 @@ class MultimodalModel(nn.Module):
         return torch.where(knn.isnan(), forest, both)
 
     @torch.no_grad()
-    def photoz_from_host(self, host: Tensor, host_mask: Tensor) -> Tensor:
+    def photoz_from_host(self, host: Tensor, host_mask: Tensor, selection: bool = True) -> Tensor:
         """Calibrated photo-z summary (n, 8) from the host tokens alone.
 
         Why: the photo-z head is trained on DC2 galaxies with the light-curve and feature tokens
@@ -204,10 +207,13 @@ class MultimodalModel(nn.Module):
 
         With a distilled :class:`~models.photoz_student.HostPhotozStudent` (``cfg.photoz_student``)
         the student serves it; :meth:`photoz_mixture_from_host` is the encoder's path it learned from.
+        With ``selection`` a fitted :class:`~models.photoz_prior.SelectionPrior` multiplies the mixture
+        by the redshift selection of alerted hosts before it is summarised (identity when unfitted);
+        without it the summary is the field galaxy's posterior (catalogue galaxies, not alert hosts).
         """
-        if self.photoz_student is not None:
-            return mixture_summary(*self.photoz_student(host, host_mask))
-        return mixture_summary(*self.photoz_mixture_from_host(host, host_mask))
+        mix = (self.photoz_student(host, host_mask) if self.photoz_student is not None
+               else self.photoz_mixture_from_host(host, host_mask))
+        return self.photoz_prior.summary(*mix) if selection else mixture_summary(*mix)
 
     def photoz_mixture_from_host(self, host: Tensor, host_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The encoder's calibrated host-only photo-z mixture ``(logw, mu, sigma)``, each (n, M)."""

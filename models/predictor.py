@@ -74,6 +74,9 @@ class MultimodalPredictor:
         Alerts per forward pass.
     min_detections, min_host_bands : int
         Gate thresholds (see the module docstring).
+    photoz_selection : bool
+        Serve the photo-z of an alert's host with the checkpoint's alert-selection prior
+        (:mod:`models.photoz_prior`); False gives the field posterior (catalogue galaxies).
     attribution : bool
         Also compute the modality attribution (``Settings.attribution``).
     """
@@ -82,7 +85,7 @@ class MultimodalPredictor:
 
     def __init__(self, model: MultimodalModel, meta: dict[str, Any], device: str = "cpu",
                  threads: int = 1, batch_size: int = 1024, min_detections: int = 1,
-                 min_host_bands: int = 3, attribution: bool = False) -> None:
+                 min_host_bands: int = 3, attribution: bool = False, photoz_selection: bool = True) -> None:
         self.device = torch.device(device)
         if self.device.type == "cpu":
             torch.set_num_threads(max(int(threads), 1))
@@ -96,6 +99,7 @@ class MultimodalPredictor:
         self.batch_size = batch_size
         self.min_detections = min_detections
         self.min_host_bands = min_host_bands
+        self.photoz_selection = photoz_selection
         self.photoz_cache = HostPhotozCache(self._host_photoz, self.device)
         self.attributor = Attributor(self.model) if attribution else None
         #: The model reads cutouts: ``enrich()``'s decoder must read the stamps (``BatchDecoder(cutouts=...)``).
@@ -116,7 +120,7 @@ class MultimodalPredictor:
 
     def _host_photoz(self, host: torch.Tensor, host_mask: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            return self.model.photoz_from_host(host, host_mask)
+            return self.model.photoz_from_host(host, host_mask, self.photoz_selection)
 
     def gates(self, tokens: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``can_predict`` per alert: (class/anomaly gate, photo-z gate), bool (n,) each."""
