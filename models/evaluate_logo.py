@@ -109,7 +109,9 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
         argv = ["--data", str(archive / "training"), "--exclude-generator", g, "--steps", str(a.steps),
                 "--max-objects", str(a.objects), "--threads", str(a.threads), "--photoz", a.photoz,
                 "--out", str(ck), *extra]  # fmt: skip
-        if train_main(argv) != 0:
+        if a.reuse and ck.is_file():
+            print(f"without {g}: reusing {ck}", flush=True)
+        elif train_main(argv) != 0:
             raise RuntimeError(f"training without {g} failed")
         meta = torch.load(ck, map_location="cpu", weights_only=True)
         ids = tuple(int(c) for c in meta["taxonomy"]["class_ids"])
@@ -125,6 +127,9 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
         own = truth.filter(pl.col("generator") == g)["diaObjectId"].to_list()
         run = enrich_archive(alerts, settings, None, a.max_alerts, object_ids=own)
         df = join_truth(run.alerts, truth).filter(pl.col("generator") == g) if run.alerts.height else pl.DataFrame()
+        if a.alerts_out and df.height:
+            Path(a.alerts_out).mkdir(parents=True, exist_ok=True)
+            df.write_parquet(Path(a.alerts_out) / f"without_{g}.parquet")
         for variant, ratio in (("pooled", t_served / t_pool), ("widest", t_served / t_wide)):
             rows[variant][g] = heldout_figures(df, ids, seen, ratio) if df.height else dict.fromkeys(FIGURES, NAN)
         print(f"without {g}: done in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -167,6 +172,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", help="folder for the checkpoints (default: a temporary one)")
     p.add_argument("--max-alerts", type=int, default=0, help="read at most this many messages (0 = all)")
     p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--reuse", action="store_true",
+                   help="load a held-out generator's model from --work when its checkpoint is there (no training)")
+    p.add_argument("--alerts-out", help="write each held-out generator's served alerts (truth joined) to this folder")
     a, extra = p.parse_known_args(argv)
     t0 = time.perf_counter()
     if a.work:

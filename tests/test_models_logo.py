@@ -118,6 +118,16 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     f1 = float(kv["logo_f1_min"])
     assert 0.0 <= f1 <= 1.0 and 0.0 <= float(kv["logo_ece_max"]) <= 1.0
     assert "held-out generator, temperature pooled" in out and "per-class F1" in out
+    # --reuse serves the checkpoints already in --work (no training), --alerts-out keeps the served alerts
+    stamp = {g: (tmp_path / "w" / f"without_{g}.pt").stat().st_mtime_ns for g in ("sncosmo", "templates")}
+    assert logo_main(["--archive", str(sim), "--steps", "2", "--objects", "60", "--work", str(tmp_path / "w"),
+                      "--reuse", "--alerts-out", str(tmp_path / "served"), *TINY]) == 0  # fmt: skip
+    again = capsys.readouterr().out
+    assert "reusing" in again and again.strip().splitlines()[-1] == out.strip().splitlines()[-1]
+    for g in ("sncosmo", "templates"):
+        assert (tmp_path / "w" / f"without_{g}.pt").stat().st_mtime_ns == stamp[g]
+        served = pl.read_parquet(tmp_path / "served" / f"without_{g}.parquet")
+        assert served.height > 0 and set(served["generator"]) == {g} and "anomaly_score" in served.columns
     # eval served --generator keeps exactly that generator's alerts
     assert served_main(["--archive", str(sim), "--checkpoint", str(tmp_path / "w" / "without_sncosmo.pt"),
                         "--generator", "sncosmo"]) == 0  # fmt: skip
