@@ -17,13 +17,17 @@ taxonomy:
   (``f1_seen``: the others have no training example, so they cannot be learned);
 * ``ece`` and ``p90_right`` (right among alerts served with top p >= 0.9), and per-class F1.
 
-Two temperatures are compared with the same weights: ``pooled`` (validation NLL, the default)
-and ``widest`` (the largest per-generator validation temperature,
-:func:`models.generator_split.widest_generator_temperature`); the second is applied to the served
-probabilities (:func:`retemper`, exact), so the archive is enriched once per model, and only the
-held-out generator's alerts are enriched (``enrich_archive(object_ids=...)``). The last line is ``key=value``
-pairs: ``logo_<figure>_<min|mean|max>`` for the pooled temperature, ``logo_widest_...`` for the
-other, and ``logo_<generator>_<figure>``.
+Three temperatures are compared with the same weights: ``pooled`` (validation NLL, the default),
+``widest`` (the largest per-generator validation temperature,
+:func:`models.generator_split.widest_generator_temperature`) and ``anomaly`` (each alert's
+temperature times ``1 + beta * anomaly score``, :func:`widened`, with ``beta`` fitted by NLL on the
+*other* held-out generators' alerts only, :func:`fit_beta`: a model is less certain where its input
+is strange, and how much less is learnt from generators other than the one scored). All are
+applied to the served probabilities (:func:`retemper`, exact), so the archive is enriched once per
+model, and only the held-out generator's alerts are enriched (``enrich_archive(object_ids=...)``).
+The last line is ``key=value`` pairs: ``logo_<figure>_<min|mean|max>`` for the pooled temperature,
+``logo_widest_...`` and ``logo_anomaly_...`` for the others (with ``logo_anomaly_<generator>_beta``),
+and ``logo_<generator>_<figure>``.
 """
 
 from __future__ import annotations
@@ -44,34 +48,60 @@ from models.metrics import ece, print_table
 from models.served import enrich_archive, join_truth
 
 FIGURES = ("f1", "f1_ge5", "f1_seen", "ece", "p90_right")
+#: Anomaly widening slopes tried (:func:`fit_beta`).
+BETAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 
 
-def retemper(p: np.ndarray, ratio: float) -> np.ndarray:
-    """Probabilities ``softmax(logits / T)`` re-served at temperature ``T' = T / ratio``.
+def retemper(p: np.ndarray, ratio: float | np.ndarray) -> np.ndarray:
+    """Probabilities ``softmax(logits / T)`` re-served at temperature ``T' = T / ratio`` (one ratio, or one per row).
 
     ``log p = logits / T - c`` per row, so ``softmax(ratio * log p) = softmax(logits / T')`` exactly.
     """
-    lp = ratio * np.log(np.clip(p, 1e-300, None))
+    r = np.asarray(ratio, np.float64)
+    lp = (r[:, None] if r.ndim else r) * np.log(np.clip(p, 1e-300, None))
     e = np.exp(lp - lp.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
 
 
-def heldout_figures(df: pl.DataFrame, class_ids: tuple[int, ...], seen: set[int], ratio: float = 1.0
-                    ) -> dict[str, float]:
-    """LOGO figures of the alerts ``df`` (one held-out generator, truth joined); see the module docstring.
-
-    ``ratio`` re-serves the probabilities at another temperature (:func:`retemper`).
-    """
-    from sklearn.metrics import f1_score
-
+def scored(df: pl.DataFrame, class_ids: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Served probabilities (n, K), true class index, detections and anomaly score (NaN: 0) of the
+    alerts of ``df`` that the gate classified and whose true class is in the taxonomy."""
     ok = df.filter((pl.col("classification_state") == STATE_CLASSIFIED) & pl.col("class_code").is_in(list(class_ids)))
     p = probabilities(ok, class_ids)
     fin = np.isfinite(p).all(1) if p.shape[1] else np.zeros(ok.height, bool)
-    res: dict[str, float] = {"alerts": float(df.height), "classified": float(fin.sum())}
-    if not fin.any():
+    y = np.array([class_ids.index(int(c)) for c in ok["class_code"].to_list()], np.int64)[fin]
+    a = ok["anomaly_score"].fill_null(0.0).to_numpy().astype(np.float64)[fin]
+    return p[fin], y, ok["n_det"].to_numpy()[fin], np.where(np.isfinite(a), np.maximum(a, 0.0), 0.0)
+
+
+def widened(p: np.ndarray, anomaly: np.ndarray, beta: float) -> np.ndarray:
+    """Probabilities re-served at ``T (1 + beta * anomaly)`` per alert: less certain where the input is strange."""
+    return p if beta == 0.0 else retemper(p, 1.0 / (1.0 + beta * anomaly))
+
+
+def fit_beta(others: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
+    """The :data:`BETAS` value minimising the mean over ``(p, y, anomaly)`` sets of their mean NLL."""
+    def nll(p: np.ndarray, y: np.ndarray) -> float:
+        return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)))) if len(y) else 0.0
+
+    cost = [np.mean([nll(widened(p, a, b), y) for p, y, a in others]) for b in BETAS]
+    return float(BETAS[int(np.argmin(cost))])
+
+
+def heldout_figures(df: pl.DataFrame, class_ids: tuple[int, ...], seen: set[int], ratio: float = 1.0,
+                    beta: float = 0.0) -> dict[str, float]:
+    """LOGO figures of the alerts ``df`` (one held-out generator, truth joined); see the module docstring.
+
+    ``ratio`` re-serves the probabilities at another temperature (:func:`retemper`), ``beta``
+    widens each alert's by its anomaly score (:func:`widened`).
+    """
+    from sklearn.metrics import f1_score
+
+    p, y, n_det, anomaly = scored(df, class_ids)
+    res: dict[str, float] = {"alerts": float(df.height), "classified": float(len(y))}
+    if not len(y):
         return {**res, **dict.fromkeys(FIGURES, NAN)}
-    y = np.array([class_ids.index(int(c)) for c in ok["class_code"].to_list()])[fin]
-    p, n_det = (p[fin] if ratio == 1.0 else retemper(p[fin], ratio)), ok["n_det"].to_numpy()[fin]
+    p = widened(p if ratio == 1.0 else retemper(p, ratio), anomaly, beta)
     hat, conf = p.argmax(1), p.max(1)
     present = sorted(set(y.tolist()))
     seen_present = [k for k in present if class_ids[k] in seen]
@@ -101,8 +131,9 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
             if g]  # fmt: skip
     hosts = str(archive / "hosts") if (archive / "hosts").is_dir() else None
     alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive
-    rows: dict[str, dict[str, dict[str, float]]] = {"pooled": {}, "widest": {}}
+    rows: dict[str, dict[str, dict[str, float]]] = {"pooled": {}, "widest": {}, "anomaly": {}}
     names: dict[int, str] = {}
+    served: dict[str, tuple[pl.DataFrame, tuple[int, ...], set[int]]] = {}
     for g in gens:
         t0 = time.perf_counter()
         ck = work / f"without_{g}.pt"
@@ -132,9 +163,18 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
             df.write_parquet(Path(a.alerts_out) / f"without_{g}.parquet")
         for variant, ratio in (("pooled", t_served / t_pool), ("widest", t_served / t_wide)):
             rows[variant][g] = heldout_figures(df, ids, seen, ratio) if df.height else dict.fromkeys(FIGURES, NAN)
+        served[g] = (df, ids, seen)
         print(f"without {g}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    # anomaly-widened temperature: beta cross-fitted on the OTHER held-out generators' alerts only
+    for g, (df, ids, seen) in served.items():
+        beta = fit_beta([(p, y, an) for h, (d, i, _) in served.items() if h != g and d.height
+                         for p, y, _, an in [scored(d, i)]])  # fmt: skip
+        rows["anomaly"][g] = ({**heldout_figures(df, ids, seen, beta=beta), "beta": beta} if df.height
+                              else dict.fromkeys(FIGURES, NAN))  # fmt: skip
     for variant, per_gen in rows.items():
-        print(f"\nheld-out generator, temperature {variant} (alerts of that generator; classified, class in taxonomy)")
+        how = ("T (1 + beta * anomaly score) per alert, beta fitted on the other held-out generators"
+               if variant == "anomaly" else f"temperature {variant}")
+        print(f"\nheld-out generator, {how} (alerts of that generator; classified, class in taxonomy)")
         print_table([(g, int(m.get("alerts", 0)), int(m.get("classified", 0)), *(m[f] for f in FIGURES))
                      for g, m in per_gen.items()], ("held out", "alerts", "classified", "macro-F1", ">=5 det.",
                                                     "seen classes", "ECE", "right if p>=0.9"))  # fmt: skip
@@ -156,6 +196,8 @@ def summary(rows: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
                 res[f"{pre}{f}_{agg}"] = float(getattr(np, agg)(v)) if v.size else NAN
         for g, m in per_gen.items():
             res.update({f"{pre}{g}_{f}": m[f] for f in FIGURES})
+            if "beta" in m:
+                res[f"{pre}{g}_beta"] = m["beta"]
     return res
 
 

@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from models.evaluate_logo import BETAS, fit_beta, retemper, widened  # noqa: E402
 from models.evaluate_logo import cli_main as logo_main  # noqa: E402
-from models.evaluate_logo import retemper  # noqa: E402
 from models.evaluate_served import cli_main as served_main  # noqa: E402
 from models.generator_split import GeneratorFilter  # noqa: E402
 from models.train import cli_main as train_main  # noqa: E402
@@ -99,6 +99,24 @@ def test_retemper_equals_softmax_at_the_new_temperature() -> None:
     np.testing.assert_allclose(retemper(soft(logits / 1.3), 1.3 / 2.1), soft(logits / 2.1), rtol=1e-9)
 
 
+def test_anomaly_widening_is_fitted_to_strange_confident_errors() -> None:
+    rng = np.random.default_rng(2)
+    n, k = 2000, 4
+    y = rng.integers(0, k, n)
+    strange = rng.uniform(size=n) < 0.5
+    hat = np.where(strange, (y + 1) % k, y)  # every strange alert is wrong...
+    p = np.full((n, k), 0.02 / (k - 1))
+    p[np.arange(n), hat] = 0.98  # ...and all are served at p = 0.98
+    anomaly = np.where(strange, 2.0, 0.1)
+    assert np.array_equal(widened(p, anomaly, 0.0), p)
+    assert np.allclose(widened(p, np.zeros(n), 3.0), p)  # an ordinary alert keeps its temperature
+    wide = widened(p, anomaly, 3.0)
+    assert np.array_equal(wide.argmax(1), p.argmax(1)) and float(wide[strange].max(1).max()) < 0.9
+    np.testing.assert_allclose(wide.sum(1), 1.0)
+    assert fit_beta([(p, y, anomaly)]) > 0.0
+    assert fit_beta([(p[~strange], y[~strange], anomaly[~strange])]) == 0.0  # no error to explain: no widening
+
+
 def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from broker.sim import simulate
     from broker.sim.conditions import Conditions
@@ -112,7 +130,8 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     kv = dict(item.split("=", 1) for item in out.strip().splitlines()[-1].split())
     for g in ("sncosmo", "templates"):
         assert (tmp_path / "w" / f"without_{g}.pt").is_file()
-        assert f"logo_{g}_f1" in kv and f"logo_widest_{g}_ece" in kv
+        assert f"logo_{g}_f1" in kv and f"logo_widest_{g}_ece" in kv and f"logo_anomaly_{g}_ece" in kv
+        assert float(kv[f"logo_anomaly_{g}_beta"]) in BETAS
     ck = torch.load(tmp_path / "w" / "without_sncosmo.pt", weights_only=True)
     assert ck["train"]["generators"] == "templates"
     f1 = float(kv["logo_f1_min"])
