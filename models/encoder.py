@@ -168,7 +168,7 @@ class TokenEmbedding(nn.Module):
 
         The first layer's input is ``[sin, cos, dt / 5, flux / 5, log1p(err), is_detection,
         one-hot band]``; the one-hot part of the product is a row lookup of that layer's band
-        columns, which is cheaper than building the one-hot (same result).
+        columns, which is cheaper than building the one-hot (same result to float rounding).
         """
         first = cast(nn.Linear, self.lc_mlp[0])
         k = first.in_features - BAND_SLOTS
@@ -177,10 +177,12 @@ class TokenEmbedding(nn.Module):
         cont = torch.cat([torch.sin(ang), torch.cos(ang), dt / 5.0, lc[..., 2:3] / 5.0,
                           torch.log1p(lc[..., 3:4].clamp(min=0.0)), lc[..., 4:5]], -1)
         band = lc[..., 1].long().clamp(-1, 5) % BAND_SLOTS
-        # contiguous copies of the two weight blocks (tiny): both products are several times slower on strided weights
-        pre = (F.linear(cont, first.weight[:, :k].contiguous(), first.bias)
-               + F.embedding(band, first.weight[:, k:].T.contiguous()))
-        return torch.relu(pre)
+        # each token's band row (bias folded in: every token has exactly one band), then the continuous
+        # part added into it by one addmm and the ReLU in place: one (n, L, d) buffer instead of four
+        # (~1.7x faster at n = 200, L = 128). Contiguous weight copies (tiny): strided ones are slower.
+        rows = F.embedding(band.reshape(-1), (first.weight[:, k:].T + first.bias).contiguous())
+        pre = rows.addmm_(cont.reshape(-1, k), first.weight[:, :k].T.contiguous())
+        return pre.relu_().view(*band.shape, first.out_features)
 
     def host(self, host: Tensor) -> Tensor:
         """(n, H, 4) -> (n, H, d)."""
