@@ -66,7 +66,8 @@ class Runner:
     """
 
     def __init__(self, source: Source, enricher: Enricher, out: Sink, dlq: Sink, scores: Sink | None = None,
-                 metrics: Metrics | None = None, batch_size: int = 500, batch_timeout_s: float = 0.5,
+                 metrics: Metrics | None = None, batch_size: int = Settings.model_fields["batch_size"].default,
+                 batch_timeout_s: float = 0.5,
                  max_inflight: int = 4, max_idle_s: float | None = None, broker_version: str = "0", *,
                  checkpoint: Checkpoint | None = None, max_message_bytes: int = _LIM["max_message_bytes"],
                  dlq_max_payload_bytes: int = _LIM["dlq_max_payload_bytes"], shutdown_timeout_s: float = 8.0,
