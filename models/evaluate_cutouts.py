@@ -99,7 +99,7 @@ def _cost(model: MultimodalModel, td: TokenData, reps: int = 3) -> float:
     with torch.no_grad():
         for _ in range(reps):
             t0 = time.perf_counter()
-            model.infer(**tok)
+            model.infer(None, True, **tok)
             best = min(best, time.perf_counter() - t0)
     return float(best / len(idx) * 1e6)
 

@@ -162,7 +162,7 @@ def test_shipped_default_weights_load() -> None:
 
     if not DEFAULT_WEIGHTS.exists():
         pytest.skip("no shipped weights")
-    assert DEFAULT_WEIGHTS.stat().st_size < 8_500_000  # "a few MB": the forest is most of it, the photo-z student 0.3 MB
+    assert DEFAULT_WEIGHTS.stat().st_size < 8_500_000  # "a few MB": mostly the forest; the photo-z student 0.3 MB
     pred = load_default()
     assert len(pred.class_ids) == len(pred.class_names) > 0
     out = pred.predict(_batch(), None)
