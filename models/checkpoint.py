@@ -20,6 +20,7 @@ or name a feature that the registry no longer defines.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,22 @@ def with_new_part(model: MultimodalModel, cfg: ModelConfig, prefix: str) -> Mult
     new.load_state_dict({**{k: v for k, v in own.items() if k.startswith(prefix)},
                          **{k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}})
     return new.eval()
+
+
+def save_part(path: str | Path, model: MultimodalModel, meta: dict[str, Any], train: dict[str, Any],
+              before: dict[str, torch.Tensor], prefix: str) -> bool:
+    """Write a checkpoint whose part under ``prefix`` was fitted on a frozen one (``meta``: that one's
+    description, ``train``: the new ``train`` entry); whether every other weight, read back from the
+    file, is bit-identical to ``before`` (:func:`unchanged_except`)."""
+    save_checkpoint(path, model, meta["taxonomy"], meta.get("metrics", {}), meta["data_hash"], train)
+    return unchanged_except(before, load_checkpoint(path)[0].state_dict(), prefix)
+
+
+def report_part(path: Path, info: dict[str, float], same: bool, t0: float) -> int:
+    """Print a fitted part's figures and the file written; the command's exit status (1: other weights moved)."""
+    print(" ".join(f"{k}={v:.4g}" for k, v in info.items()) + f" other_weights_identical={int(same)}")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); {time.perf_counter() - t0:.0f} s")
+    return 0 if same else 1
 
 
 def unchanged_except(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except
+from models.checkpoint import load_checkpoint, report_part, save_part
 from models.data import dc2_path, photometry_tokens, read_photometry
 from models.heads import PHOTOZ_COLUMNS
 from models.metrics import photoz_stats
@@ -84,11 +84,7 @@ def cli_main(argv: list[str] | None = None) -> int:
               f"outliers={st['outliers']:.4f} bias={st['bias']:+.4f}")
     fit = {"init": str(a.init), "archives": [str(x) for x in a.archive], "data": str(a.data), **info}
     train_meta = {**meta.get("train", {}), "photoz_prior": fit}
-    save_checkpoint(a.out, model, meta["taxonomy"], meta.get("metrics", {}), meta["data_hash"], train_meta)
-    same = unchanged_except(before, load_checkpoint(a.out)[0].state_dict(), _PREFIX)
-    print(" ".join(f"{k}={v:.4g}" for k, v in info.items()) + f" other_weights_identical={int(same)}")
-    print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB); {time.perf_counter() - t0:.0f} s")
-    return 0 if same else 1
+    return report_part(a.out, info, save_part(a.out, model, meta, train_meta, before, _PREFIX), t0)
 
 
 if __name__ == "__main__":

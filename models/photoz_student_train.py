@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except, with_new_part
+from models.checkpoint import load_checkpoint, report_part, save_part, with_new_part
 from models.data import dc2_path, photometry_tokens, read_photometry
 from models.heads import PHOTOZ_COLUMNS, mixture_summary
 from models.metrics import photoz_stats
@@ -132,11 +132,7 @@ def cli_main(argv: list[str] | None = None) -> int:
               f"outliers={info[f'{who}_outliers']:.4f} bias={info[f'{who}_bias']:+.4f}")
     train_meta = {**meta.get("train", {}), "photoz_student": {"init": str(a.init), "data": str(path),
                   "hidden": a.hidden, "copies": a.copies, "steps": a.steps, "seed": a.seed, **info}}  # fmt: skip
-    save_checkpoint(a.out, new, meta["taxonomy"], meta.get("metrics", {}), meta["data_hash"], train_meta)
-    same = unchanged_except(before, load_checkpoint(a.out)[0].state_dict(), _PREFIX)
-    print(" ".join(f"{k}={v:.4g}" for k, v in info.items()) + f" other_weights_identical={int(same)}")
-    print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB); {time.perf_counter() - t0:.0f} s")
-    return 0 if same else 1
+    return report_part(a.out, info, save_part(a.out, new, meta, train_meta, before, _PREFIX), t0)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except, with_new_part
+from models.checkpoint import load_checkpoint, save_part, with_new_part
 from models.heads import PHOTOZ_COLUMNS
 from models.model import MultimodalModel
 from models.physics import INPUTS, SCORES, PhysicsConfig
@@ -95,8 +95,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     info["physics_train_above2"] = float(np.mean(s[np.isfinite(s)] > 2)) if np.isfinite(s).any() else float("nan")
     info["physics_train_scored"] = float(np.isfinite(s).mean())
     train_meta = {**train, "physics": {"data": str(a.data), "init": str(a.init), **cfg.to_dict(), **info}}
-    save_checkpoint(a.out, new, meta["taxonomy"], meta.get("metrics", {}), meta["data_hash"], train_meta)
-    same = unchanged_except(before, load_checkpoint(a.out)[0].state_dict(), _PREFIX)
+    same = save_part(a.out, new, meta, train_meta, before, _PREFIX)
     print(" ".join(f"{k}={v:.4g}" for k, v in info.items()))
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB; score {cfg.score}; inputs {','.join(cfg.inputs)}); "
           f"other weights bit-identical: {same}; {time.perf_counter() - t0:.0f} s")
