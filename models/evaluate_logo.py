@@ -166,9 +166,9 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
         served[g] = (df, ids, seen)
         print(f"without {g}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     # anomaly-widened temperature: beta cross-fitted on the OTHER held-out generators' alerts only
+    sets = {h: scored(d, i) for h, (d, i, _) in served.items() if d.height}
     for g, (df, ids, seen) in served.items():
-        beta = fit_beta([(p, y, an) for h, (d, i, _) in served.items() if h != g and d.height
-                         for p, y, _, an in [scored(d, i)]])  # fmt: skip
+        beta = fit_beta([(p, y, an) for h, (p, y, _, an) in sets.items() if h != g])
         rows["anomaly"][g] = ({**heldout_figures(df, ids, seen, beta=beta), "beta": beta} if df.height
                               else dict.fromkeys(FIGURES, NAN))  # fmt: skip
     for variant, per_gen in rows.items():

@@ -23,6 +23,8 @@ summary.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -38,8 +40,13 @@ FIT_MIN_COUNT = 5
 GH_NODES = 24
 
 
+@functools.lru_cache(maxsize=4)
 def _gauss_hermite(device: torch.device) -> tuple[Tensor, Tensor]:
-    """Nodes and weights for ``E[f(Z)]``, ``Z ~ N(0, 1)``: ``sum w f(x)``."""
+    """Nodes and weights for ``E[f(Z)]``, ``Z ~ N(0, 1)``: ``sum w f(x)``.
+
+    Cached per device: ``hermgauss`` solves an eigenproblem (~0.4 ms), which would otherwise be
+    paid by every batch of new hosts (~6 µs per alert at batch 64).
+    """
     x, w = np.polynomial.hermite.hermgauss(GH_NODES)
     return (torch.as_tensor(np.sqrt(2.0) * x, device=device), torch.as_tensor(w / np.sqrt(np.pi), device=device))
 
