@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -167,13 +168,18 @@ def _with_hosts(feats: Features, df: pl.DataFrame) -> Features:
 
 def table_tokens(df: pl.DataFrame, class_ids: tuple[int, ...],
                  max_detections: int | np.ndarray | None = None,
-                 config: FeatureConfig | None = None, scenes: np.random.Generator | None = None) -> TokenData:
+                 config: FeatureConfig | None = None, scenes: np.random.Generator | None = None,
+                 augment: Callable[[AlertBatch], AlertBatch] | None = None) -> TokenData:
     """:class:`TokenData` of a training table for the taxonomy ``class_ids``.
+
+    ``augment`` transforms the light curves before they are featurized (:mod:`models.augment`).
 
     With ``scenes`` (a generator), each example also gets its cutout scene and real/bogus target
     (:mod:`models.cutout_data`; a ``bogus_kind`` column > 0 marks an artefact).
     """
     batch = table_batch(df, max_detections)
+    if augment is not None:
+        batch = augment(batch)
     f = _with_hosts(featurize(batch, config), df)
     code = df["class_code"].fill_null(-1).to_numpy().astype(np.int64)
     lut = {c: i for i, c in enumerate(class_ids)}

@@ -56,6 +56,9 @@ class TrainConfig:
     temperature_fit: str = "pooled"
     bogus_fraction: float = 0.0
     image_dropout: float = 0.1
+    augment_views: int = 0
+    augment_stretch: float = 0.25
+    augment_colour: float = 0.1
 
 
 def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device, images: bool = False,

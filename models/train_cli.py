@@ -13,6 +13,7 @@ import torch
 
 import models.train as train_module
 from models.anomaly import ForestConfig
+from models.augment import Augment
 from models.checkpoint import save_checkpoint
 from models.data import data_hash, photometry_tokens
 from models.encoder import EncoderConfig
@@ -46,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(trained without --data, e.g. on --photoz broad) starts any model")
     helps = {"exclude_generator": "comma-separated generators whose rows are dropped from train and validation",
              "only_generator": "comma-separated generators: train and validate on their rows only",
-             "temperature_fit": "pooled (validation NLL) or widest-generator (largest per-generator T)"}
+             "temperature_fit": "pooled (validation NLL) or widest-generator (largest per-generator T)",
+             "augment_views": "extra training views stretched in time and tilted in colour (models.augment)",
+             "augment_stretch": "time stretch s log-uniform in [1/(1+x), 1+x] for --augment-views",
+             "augment_colour": "colour tilt across u..y (mag, 1 sigma) for --augment-views"}
     choices: dict[str, tuple[str, ...]] = {"temperature_fit": ("pooled", "widest-generator")}
     for name, default in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=helps.get(name),
@@ -103,7 +107,9 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
         try:
             tables = load_class_tables(Path(a.data), cfg.early_views, cfg.seed, cfg.max_objects,
                                        GeneratorFilter.parse(cfg.exclude_generator, cfg.only_generator), log,
-                                       scenes=a.images or cfg.bogus_fraction > 0, bogus_fraction=cfg.bogus_fraction)
+                                       scenes=a.images or cfg.bogus_fraction > 0, bogus_fraction=cfg.bogus_fraction,
+                                       augment_views=cfg.augment_views,
+                                       augment=Augment(cfg.augment_stretch, cfg.augment_colour))
         except ValueError as e:
             print(f"alertbroker train: {e}", file=sys.stderr)
             return 2

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from models.augment import Augment
 from models.data import TokenData, concat, table_tokens
 from models.generator_split import GeneratorFilter, filter_generators, generators_of, missing_classes
 
@@ -64,11 +65,15 @@ def split_table(data_dir: Path, split: str, max_objects: int = 0,
 
 def class_data(data_dir: Path, split: str, class_ids: tuple[int, ...], early_views: int,
                seed: int, max_objects: int = 0, filt: GeneratorFilter | None = None,
-               scenes: bool = False, bogus_fraction: float = 0.0) -> TokenData:
+               scenes: bool = False, bogus_fraction: float = 0.0, augment_views: int = 0,
+               augment: Augment | None = None) -> TokenData:
     """Full-light-curve tokens plus ``early_views`` random early cuts of a split.
 
     ``scenes`` adds each example's cutout scene; ``bogus_fraction`` adds that many artefact objects
-    per real one (:func:`models.cutout_data.bogus_table`), with the same views.
+    per real one (:func:`models.cutout_data.bogus_table`), with the same views. ``augment_views``
+    adds that many views stretched in time and tilted in colour by ``augment``
+    (:mod:`models.augment`), each object cut after 1-10 detections (two thirds of them) or kept whole,
+    as in the plain views.
     """
     df = split_table(data_dir, split, max_objects, filt)
     rng = np.random.default_rng(seed)
@@ -81,12 +86,19 @@ def class_data(data_dir: Path, split: str, class_ids: tuple[int, ...], early_vie
     parts = [table_tokens(df, class_ids, scenes=srng)]
     for _ in range(early_views):
         parts.append(table_tokens(df, class_ids, rng.integers(1, 11, df.height), scenes=srng))
+    if augment_views:
+        aug = augment or Augment()
+        arng = np.random.default_rng(seed + 200)
+        for _ in range(augment_views):
+            cut = np.where(arng.uniform(size=df.height) < 1 / 3, 1 << 30, arng.integers(1, 11, df.height))
+            parts.append(table_tokens(df, class_ids, cut, scenes=srng, augment=lambda b: aug.apply(b, arng)))
     return concat(parts)
 
 
 def load_class_tables(data_dir: Path, early_views: int, seed: int, max_objects: int,
                       filt: GeneratorFilter, log: Callable[[str], None] = print, scenes: bool = False,
-                      bogus_fraction: float = 0.0) -> ClassTables:
+                      bogus_fraction: float = 0.0, augment_views: int = 0,
+                      augment: Augment | None = None) -> ClassTables:
     """Taxonomy and train/validation tokens of ``data_dir`` with ``filt`` applied.
 
     Raises
@@ -103,7 +115,8 @@ def load_class_tables(data_dir: Path, early_views: int, seed: int, max_objects: 
     empty = missing_classes(tr_df, ids, tuple(taxonomy["class_names"]))
     if empty:
         log(f"no training examples (no kept generator makes them): {', '.join(empty)}")
-    train = class_data(data_dir, "train", ids, early_views, seed, max_objects, filt, scenes, bogus_fraction)
+    train = class_data(data_dir, "train", ids, early_views, seed, max_objects, filt, scenes, bogus_fraction,
+                       augment_views, augment)  # validation is never augmented
     val = class_data(data_dir, "validation", ids, early_views, seed + 1, max_objects, filt, scenes, bogus_fraction)
     groups = None
     if "generator" in val_df.columns:
