@@ -89,6 +89,22 @@ def test_widest_generator_temperature_is_recorded_and_used(survey: Path) -> None
     assert float(wide["state_dict"]["temperature"]) == pytest.approx(m["temperature_widest_generator"])
 
 
+def test_augmented_views_add_training_rows_only(survey: Path) -> None:
+    """``train --augment-views 2``: 2 more views of the 36 training objects, none of validation, recorded."""
+    from models.augment import Augment
+    from models.train_data import load_class_tables
+
+    plain = load_class_tables(survey, 1, 0, 0, GeneratorFilter(), log=lambda m: None)
+    aug = load_class_tables(survey, 1, 0, 0, GeneratorFilter(), log=lambda m: None, augment_views=2,
+                            augment=Augment(0.3, 0.2))
+    assert len(plain.train) == 2 * 36 and len(aug.train) == 4 * 36
+    assert len(aug.val) == len(plain.val) == 2 * 18
+    np.testing.assert_array_equal(aug.train.label[:72], plain.train.label)
+    np.testing.assert_array_equal(aug.train.label[72:], np.tile(plain.train.label[:36], 2))
+    ck = _train(survey, survey / "aug.pt", "--augment-views", "1", "--augment-stretch", "0.3")
+    assert ck["train"]["augment_views"] == 1 and ck["train"]["augment_stretch"] == pytest.approx(0.3)
+
+
 def test_retemper_equals_softmax_at_the_new_temperature() -> None:
     logits = np.random.default_rng(1).normal(0, 3, (50, 5))
 
