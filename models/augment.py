@@ -19,6 +19,10 @@ Each object of a view gets
 
 Only training views are augmented (never validation, so temperature and early stopping see the
 data as generated).
+
+Measured (docs/models.md, "Leave-one-generator-out"): no strength tried moved the 300-step LOGO
+grid, because the generators differ per class and per band by more than a global stretch or tilt
+(``scripts/generator_features.py``); the option is off by default.
 """
 
 from __future__ import annotations
