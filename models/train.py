@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from broker.features.registry import FEATURE_INDEX
+from models.augment import Augment
 from models.data import TokenData
 from models.generator_split import widest_generator_temperature
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
@@ -57,8 +58,8 @@ class TrainConfig:
     bogus_fraction: float = 0.0
     image_dropout: float = 0.1
     augment_views: int = 0
-    augment_stretch: float = 0.25
-    augment_colour: float = 0.1
+    augment_stretch: float = Augment.stretch  # the strengths' defaults live in models.augment
+    augment_colour: float = Augment.colour
 
 
 def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device, images: bool = False,
