@@ -202,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.photoz_prior_train", "cli_main"))
 
+    p = sub.add_parser("graft", help="copy the photo-z student and selection prior into another checkpoint",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("models.graft", "cli_main"))
+
     p = sub.add_parser("train-physics", help="add the physics anomaly density to a trained checkpoint (frozen)",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -138,7 +138,9 @@ class Subscription:
             flat = flatten(res, values)
             df = self.filter(flat)
             passed = [df.height] if len(self.clauses) == 1 else [f(flat).height for _, f in self.clauses]
-            self.counts.add(len(values), df.height, passed)
+            # alerts read: a folder's scores records (``scores/`` beside ``enriched/``) and messages that
+            # are not alerts are neither rows nor counted, so the rates are fractions of alerts
+            self.counts.add(flat.height, df.height, passed)
             if df.height:
                 yield df.with_columns(pl.Series("value", [values[i] for i in df["_index"].to_list()]))
 

@@ -53,7 +53,6 @@ from torch import Tensor
 
 from broker.annotations import ATTRIBUTION_PARTS
 from broker.tokens import FEAT_FIELDS, HOST_FIELDS, HOST_MAX_TOKENS, LC_FIELDS
-from models.heads import mixture_summary
 from models.model import MultimodalModel
 
 #: Modalities in the order of the first three ``ATTRIBUTION_PARTS``: their (tokens, mask) keys.
@@ -126,7 +125,10 @@ class Attributor:
             tok = {k: v.to(device) for k, v in tok.items()}
             out = self.model(**tok)
             p0 = self._probs(out["logits"])[0]
-            pz = mixture_summary(out["logw"], out["mu"], out["sigma"] * self.model.z_sigma_scale)[0]
+            # the served photo-z's answer knowing nothing: its own path (the student and selection
+            # prior where the checkpoint has them) with no host band, not the encoder's photo-z head,
+            # which a classifier trained with ``--photoz none`` never fitted
+            pz = self.model.photoz_from_host(tok["host"], tok["host_mask"])[0]
             self._empty = (p0, float(pz[_Q84] - pz[_Q16]) / 2)
         return self._empty
 

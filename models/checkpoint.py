@@ -145,7 +145,7 @@ def report_part(path: Path, info: dict[str, float], same: bool, t0: float) -> in
     return 0 if same else 1
 
 
-def unchanged_except(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str) -> bool:
+def unchanged_except(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str | tuple[str, ...]) -> bool:
     """Whether two state dicts hold the same keys and bit-identical tensors outside ``prefix``.
 
     The heads fitted on a frozen checkpoint (``train-forecast``, ``train-physics``) check with it

@@ -141,5 +141,6 @@ def test_real_alerts_carry_an_embedding_except_moving_objects(
     assert moving["embedding"].is_not_null().all()
     emb = np.array(moving["embedding"].to_list(), np.float32)
     assert emb.shape == (moving.height, EMBEDDING_DIM) and np.isfinite(emb).all()
-    # not a constant: different alerts sit at different places (the first axis carries the most variance)
-    assert emb.std(0)[0] > 0.1 and emb.std(0)[0] >= emb.std(0)[-1]
+    # not a constant: different alerts sit at different places. (The axes are ordered by variance on
+    # the training set; on these few real alerts the order need not hold, so it is not asserted.)
+    assert emb.std(0)[0] > 0.1 and len(np.unique(emb.round(3), axis=0)) > 0.9 * moving.height

@@ -19,6 +19,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from broker.annotations import SCORES_SCHEMA
+from broker.container_writer import ContainerWriter
 from broker.decode import BatchDecoder
 from broker.enrich import Enricher
 from broker.filters import FilterCounts, clauses, split_where
@@ -92,6 +94,24 @@ def test_file_counts_match_polars_and_go_to_stderr(values: list[bytes], archive:
     out, err = io.StringIO(), io.StringIO()
     subscribe.main([str(archive), "--where", WHERE, "--limit", "2"], out, err)  # the limit cuts the output only
     check(counts_line(err.getvalue()), want, 2)
+
+
+def test_a_folder_with_a_scores_stream_counts_only_the_alerts(values: list[bytes], tmp_path: Path) -> None:
+    """Before: ``subscribe`` on the demo's output folder counted its ``scores/`` records as alerts read
+    (read=2080 for 1,039 alerts), which halved every rate."""
+    raw = [p.read_bytes() for p in sorted(WIRE.glob("*.bin"))]
+    scores = [o.scores for o in Enricher(BatchDecoder(SchemaStore()), TwoClass()).enrich(raw).outputs]
+    assert all(scores)
+    write_containers(values, tmp_path)
+    (tmp_path / "scores").mkdir()
+    w = ContainerWriter(tmp_path / "scores" / "scores-2000001.avro", SCORES_SCHEMA)  # as the file sink writes it
+    w.write_block(scores)  # type: ignore[arg-type]
+    w.close()
+    want = expected(values)
+    out, err = io.StringIO(), io.StringIO()
+    assert subscribe.main([str(tmp_path), "--where", WHERE, "--format", "jsonl"], out, err) == 0
+    assert len(out.getvalue().splitlines()) == want["matched"]
+    check(counts_line(err.getvalue()), want, want["matched"])
 
 
 def test_a_where_naming_an_unknown_column_is_one_line_and_exit_2(archive: Path) -> None:

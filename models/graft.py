@@ -1,0 +1,90 @@
+"""``alertbroker graft``: copy the parts that do not read the encoder from one checkpoint to another.
+
+Why: the served photo-z is the distilled host-only student (:mod:`models.photoz_student`) times the
+alert-selection prior (:mod:`models.photoz_prior`). Neither reads the encoder: the student's inputs
+are the host's magnitude tokens, the prior's the redshift. A classifier trained without the joint
+photo-z loss (``alertbroker train --photoz none``) has no photo-z teacher to distil, but it can serve
+the student and prior of another checkpoint unchanged, bit for bit, with the same photo-z figures.
+Parts that read the encoder's embedding (forecast, anomaly, neighbours, physics) cannot move this
+way: they are refitted on the new encoder (``alertbroker train-forecast --init``, ...).
+
+Run (the shipped model's photo-z onto a new classifier)::
+
+    alertbroker graft --from models/weights/default.pt --into new.pt --out new_pz.pt
+
+The output is ``--into`` with the parts' weights, their config entries and their ``train`` records
+taken from ``--from``; every other weight is checked bit-identical to ``--into``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except
+from models.model import MultimodalModel
+
+#: Parts that may be grafted: state-dict prefix -> the ModelConfig field that sizes it ("" if none).
+GRAFTABLE: dict[str, str] = {"photoz_student.": "photoz_student", "photoz_prior.": ""}
+
+
+def graft(source: MultimodalModel, target: MultimodalModel, parts: tuple[str, ...]) -> MultimodalModel:
+    """``target`` with the weights under ``parts`` (prefixes of :data:`GRAFTABLE`) from ``source``.
+
+    Raises
+    ------
+    ValueError
+        A part that reads the encoder, or mixtures of different sizes (the student's output is
+        summarised with the target's ``n_components``).
+    """
+    bad = [p for p in parts if p not in GRAFTABLE]
+    if bad:
+        raise ValueError(f"cannot graft {bad}: only parts that do not read the encoder ({sorted(GRAFTABLE)})")
+    if source.cfg.n_components != target.cfg.n_components:
+        raise ValueError(f"photo-z mixtures differ: {source.cfg.n_components} against "
+                         f"{target.cfg.n_components} components")
+    sized = {GRAFTABLE[p]: getattr(source.cfg, GRAFTABLE[p]) for p in parts if GRAFTABLE[p]}
+    new = MultimodalModel(dataclasses.replace(target.cfg, **sized))
+    src = source.state_dict()
+    new.load_state_dict({**{k: v for k, v in target.state_dict().items() if not k.startswith(parts)},
+                         **{k: v for k, v in src.items() if k.startswith(parts)}})
+    return new.eval()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``alertbroker graft``."""
+    ap = argparse.ArgumentParser(prog="alertbroker graft", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--from", dest="source", required=True, help="checkpoint whose parts are copied")
+    ap.add_argument("--into", required=True, help="checkpoint that receives them")
+    ap.add_argument("--out", required=True, type=Path, help="checkpoint to write")
+    ap.add_argument("--part", action="append", choices=[p.rstrip(".") for p in GRAFTABLE],
+                    help="part to copy (repeatable; default: all of them)")
+    return ap
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``alertbroker graft``; exit status 1 if any other weight moved."""
+    a = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    parts = tuple(f"{p}." for p in a.part) if a.part else tuple(GRAFTABLE)
+    source, smeta = load_checkpoint(a.source)
+    target, tmeta = load_checkpoint(a.into)
+    new = graft(source, target, parts)
+    names = [p.rstrip(".") for p in parts]
+    train = {**tmeta.get("train", {}), **{n: smeta["train"][n] for n in names if n in smeta.get("train", {})},
+             "graft": {"from": str(a.source), "parts": names}}
+    save_checkpoint(a.out, new, tmeta["taxonomy"], tmeta.get("metrics", {}), tmeta["data_hash"], train)
+    back = load_checkpoint(a.out)[0].state_dict()
+    same = unchanged_except(target.state_dict(), back, parts) and all(
+        torch.equal(v, back[k]) for k, v in source.state_dict().items() if k.startswith(parts))
+    print(f"grafted {', '.join(names)} from {a.source} into {a.into}: other_weights_identical={int(same)}")
+    print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB); {time.perf_counter() - t0:.0f} s")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main())
