@@ -115,3 +115,26 @@ def test_shipped_model_through_eval_served(night: Path, capsys: pytest.CaptureFi
     assert kv["served_no_model"] == 0 and kv["served_classified"] > 0
     for key in ("served_macro_f1", "served_acc", "served_ece", "served_photoz_outliers", "served_heldout_auroc"):
         assert 0 <= kv[key] <= 1
+
+
+def test_temperature_selection_script_retempers_what_was_served(night: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``scripts/temperature_selection.py``: the chosen ratio minimises ECE on the first archive, and
+    the figures at ratio 1 are those of ``eval served``."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "temperature_selection.py"
+    spec = importlib.util.spec_from_file_location("temperature_selection", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--checkpoint", str(DEFAULT_WEIGHTS), str(night)]) == 0
+    out = capsys.readouterr().out
+    line = dict(kv.split("=") for kv in out.strip().splitlines()[-1].split())
+    curve = {float(r): float(v) for r, v in (x.split(":") for x in out.splitlines()[0].split(": ", 1)[1].split())}
+    ratio = float(line["ratio"])
+    assert curve[ratio] == min(curve.values()) and float(line["sim_ece_best"]) == pytest.approx(curve[ratio], abs=1e-4)
+    assert float(line["sim_ece"]) == pytest.approx(curve[1.0], abs=1e-4) and 0 <= float(line["sim_ece"]) < 1
+    assert cli_main(["--archive", str(night), "--checkpoint", str(DEFAULT_WEIGHTS)]) == 0
+    served = dict(kv.split("=") for kv in capsys.readouterr().out.strip().splitlines()[-1].split())
+    assert float(served["served_ece"]) == pytest.approx(float(line["sim_ece"]), abs=1e-4)
