@@ -11,11 +11,10 @@ embeddings and light-curve descriptors (full and early views, as alerts arrive).
 Runs are deterministic for a seed on CPU. ``--init CKPT --steps 0`` re-runs only
 the calibration and the forest on a trained checkpoint's weights.
 
-Default weights (one command; ``--simulate`` runs ``alertbroker simulate`` into a
-temporary folder first)::
+A model in one command (``--simulate`` runs ``alertbroker simulate`` into a temporary folder
+first; the shipped weights' recipe is in docs/models.md, "The shipped model since 2026-12-02")::
 
-    alertbroker train --simulate 30000 --sim-seed 7 --steps 2500 --threads 1 \
-        --out models/weights/default.pt
+    alertbroker train --simulate 30000 --sim-seed 7 --steps 2500 --threads 1 --out my.pt
 """
 
 from __future__ import annotations
