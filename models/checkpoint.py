@@ -130,7 +130,7 @@ def with_new_part(model: MultimodalModel, cfg: ModelConfig, prefix: str) -> Mult
 
 
 def save_part(path: str | Path, model: MultimodalModel, meta: dict[str, Any], train: dict[str, Any],
-              before: dict[str, torch.Tensor], prefix: str) -> bool:
+              before: dict[str, torch.Tensor], prefix: str | tuple[str, ...]) -> bool:
     """Write a checkpoint whose part under ``prefix`` was fitted on a frozen one (``meta``: that one's
     description, ``train``: the new ``train`` entry); whether every other weight, read back from the
     file, is bit-identical to ``before`` (:func:`unchanged_except`)."""

@@ -44,7 +44,7 @@ import torch
 from broker.annotations import STATE_CLASSIFIED
 from broker.settings import Settings
 from models.evaluate_served import NAN, _fmt, probabilities
-from models.metrics import ece, print_table
+from models.metrics import confident, ece, print_table
 from models.served import enrich_archive, join_truth
 
 FIGURES = ("f1", "f1_ge5", "f1_seen", "ece", "p90_right")
@@ -102,7 +102,7 @@ def heldout_figures(df: pl.DataFrame, class_ids: tuple[int, ...], seen: set[int]
     if not len(y):
         return {**res, **dict.fromkeys(FIGURES, NAN)}
     p = widened(p if ratio == 1.0 else retemper(p, ratio), anomaly, beta)
-    hat, conf = p.argmax(1), p.max(1)
+    hat = p.argmax(1)
     present = sorted(set(y.tolist()))
     seen_present = [k for k in present if class_ids[k] in seen]
 
@@ -111,10 +111,8 @@ def heldout_figures(df: pl.DataFrame, class_ids: tuple[int, ...], seen: set[int]
             if labels and sel.any() else NAN
 
     every = np.ones(len(y), bool)
-    sure = conf >= 0.9
     res.update({"f1": f1(every, present), "f1_ge5": f1(n_det >= 5, sorted(set(y[n_det >= 5].tolist()))),
-                "f1_seen": f1(every, seen_present), "ece": ece(p, y),
-                "p90_right": float(np.mean(hat[sure] == y[sure])) if sure.any() else NAN})
+                "f1_seen": f1(every, seen_present), "ece": ece(p, y), "p90_right": confident(p, y)[1]})
     per = f1_score(y, hat, labels=present, average=None, zero_division=0)
     res.update({f"class_{class_ids[k]}": float(v) for k, v in zip(present, per, strict=True)})
     return res

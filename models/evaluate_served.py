@@ -40,7 +40,7 @@ from broker.annotations import CLASSIFICATION_STATES, STATE_CLASSIFIED
 from broker.predict import Predictor
 from broker.settings import Settings
 from broker.sim.taxonomy import BOGUS_CODE
-from models.metrics import ece, print_table, recall_at
+from models.metrics import confident, ece, print_table, recall_at
 from models.served import ServedAlerts, enrich_archive, join_truth
 from models.served_anomaly import PartsRecorder, parts_report
 from models.served_photoz import photoz_by_class, photoz_report
@@ -85,11 +85,10 @@ def class_metrics(df: pl.DataFrame, class_ids: tuple[int, ...]) -> dict[str, flo
     index = {c: k for k, c in enumerate(class_ids)}
     y = np.array([index[int(c)] for c in ok["class_code"].to_list()])[fin]
     p = p[fin]
-    hat, conf = p.argmax(1), p.max(1)
-    sure = conf >= 0.9
+    hat = p.argmax(1)
+    share, right = confident(p, y)
     return {**res, "f1": float(f1_score(y, hat, average="macro")), "acc": float(np.mean(hat == y)),
-            "ece": ece(p, y), "p90_share": float(sure.mean()),
-            "p90_right": float(np.mean(hat[sure] == y[sure])) if sure.any() else NAN}  # fmt: skip
+            "ece": ece(p, y), "p90_share": share, "p90_right": right}
 
 
 def per_class(df: pl.DataFrame, class_ids: tuple[int, ...], class_names: tuple[str, ...]) -> list[tuple]:

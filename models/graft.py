@@ -23,9 +23,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-import torch
-
-from models.checkpoint import load_checkpoint, save_checkpoint, unchanged_except
+from models.checkpoint import load_checkpoint, report_part, save_part
 from models.model import MultimodalModel
 
 #: Parts that may be grafted: state-dict prefix -> the ModelConfig field that sizes it ("" if none).
@@ -77,13 +75,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     names = [p.rstrip(".") for p in parts]
     train = {**tmeta.get("train", {}), **{n: smeta["train"][n] for n in names if n in smeta.get("train", {})},
              "graft": {"from": str(a.source), "parts": names}}
-    save_checkpoint(a.out, new, tmeta["taxonomy"], tmeta.get("metrics", {}), tmeta["data_hash"], train)
-    back = load_checkpoint(a.out)[0].state_dict()
-    same = unchanged_except(target.state_dict(), back, parts) and all(
-        torch.equal(v, back[k]) for k, v in source.state_dict().items() if k.startswith(parts))
-    print(f"grafted {', '.join(names)} from {a.source} into {a.into}: other_weights_identical={int(same)}")
-    print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB); {time.perf_counter() - t0:.0f} s")
-    return 0 if same else 1
+    same = save_part(a.out, new, tmeta, train, target.state_dict(), parts)
+    print(f"grafted {', '.join(names)} from {a.source} into {a.into}")
+    return report_part(a.out, {"parts": len(parts)}, same, t0)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,18 @@ def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     return float(err)
 
 
+#: Top-class probability from which a served answer counts as confident (issue 10's "p >= 0.9" goal).
+SURE = 0.9
+
+
+def confident(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Share of rows whose top probability is at least :data:`SURE`, and the accuracy among them
+    (NaN when there are none)."""
+    sure = probs.max(1) >= SURE
+    right = float(np.mean(probs.argmax(1)[sure] == labels[sure])) if sure.any() else float("nan")
+    return float(sure.mean()), right
+
+
 def photoz_stats(zp: np.ndarray, zt: np.ndarray) -> dict[str, float]:
     """``sigma_nmad``, ``outliers`` (|dz|/(1+z) > 0.15) and median ``bias`` of dz/(1+z)."""
     dz = (zp - zt) / (1 + zt)

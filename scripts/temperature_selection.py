@@ -22,7 +22,7 @@ import polars as pl
 from broker.settings import Settings
 from consumers.app import make_predictor
 from models.evaluate_logo import retemper, scored
-from models.metrics import ece
+from models.metrics import confident, ece
 from models.served import enrich_archive, join_truth
 
 
@@ -32,12 +32,6 @@ def served(archive: Path, checkpoint: str) -> tuple[np.ndarray, np.ndarray]:
     run = enrich_archive(archive / "alerts", st, make_predictor(st))
     p, y, _, _ = scored(join_truth(run.alerts, pl.read_parquet(archive / "truth.parquet")), run.class_ids)
     return p, y
-
-
-def confident(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Share of alerts served with p >= 0.9 and the accuracy among them."""
-    hi = p.max(1) >= 0.9
-    return float(hi.mean()), float((p.argmax(1)[hi] == y[hi]).mean()) if hi.any() else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
