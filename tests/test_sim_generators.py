@@ -114,6 +114,24 @@ def test_lynx_agn_dims_with_distance_and_varies_about_its_mean() -> None:
     assert abs(diff[: t.size].mean()) < 1e-6 * static[0] and diff[: t.size].std() > 0
 
 
+def test_lynx_agn_random_walk_follows_the_drawn_seed() -> None:
+    """The same parameters give the same light curve, another seed another one.
+
+    Regression: the seed was passed as ``agn_seed=``, which lightcurvelynx ignores (its keyword is
+    ``seed``), so every AGN drew its walk from ``os.urandom`` and ``simulate --seed`` did not
+    reproduce a lightcurvelynx survey (159 and 146 alerts from two runs of one command).
+    """
+    gen = gz.get("lightcurvelynx")
+    p = gen.sample(2332, np.random.default_rng(3), np.array([0.05]), T_REF, T_REF + 1.0)
+    t = T_REF + np.arange(0.0, 200.0, 5.0)
+
+    def walk(params: dict[str, np.ndarray]) -> np.ndarray:
+        return gen.flux(2332, params, np.array([0, t.size]), t, np.full(t.size, 2), np.random.default_rng(0))[0]
+
+    np.testing.assert_array_equal(walk(p), walk(p))
+    assert not np.allclose(walk(p), walk(p | {"seed": p["seed"] + 1}))
+
+
 def test_lynx_eclipsing_binary_is_periodic_and_only_dims() -> None:
     gen = gz.get("lightcurvelynx")
     rng = np.random.default_rng(5)

@@ -96,7 +96,7 @@ class LynxGenerator:
                                     edd_ratio=float(p["edd_ratio"][i]),
                                     inclination_rad=float(p["inclination"][i]),
                                     redshift=float(p["z"][i]), cosmology=cosmo,
-                                    agn_seed=int(p["seed"][i]))
+                                    seed=int(p["seed"][i]))  # the keyword is seed (agn_seed is ignored)
                 else:
                     model = eb_cls(period=float(p["period"][i]), t0=float(p["t0"][i]),
                                    distance=1000.0, redshift=0.0,
