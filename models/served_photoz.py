@@ -9,6 +9,8 @@ photo-z head never trained on).
 
 from __future__ import annotations
 
+import functools
+
 import polars as pl
 
 from models.metrics import photoz_stats
@@ -20,11 +22,12 @@ AGN_CODE = 2332
 GROUPS = {"agn": pl.col("class_code") == AGN_CODE, "rest": pl.col("class_code") != AGN_CODE}
 
 
-def _dc2_validation_ids() -> list[int]:
-    """Galaxy ids of DC2 ``test_dc2_validation_9816``: hosts the photo-z head never trained on."""
+@functools.cache
+def _dc2_validation_ids() -> tuple[int, ...]:
+    """Galaxy ids of DC2 ``test_dc2_validation_9816``: hosts the photo-z head never trained on (read once)."""
     from models.data import dc2_path, read_photometry
 
-    return [int(i) for i in read_photometry(dc2_path("test_dc2_validation_9816"))["id"]]
+    return tuple(int(i) for i in read_photometry(dc2_path("test_dc2_validation_9816"))["id"])
 
 
 def _stats(sub: pl.DataFrame, col: str = "photoz_q50") -> dict[str, float]:
@@ -49,7 +52,7 @@ def photoz_report(df: pl.DataFrame) -> dict[str, dict[str, float]]:
     has = pl.col("photoz_q50").is_not_null()
     served, latest = host.filter(has), host.sort("mjd").group_by("diaObjectId", maintain_order=True).last()
     right = served.filter(pl.col("host_id") == pl.col("host_galaxy_id").cast(pl.Utf8))
-    val_hosted = host.filter(pl.col("host_galaxy_id").is_in(_dc2_validation_ids()))
+    val_hosted = host.filter(pl.col("host_galaxy_id").is_in(list(_dc2_validation_ids())))
     out: dict[str, dict[str, float]] = {}
     for name, base, sub, col in (("q50", host, served, "photoz_q50"), ("mean", host, served, "photoz_mean"),
                                  ("q50, true host matched", host, right, "photoz_q50"),
@@ -77,7 +80,7 @@ def photoz_by_class(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
     """
     served = hosted(df).filter(pl.col("photoz_q50").is_not_null())
     views = {"": served, "_obj": served.sort("mjd").group_by("diaObjectId", maintain_order=True).last(),
-             "_val": served.filter(pl.col("host_galaxy_id").is_in(_dc2_validation_ids()))}
+             "_val": served.filter(pl.col("host_galaxy_id").is_in(list(_dc2_validation_ids())))}
     names = sorted({str(n) for n in served["class_name"].to_list()}) if served.height else []
     groups = [(n, pl.col("class_name") == n) for n in names]
     groups += [("AGN", GROUPS["agn"]), ("all but AGN", GROUPS["rest"])]
@@ -94,3 +97,18 @@ def photoz_by_class(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
             figures.update({f"{pre}_n": int(st["n"]), f"{pre}_nmad": st["sigma_nmad"],
                             f"{pre}_outliers": st["outliers"], f"{pre}_bias": st["bias"]})  # fmt: skip
     return rows, figures
+
+
+def validation_host_figures(df: pl.DataFrame) -> dict[str, float]:
+    """The goal's photo-z figures alone (for resampling): ``served_photoz_{val,rest_val}_{nmad,bias}``.
+
+    ``val``: every served alert whose host comes from the DC2 validation file; ``rest_val``: those
+    of every class but AGN, the issue's "simulated transients with validation-file hosts".
+    """
+    val = hosted(df).filter(pl.col("photoz_q50").is_not_null()
+                            & pl.col("host_galaxy_id").is_in(list(_dc2_validation_ids())))
+    out: dict[str, float] = {}
+    for tag, sub in (("val", val), ("rest_val", val.filter(GROUPS["rest"]))):
+        st = _stats(sub)
+        out |= {f"served_photoz_{tag}_nmad": st["sigma_nmad"], f"served_photoz_{tag}_bias": st["bias"]}
+    return out

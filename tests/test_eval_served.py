@@ -97,6 +97,11 @@ def test_truth_predictor_scores_perfectly_and_counts_add_up(night: Path, capsys:
     assert kv["served_photoz_agn_n"] + kv["served_photoz_rest_n"] == kv["served_photoz_n"]  # per class: AGN, rest
     assert kv["served_photoz_rest_nmad"] == 0 and "photo-z per true class" in out
     assert kv["served_heldout_auroc"] == 1.0
+    # the 95 % intervals (bootstrap over objects) of a perfect answer have no width
+    assert "95 % intervals" in out
+    assert kv["served_macro_f1_lo"] == kv["served_macro_f1_hi"] == 1.0
+    assert kv["served_ece_lo"] == pytest.approx(0.03) and kv["served_ece_hi"] == pytest.approx(0.03)
+    assert kv["served_heldout_auroc_lo"] == 1.0 and kv["served_photoz_rest_val_bias_hi"] == 0.0
 
 
 def test_null_model_leaves_every_alert_no_model(night: Path, capsys: pytest.CaptureFixture[str]) -> None:
