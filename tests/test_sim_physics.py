@@ -55,6 +55,31 @@ def test_sn_ia_rise_and_width_in_known_ranges() -> None:
     assert 0.7 < np.median(dm15) < 1.6
 
 
+def test_sn_ii_p_holds_its_red_plateau_while_the_blue_fades() -> None:
+    """SN II-P: r and i stay within ~0.5 mag of peak for 50 rest-frame days while u and g fade by
+    1-2 mag (the photosphere cools at the hydrogen recombination front and expands), then drop by
+    2-3 mag off the plateau. Regression: with the colour taken against 6200 Å at the *peak*
+    temperature, the cooling also dimmed r by ~2.5 mag within 40 d (a Bazin r-band fall time of
+    ~13 d, faster than the templates' SN Ia)."""
+    rng = np.random.default_rng(5)
+    n, z = 200, 0.02
+    p = mt.sample_params(2224, rng, np.full(n, z), 0.0, 0.0)
+    p["t_peak"][:] = 0.0
+    t = np.arange(-20.0, 200.0, 1.0) * (1 + z)
+    trest = t / (1 + z)
+    obj = np.repeat(np.arange(n), t.size)
+    fade = {}
+    for band, name in ((0, "u"), (1, "g"), (2, "r"), (3, "i")):
+        m = njy_to_mag(mt.flux(2224, p, obj, np.tile(t, n), np.full(obj.size, band)).reshape(n, -1))
+        peak = m.min(1)
+        fade[name] = float(np.median(m[:, np.searchsorted(trest, 50.0)] - peak))
+        after = [m[k, np.searchsorted(trest, p["t_plateau"][k] + 25.0)] - peak[k] for k in range(n)]
+        assert np.median(after) > 2.0, name  # off the plateau onto the radioactive tail
+    assert fade["r"] < 0.5 and fade["i"] < 0.5
+    assert 0.7 < fade["g"] < 1.5 and 1.5 < fade["u"] < 2.5
+    assert fade["u"] > fade["g"] > fade["r"]
+
+
 def test_time_dilation() -> None:
     rng = np.random.default_rng(0)
     p = mt.sample_params(2222, rng, np.array([0.05, 0.8]), 0.0, 0.0)

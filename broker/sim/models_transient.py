@@ -2,7 +2,9 @@
 
 Each light curve is a rest-frame shape ``L(phase)`` (Bazin rise/decline, a plateau
 for SN II, a t^-5/3 tail for TDEs) scaled to a peak absolute magnitude at 6200 Å and
-coloured by a cooling blackbody ``T(phase)`` synthesised through the LSST passbands.
+coloured by a cooling blackbody ``T(phase)`` synthesised through the LSST passbands
+(against 6200 Å at the peak temperature, so cooling dims every band; for the SN II plateau
+against 6200 Å at the current one, so the red plateau stays flat while u and g fade).
 Redshift enters through time dilation, the distance modulus and the redshifted
 blackbody (a K-correction).  We chose empirical templates over redback/sncosmo
 physical models because they evaluate in microseconds for millions of points and
@@ -82,6 +84,11 @@ def flux(code: int, p: dict[str, np.ndarray], obj: np.ndarray, t: np.ndarray,
     tpk, tmin = p["T_peak"][obj], p["T_min"][obj]
     temp = tmin + (tpk - tmin) * np.exp(-np.maximum(ph, 0.0) / p["tau_T"][obj])
     f_ref = mag_to_njy(p["M_peak"][obj] + distance_modulus(z)) * (1.0 + z)
-    colour = (1.0 + z) ** 3 * bb_band(band, temp / (1.0 + z)) / bb_ref(tpk)
+    # Colour relative to 6200 Å at the peak temperature: the photosphere's radius is held, so cooling
+    # also dims 6200 Å. Not for a plateau: a SN II-P photosphere cools *and* expands (the hydrogen
+    # recombination front), which keeps the red light flat for ~100 d while u and g fade, so its
+    # colour is relative to 6200 Å at the current temperature and ``lum`` is the 6200 Å curve itself.
+    ref = bb_ref(temp) if SPEC[code][7] == "plateau" else bb_ref(tpk)
+    colour = (1.0 + z) ** 3 * bb_band(band, temp / (1.0 + z)) / ref
     return f_ref * lum * colour
 
