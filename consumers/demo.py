@@ -69,8 +69,9 @@ def run_demo(out: str, objects: int, seed: int) -> int:
     return 0
 
 
-def show_night(enriched: Path, truth_path: Path, rows: int = 12) -> None:
-    """Print a few simulated alerts next to their truth, and the night's agreement."""
+def show_night(enriched: Path, truth_path: Path, rows: int = 16) -> None:
+    """Print the night's agreement and, for up to ``rows`` classes, the latest alert of the object
+    with the most detections, next to its truth (the same rows on every run of a night)."""
     import polars as pl
 
     from consumers.client import Subscription
@@ -86,7 +87,10 @@ def show_night(enriched: Path, truth_path: Path, rows: int = 12) -> None:
         agree = (scored["best_class"] == scored["class_name"]).cast(pl.Float64).to_numpy().mean()
         print(f"{night.height} simulated alerts, {scored.height} classified; best class = true class for "
               f"{100 * agree:.0f}% (held-out classes KN and PISN can never match)")  # fmt: skip
-    latest = night.sort("mjd").group_by("diaObjectId").last()  # one alert per object: its latest
-    pick = latest.sort("n_det", descending=True).group_by("class_name").first().head(rows).sort("mjd")
+    latest = night.sort("mjd", "diaSourceId").group_by("diaObjectId", maintain_order=True).last()  # its latest
+    # why maintain_order and the id tie-break: a plain group_by orders groups at random, so head()
+    # showed a different set of classes on each run of the same night
+    pick = (latest.sort(["n_det", "diaObjectId"], descending=[True, False])
+            .group_by("class_name", maintain_order=True).first().head(rows).sort("mjd", "diaSourceId"))
     for line, true, z in zip(table_rows(pick), pick["class_name"], pick["redshift"], strict=True):
         print(f"{line}   truth: {true} z={z:.3f}" if z == z and z is not None else f"{line}   truth: {true}")
