@@ -9,6 +9,8 @@ It prints
 * the photo-z on all DC2 validation galaxies, with the median ``dz/(1+z)`` in bins of the *true*
   redshift and in bins of the *estimate* (``q50``): a posterior median pulls the extremes of the
   redshift range inwards (positive bias at low true z), while bins of the estimate stay unbiased;
+  and sigma_NMAD / outliers in bins of the true redshift, field and served (the host-only floor is
+  highest below z ~ 0.4, where most alerted transients are);
 * per archive, over the alerts whose host comes from the validation file (one row per alert, as
   ``alertbroker eval served`` counts them): the same table photo-z on those hosts, the DC2
   validation galaxies reweighted to those alerts' true-redshift histogram, the bias in bins
@@ -97,6 +99,13 @@ def main(archives: list[str]) -> int:
     print("  bin           " + " ".join(f"[{lo:g},{hi:g})".rjust(10) for lo, hi in fine))
     print("  by true z     " + " ".join(f"{b:+10.4f}" for b in by_bins(dz, z, fine)))
     print("  by q50        " + " ".join(f"{b:+10.4f}" for b in by_bins(dz, q50, fine)))
+    for name, est in (("field", q50), ("served", served)):  # the scatter floor by redshift (alerted hosts: z ~ 0.25)
+        cells = []
+        for lo, hi in fine:
+            sel = (z >= lo) & (z < hi)
+            st = photoz_stats(est[sel], z[sel])
+            cells.append(f"{st['sigma_nmad']:.4f}/{100 * st['outliers']:.1f}%")
+        print(f"  sigma/outl. {name:6s}" + " ".join(c.rjust(12) for c in cells))
     row = {g: i for i, g in enumerate(ids.tolist())}
     dens, _ = np.histogram(z, EDGES)
     zbin = np.clip(np.digitize(z, EDGES) - 1, 0, len(EDGES) - 2)
