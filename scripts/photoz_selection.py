@@ -100,12 +100,12 @@ def main(archives: list[str]) -> int:
     print("  by true z     " + " ".join(f"{b:+10.4f}" for b in by_bins(dz, z, fine)))
     print("  by q50        " + " ".join(f"{b:+10.4f}" for b in by_bins(dz, q50, fine)))
     for name, est in (("field", q50), ("served", served)):  # the scatter floor by redshift (alerted hosts: z ~ 0.25)
-        cells = []
+        scatter = []
         for lo, hi in fine:
             sel = (z >= lo) & (z < hi)
             st = photoz_stats(est[sel], z[sel])
-            cells.append(f"{st['sigma_nmad']:.4f}/{100 * st['outliers']:.1f}%")
-        print(f"  sigma/outl. {name:6s}" + " ".join(c.rjust(12) for c in cells))
+            scatter.append(f"{st['sigma_nmad']:.4f}/{100 * st['outliers']:.1f}%")
+        print(f"  sigma/outl. {name:6s}" + " ".join(c.rjust(12) for c in scatter))
     row = {g: i for i, g in enumerate(ids.tolist())}
     dens, _ = np.histogram(z, EDGES)
     zbin = np.clip(np.digitize(z, EDGES) - 1, 0, len(EDGES) - 2)
