@@ -80,6 +80,14 @@ def fit_selection(z_alerted: np.ndarray, z_train: np.ndarray, weights: np.ndarra
     return float(coef[1]), float(coef[2]), float(centre[ok].min()), float(centre[ok].max())
 
 
+def mixture_log_density(logw: Tensor, mu: Tensor, sigma: Tensor, z: Tensor) -> Tensor:
+    """Log density (up to the constant ``-log sqrt(2 pi)``) of the mixtures ``(logw, mu, sigma)``
+    (each (n, M)) at the grid ``z`` (G,): (n, G), float64."""
+    lw, m, s = logw.double()[..., None], mu.double()[..., None], sigma.double()[..., None]
+    # log density of each component on the grid, (n, M, G); summed over components in log space
+    return torch.logsumexp(lw - 0.5 * ((z - m) / s) ** 2 - torch.log(s), 1)
+
+
 class SelectionPrior(nn.Module):
     """``S(z)`` of the module docstring as buffers: ``coef`` (b, c), ``z_range`` (lo, hi), ``fitted``."""
 
@@ -143,10 +151,7 @@ class SelectionPrior(nn.Module):
         if not bool(self.fitted) or mu.shape[0] == 0:
             return base
         z = torch.linspace(*Z_GRID, dtype=torch.float64, device=mu.device)
-        lw, m, s = logw.double(), mu.double(), sigma.double()
-        # log density of each component on the grid, (n, M, G); summed over components in log space
-        logp = (lw[..., None] - 0.5 * ((z - m[..., None]) / s[..., None]) ** 2 - torch.log(s[..., None]))
-        logpost = torch.logsumexp(logp, 1) + self.log_s(z)
+        logpost = mixture_log_density(logw, mu, sigma, z) + self.log_s(z)
         post = torch.exp(logpost - logpost.max(1, keepdim=True).values)
         mass = post.sum(1, keepdim=True)
         good = torch.isfinite(mass[:, 0]) & (mass[:, 0] > 0)

@@ -31,12 +31,15 @@ _PREFIX = "photoz_prior."
 _Q50 = PHOTOZ_COLUMNS.index("q50")
 
 
+def alerted_hosted(archive: Path) -> pl.DataFrame:
+    """Truth rows of an archive's hosted objects that raised alerts (``n_alerts`` per object)."""
+    return pl.read_parquet(archive / "truth.parquet").filter(
+        (pl.col("host_galaxy_id") >= 0) & (pl.col("redshift") > 0) & (pl.col("n_alerts") > 0))
+
+
 def alerted_redshifts(archives: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """True redshifts of the archives' hosted objects and their alert counts (objects with none dropped)."""
-    parts = [pl.read_parquet(a / "truth.parquet").filter((pl.col("host_galaxy_id") >= 0) & (pl.col("redshift") > 0)
-                                                         & (pl.col("n_alerts") > 0))
-             for a in archives]  # fmt: skip
-    t = pl.concat([p.select("redshift", "n_alerts") for p in parts])
+    t = pl.concat([alerted_hosted(a).select("redshift", "n_alerts") for a in archives])
     return t["redshift"].to_numpy().astype(np.float64), t["n_alerts"].to_numpy().astype(np.float64)
 
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from broker.settings import Settings
 from models.metrics import photoz_stats
+from models.photoz_prior import mixture_log_density
 from models.predictor import load_default
 from models.served import enrich_archive
 from models.served_photoz import AGN_CODE, _dc2_validation_ids
@@ -140,8 +141,7 @@ def train(x: np.ndarray, z: np.ndarray, split: np.ndarray, epochs: int, seed: in
 
 
 def _log_density(mix: tuple[Tensor, Tensor, Tensor], z: Tensor) -> Tensor:
-    lw, mu, s = (t.double()[..., None] for t in mix)
-    return torch.logsumexp(lw - 0.5 * ((z - mu) / s) ** 2 - torch.log(s), 1)
+    return mixture_log_density(*mix, z)
 
 
 def median_on_grid(logp: Tensor, z: Tensor) -> np.ndarray:

@@ -28,16 +28,11 @@ from models.data import dc2_path, photometry_tokens, read_photometry
 from models.heads import PHOTOZ_COLUMNS, mixture_summary
 from models.metrics import photoz_stats
 from models.photoz_prior import SelectionPrior, fit_selection
+from models.photoz_prior_train import alerted_hosted
 from models.predictor import load_default
 from models.served_photoz import AGN_CODE
 
 _Q50 = PHOTOZ_COLUMNS.index("q50")
-
-
-def hosted(archive: Path) -> pl.DataFrame:
-    """Truth rows of hosted objects that raised alerts (``n_alerts`` per object)."""
-    return pl.read_parquet(archive / "truth.parquet").filter(
-        (pl.col("host_galaxy_id") >= 0) & (pl.col("redshift") > 0) & (pl.col("n_alerts") > 0))
 
 
 def _cell(q: np.ndarray, z: np.ndarray) -> str:
@@ -56,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if model.photoz_student is None:
         raise SystemExit("the default model has no served photo-z network")
     z_train = np.asarray(read_photometry(dc2_path("test_dc2_training_9816"))["redshift"], np.float64)
-    fit = pl.concat([hosted(f).select("redshift", "n_alerts", "class_code") for f in a.fit])
+    fit = pl.concat([alerted_hosted(f).select("redshift", "n_alerts", "class_code") for f in a.fit])
     priors: dict[str, SelectionPrior] = {"shipped": model.photoz_prior}
     for name, cond in (("pooled", pl.lit(True)), ("agn", pl.col("class_code") == AGN_CODE),
                        ("rest", pl.col("class_code") != AGN_CODE)):  # fmt: skip
@@ -74,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                    for k, v in priors.items()}  # fmt: skip
     z = np.asarray(td.z, np.float64)
     for arch in a.test:
-        t = hosted(arch).filter(pl.col("host_galaxy_id").is_in(list(row)))
+        t = alerted_hosted(arch).filter(pl.col("host_galaxy_id").is_in(list(row)))
         reps = t["n_alerts"].to_numpy()
         sel = np.repeat(np.array([row[int(g)] for g in t["host_galaxy_id"].to_list()], np.int64), reps)
         agn = np.repeat((t["class_code"] == AGN_CODE).to_numpy(), reps)
