@@ -80,6 +80,35 @@ def test_sn_ii_p_holds_its_red_plateau_while_the_blue_fades() -> None:
     assert fade["u"] > fade["g"] > fade["r"]
 
 
+@pytest.mark.parametrize("code", [2222, 2223])  # SN Ia, SN Ibc
+def test_sn_ia_and_ibc_are_faint_in_the_near_uv(code: int) -> None:
+    """At peak, a SN Ia or Ibc at z = 0.25 (observed u at ~2,900 Å rest) is > 1.2 mag redder in
+    u - g than the blackbody alone makes it, g - r by 0.15-0.4 mag and r - i not at all
+    (iron-peak line blanketing; Brown et al. 2010). Regression: the pure blackbody gave u - g ~0.4,
+    as blue as the SN II."""
+    rng = np.random.default_rng(5)
+    n, z = 200, 0.25
+    p = mt.sample_params(code, rng, np.full(n, z), 0.0, 0.0)
+    p["t_peak"][:] = 0.0
+    obj = np.arange(n)
+
+    def colours(blanket: bool) -> np.ndarray:
+        saved = dict(mt.BLANKET)
+        if not blanket:
+            mt.BLANKET.clear()
+        try:
+            m = [njy_to_mag(mt.flux(code, p, obj, np.zeros(n), np.full(n, b))) for b in range(4)]
+        finally:
+            mt.BLANKET.update(saved)
+        return np.array([np.median(m[b] - m[b + 1]) for b in range(3)])
+
+    with_lines, bare = colours(True), colours(False)
+    assert with_lines[0] - bare[0] > 1.2 and with_lines[0] > 1.0  # u - g
+    assert 0.15 < with_lines[1] - bare[1] < 0.4  # g - r (observed g at ~3,860 Å rest, near Ca II H&K)
+    assert abs(with_lines[2] - bare[2]) < 0.02  # r - i
+    assert np.all(mt.blanketing(code, np.arange(6), np.zeros(6)) <= 1.0)
+
+
 def test_time_dilation() -> None:
     rng = np.random.default_rng(0)
     p = mt.sample_params(2222, rng, np.array([0.05, 0.8]), 0.0, 0.0)
