@@ -38,8 +38,8 @@ def build_night(directory: Path, objects: int, seed: int) -> str:
 
     s = simulate(n_objects=objects, seed=seed, out_dir=directory)
     classes = ", ".join(f"{k} {v}" for k, v in sorted(s.class_counts.items(), key=lambda kv: -kv[1]))
-    return (f"a simulated Rubin night ({s.cadence} cadence, MJD {s.start_mjd:.1f}): {s.n_objects} objects, "
-            f"{s.n_alerts} alerts [{classes}]")
+    return (f"a simulated Rubin night ({s.cadence} cadence, MJD {s.start_mjd:.1f}): {s.n_objects} objects "
+            f"[{classes}], {s.n_alerts} alerts")
 
 
 def run_demo(out: str, objects: int, seed: int) -> int:
