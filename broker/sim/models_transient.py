@@ -61,18 +61,17 @@ def blanketing(code: int, band: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 
 #: SN Ia secondary maximum in the red and near-IR: (amplitude, phase d, rise width d, fall width d,
-#: onset Å, full Å). A half-Gaussian rise and a slower half-Gaussian fall in rest-frame phase, peaking
-#: at ``phase * stretch`` (widths times ``stretch``), are added to each band's flux: ``amplitude``
-#: times the band's flux at peak, scaled linearly from 0 at a rest-frame effective wavelength of
-#: ``onset`` to 1 at ``full`` and beyond. Why: when the
-#: Fe III -> Fe II recombination front recedes through the ejecta, the emission shifts to the
-#: near-IR (Kasen 2006), so normal SNe Ia rise again in I (a shoulder in R) to a second maximum
-#: ~0.5 mag below the first, 20-35 d after B maximum, later for slower decliners (Hamuy et al.
-#: 1996; Folatelli et al. 2010). Without it the template faded as fast in i, z and y as in g
-#: (0.85 mag in 15 d, 1.65 by +28 d at z = 0.02), and sncosmo's nearby SNe Ia, whose red bands
-#: hold up, were served as SN II (54-64 % of alerts at z < 0.2, 2026-12-03; that diagnosis on a
-#: held-out generator's errors prompted the change). The values are from the literature, not
-#: fitted to any generator.
+#: onset Å, full Å). A half-Gaussian rise and a slower half-Gaussian fall in rest-frame phase,
+#: peaking at ``phase * stretch`` (widths times ``stretch``), are added to each band's flux:
+#: ``amplitude`` times the band's flux at peak, scaled linearly from 0 at a rest-frame effective
+#: wavelength of ``onset`` to 1 at ``full`` and beyond. Why: when the Fe III -> Fe II recombination
+#: front recedes through the ejecta, the emission shifts to the near-IR (Kasen 2006), so normal SNe
+#: Ia rise again in I (a shoulder in R) to a second maximum ~0.5 mag below the first, 20-35 d after
+#: B maximum, later for slower decliners (Hamuy et al. 1996; Folatelli et al. 2010). Without it the
+#: template faded as fast in i, z and y as in g (0.85 mag in 15 d, 1.65 by +28 d at z = 0.02), and
+#: sncosmo's nearby SNe Ia, whose red bands hold up, were served as SN II (54-64 % of alerts at z <
+#: 0.2, 2026-12-03; that diagnosis on a held-out generator's errors prompted the change). The values
+#: are from the literature, not fitted to any generator.
 SECOND_MAX: dict[int, tuple[float, float, float, float, float, float]] = {
     2222: (0.4, 27.0, 7.0, 12.0, 5800.0, 7600.0),
 }
