@@ -146,11 +146,12 @@ def flux(code: int, p: dict[str, np.ndarray], obj: np.ndarray, t: np.ndarray,
     # also dims 6200 Å. Not for a plateau: a SN II-P photosphere cools *and* expands (the hydrogen
     # recombination front), which keeps the red light flat for ~100 d while u and g fade, so its
     # colour is relative to 6200 Å at the current temperature and ``lum`` is the 6200 Å curve itself.
-    ref = bb_ref(temp) if SPEC[code][7] == "plateau" else bb_ref(tpk)
+    ref_peak = bb_ref(tpk)
+    ref = bb_ref(temp) if SPEC[code][7] == "plateau" else ref_peak
     blanket = blanketing(code, band, z)
     colour = (1.0 + z) ** 3 * bb_band(band, temp / (1.0 + z)) / ref * blanket
     if code not in SECOND_MAX:
         return f_ref * lum * colour
-    at_peak = (1.0 + z) ** 3 * bb_band(band, tpk / (1.0 + z)) / bb_ref(tpk) * blanket
+    at_peak = (1.0 + z) ** 3 * bb_band(band, tpk / (1.0 + z)) / ref_peak * blanket
     return f_ref * (lum * colour + at_peak * second_maximum(code, ph, band, z, p["stretch"][obj]))
 
