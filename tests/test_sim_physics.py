@@ -109,7 +109,8 @@ def test_sn_ia_and_ibc_are_faint_in_the_near_uv(code: int) -> None:
 def test_sn_ia_has_a_secondary_maximum_in_the_red() -> None:
     """At z = 0.02, a SN Ia's i band dips after peak and rises again to a second maximum 20-35
     rest-frame days later, 0.3-0.8 mag below the first (Hamuy et al. 1996), later for broader
-    events; g declines throughout and r only shoulders. Regression: the template faded in i as
+    events; g declines throughout and r only shoulders (fading < 0.35 mag from +15 to +25 d; it
+    faded 0.44 before the ramp began at V's 5,400 Å instead of 5,800). Regression: the template faded in i as
     fast as in g (1.65 mag by +28 d), so nearby SNe Ia from other generators looked like SN II."""
     rng = np.random.default_rng(5)
     n, z = 100, 0.02
@@ -127,6 +128,9 @@ def test_sn_ia_has_a_secondary_maximum_in_the_red() -> None:
         assert 20.0 * p["stretch"][k] <= trest[late] <= 35.0 * p["stretch"][k] + 3.0
         assert 0.3 < i[late] - peak < 0.8
         assert np.all(np.diff(mags[1][k][after]) > 0.0)  # g fades throughout
+        assert np.all(np.diff(mags[2][k][after]) > -0.01)  # r never brightens again ...
+        at = np.searchsorted(trest, [15.0 * p["stretch"][k], 25.0 * p["stretch"][k]])
+        assert mags[2][k][at[1]] - mags[2][k][at[0]] < 0.35  # ... but shoulders: < 0.35 mag from +15 to +25 d
     s = p["stretch"]
     broad, narrow = np.argmax(s), np.argmin(s)
     assert np.argmin(mags[3][broad][trest > 15]) > np.argmin(mags[3][narrow][trest > 15])

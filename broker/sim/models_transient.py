@@ -71,9 +71,11 @@ def blanketing(code: int, band: np.ndarray, z: np.ndarray) -> np.ndarray:
 #: template faded as fast in i, z and y as in g (0.85 mag in 15 d, 1.65 by +28 d at z = 0.02), and
 #: sncosmo's nearby SNe Ia, whose red bands hold up, were served as SN II (54-64 % of alerts at z <
 #: 0.2, 2026-12-03; that diagnosis on a held-out generator's errors prompted the change). The values
-#: are from the literature, not fitted to any generator.
+#: are from the literature, not fitted to any generator. The ramp starts at V (5,400 Å), which shows
+#: only an inflection, so that R has its shoulder (0.28 mag from +15 to +25 d at z = 0.02; 0.44 with
+#: an onset at 5,800 Å, where the r band had next to none) and I its full maximum.
 SECOND_MAX: dict[int, tuple[float, float, float, float, float, float]] = {
-    2222: (0.4, 27.0, 7.0, 12.0, 5800.0, 7600.0),
+    2222: (0.4, 27.0, 7.0, 12.0, 5400.0, 7600.0),
 }
 
 
