@@ -71,11 +71,9 @@ def blanketing(code: int, band: np.ndarray, z: np.ndarray) -> np.ndarray:
 #: template faded as fast in i, z and y as in g (0.85 mag in 15 d, 1.65 by +28 d at z = 0.02), and
 #: sncosmo's nearby SNe Ia, whose red bands hold up, were served as SN II (54-64 % of alerts at z <
 #: 0.2, 2026-12-03; that diagnosis on a held-out generator's errors prompted the change). The values
-#: are from the literature, not fitted to any generator. The ramp starts at V (5,400 Å), which shows
-#: only an inflection, so that R has its shoulder (0.28 mag from +15 to +25 d at z = 0.02; 0.44 with
-#: an onset at 5,800 Å, where the r band had next to none) and I its full maximum.
+#: are from the literature, not fitted to any generator.
 SECOND_MAX: dict[int, tuple[float, float, float, float, float, float]] = {
-    2222: (0.4, 27.0, 7.0, 12.0, 5400.0, 7600.0),
+    2222: (0.4, 27.0, 7.0, 12.0, 5800.0, 7600.0),
 }
 
 
@@ -89,22 +87,6 @@ def second_maximum(code: int, ph: np.ndarray, band: np.ndarray, z: np.ndarray,
     dt = ph - t2 * stretch
     width = np.where(dt < 0.0, rise, fall) * stretch
     return amp * ramp * np.exp(-0.5 * (dt / width) ** 2)
-
-
-#: SN Ia radioactive tail: (onset phase d, rest-frame wavelengths Å, decline rates mag/d). From
-#: ``onset * stretch`` rest-frame days after peak each band fades at a constant rate in magnitudes,
-#: interpolated in the band's rest-frame effective wavelength, continuing from the template's own
-#: flux there. Why: past ~40 d a SN Ia is powered by 56Co decay with growing gamma-ray escape and
-#: fades at ~0.014 mag/d in B, ~0.028 in V, ~0.03 in R and ~0.04 in I out to ~150 d (Leibundgut
-#: 2000, A&ARv 10, 179; Lair et al. 2006, AJ 132, 2024), whereas the cooling-blackbody template
-#: kept falling at 0.065 mag/d in g and r and 0.1 in i between +40 and +60 d (1-1.3 mag too faint
-#: by +60 d). A model trained on the templates learnt that SNe Ia vanish within ~60 d, and a
-#: held-out generator's nearby SNe Ia, still visible at +40-70 d, were served as SN II (67-76 %
-#: of heldout83's alerts at z < 0.25 in that phase range, 2026-12-03: that diagnosis prompted the
-#: change; the rates are the literature's, not fitted to any generator).
-TAIL: dict[int, tuple[float, tuple[float, ...], tuple[float, ...]]] = {
-    2222: (40.0, (4400.0, 5500.0, 6500.0, 8000.0), (0.014, 0.028, 0.030, 0.042)),
-}
 
 
 def sample_params(code: int, rng: np.random.Generator, z: np.ndarray,
@@ -156,19 +138,6 @@ def flux(code: int, p: dict[str, np.ndarray], obj: np.ndarray, t: np.ndarray,
     """
     z = p["z"][obj]
     ph = (t - p["t_peak"][obj]) / (1.0 + z)
-    if code not in TAIL:
-        return _photosphere(code, p, obj, ph, band, z)
-    onset, lam, rate = TAIL[code]
-    start = onset * p["stretch"][obj]
-    late = ph > start
-    out = _photosphere(code, p, obj, np.where(late, start, ph), band, z)  # the tail starts from here
-    slope = np.interp(LAMBDA_EFF[band] / (1.0 + z), lam, rate)
-    return np.where(late, out * np.power(10.0, -0.4 * slope * np.maximum(ph - start, 0.0)), out)
-
-
-def _photosphere(code: int, p: dict[str, np.ndarray], obj: np.ndarray, ph: np.ndarray, band: np.ndarray,
-                 z: np.ndarray) -> np.ndarray:  # fmt: skip
-    """:func:`flux` before any :data:`TAIL`, at rest-frame phases ``ph`` (days from peak)."""
     lum = shape(code, ph, p["tau_rise"][obj], p["tau_fall"][obj], p["t_plateau"][obj])
     tpk, tmin = p["T_peak"][obj], p["T_min"][obj]
     temp = tmin + (tpk - tmin) * np.exp(-np.maximum(ph, 0.0) / p["tau_T"][obj])
@@ -185,3 +154,4 @@ def _photosphere(code: int, p: dict[str, np.ndarray], obj: np.ndarray, ph: np.nd
         return f_ref * lum * colour
     at_peak = (1.0 + z) ** 3 * bb_band(band, tpk / (1.0 + z)) / ref_peak * blanket
     return f_ref * (lum * colour + at_peak * second_maximum(code, ph, band, z, p["stretch"][obj]))
+
