@@ -16,7 +16,7 @@ from broker.sim import models_transient as mt
 from broker.sim import taxonomy as tx
 from broker.sim.cli import cli_main
 from broker.sim.gen_redback import pivot_wavelengths
-from broker.sim.photometry import distance_modulus
+from broker.sim.photometry import distance_modulus, njy_to_mag
 from consumers.archive import iter_archive
 
 T_REF = 60000.0
@@ -232,7 +232,7 @@ def test_redback_sn_ii_follow_the_observed_luminosity_function() -> None:
     t = T_REF + np.arange(0.0, 150.0, 1.0) * (1.0 + z)
     diff, _ = gen.flux(2224, p, np.arange(n + 1) * t.size, np.tile(t, n), np.full(n * t.size, 2), rng)
     peak = diff.reshape(n, -1).max(1)
-    m_abs = 31.4 - 2.5 * np.log10(peak) - distance_modulus(z) + 2.5 * np.log10(1.0 + z)
+    m_abs = njy_to_mag(peak) - distance_modulus(z) + 2.5 * np.log10(1.0 + z)
     assert -17.2 < np.median(m_abs) < -15.5
     assert 0.05 < np.mean(m_abs < -18.5) < 0.22
     iin = p["model"] > 0.5  # the interaction models are the bright ones

@@ -10,10 +10,9 @@ code  class         model (engine + diffusion + temperature-floor photosphere + 
 2223  SN Ibc        ``arnett``: M_ej 1-6 Msun, M_Ni 0.03-0.3 Msun, v_ej 6,000-15,000 km/s,
                     kappa 0.07 (Lyman et al. 2016; Taddia et al. 2018)
 2224  SN II         ``shock_cooling_and_arnett`` (Piro et al. 2021; extended envelope
-                    0.03-0.3 Msun at 10^13-10^14 cm, M_ej 5-15, M_Ni 0.01-0.1), 88%, or
-                    ``csm_interaction`` (Chatzopoulos et al. 2013; Villar et al. 2017;
-                    SN IIn-like, M_csm 0.1-3 Msun, peaks at M ~ -18.5 to -20), 12%
-                    (:data:`IIN_FRACTION`)
+                    0.03-0.3 Msun at 10^13-10^14 cm, M_ej 5-15, M_Ni 0.01-0.1), or, for a
+                    share :data:`IIN_FRACTION`, ``csm_interaction`` (Chatzopoulos et al. 2013;
+                    Villar et al. 2017; SN IIn-like, M_csm 0.1-3 Msun, peaks at M ~ -18.5 to -20)
 2242  SLSN          ``slsn`` magnetar: P 1-5 ms, B 0.3-3e14 G, M_ej 2-20 Msun,
                     T_floor 5,000-8,000 K (Nicholl et al. 2017)
 2243  TDE           ``tde_analytical``: L ~ t^-5/3 after 10-60 d, L_peak 10^43.3-44.5 erg/s
@@ -45,7 +44,7 @@ C_ANGSTROM_S = 2.99792458e18
 #: Share of redback's SN II drawn from the interaction (IIn-like) model. Why: SNe IIn are 8.8 % of
 #: core-collapse SNe in the volume-limited LOSS sample (Smith et al. 2011, MNRAS 412, 1522), ~12 %
 #: of the hydrogen-rich ones (II-P, II-L, IIn, IIb). At the former 30 %, and because a IIn peaks
-#: ~2.5 mag brighter than a II-P, 84 % of the redback SN II that alerted in a training night were
+#: ~3 mag brighter than a II-P, 84 % of the redback SN II that alerted in a training night were
 #: IIn (median peak M -19.0, as bright as a SN Ia), so a model learnt that a SN II may look like a
 #: nearby SN Ia (2026-12-03: the sncosmo SNe Ia at z < 0.25 were served as SN II).
 IIN_FRACTION = 0.12
