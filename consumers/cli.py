@@ -207,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.graft", "cli_main"))
 
+    p = sub.add_parser("train-luminosity", help="fit the luminosity prior of the class probabilities on served "
+                       "alerts (frozen checkpoint)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("models.luminosity_train", "cli_main"))
+
     p = sub.add_parser("train-physics", help="add the physics anomaly density to a trained checkpoint (frozen)",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

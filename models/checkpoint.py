@@ -33,7 +33,8 @@ from models.model import ModelConfig, MultimodalModel
 FORMAT = "alertbroker-multimodal"
 FORMAT_VERSION = 1
 #: State-dict prefixes a checkpoint may lack (written before these modules existed).
-OPTIONAL: tuple[str, ...] = ("neighbours.", "contrast.", "embedding.", "forecast.", "physics.", "photoz_prior.")
+OPTIONAL: tuple[str, ...] = ("neighbours.", "contrast.", "embedding.", "forecast.", "physics.", "photoz_prior.",
+                              "luminosity.")
 
 
 def save_checkpoint(path: str | Path, model: MultimodalModel, taxonomy: dict[str, Any],

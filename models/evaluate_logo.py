@@ -6,7 +6,8 @@ archive's training tables without that generator (``alertbroker train --exclude-
 the class list stays the full one) and the archive is enriched through the ``run`` path
 (:func:`models.served.enrich_archive`). Only the alerts of objects the held-out generator made
 (truth column ``generator``) are scored; the held-out generator's objects of every split count,
-since no model saw any of them.
+since no model saw any of them. With ``--luminosity`` each model is served with the luminosity prior
+(:mod:`models.luminosity`), fitted on the other generators' alerts (:func:`with_luminosity`).
 
 Figures per held-out generator, on the alerts the gate classified whose true class is in the
 taxonomy:
@@ -45,6 +46,7 @@ from broker.annotations import STATE_CLASSIFIED
 from broker.settings import Settings
 from models.evaluate_served import NAN, _fmt, probabilities
 from models.metrics import confident, ece, print_table
+from models.predictor import DEFAULT_WEIGHTS
 from models.served import enrich_archive, join_truth
 
 FIGURES = ("f1", "f1_ge5", "f1_seen", "ece", "p90_right")
@@ -142,6 +144,8 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
             print(f"without {g}: reusing {ck}", flush=True)
         elif train_main(argv) != 0:
             raise RuntimeError(f"training without {g} failed")
+        if a.luminosity:
+            ck = with_luminosity(ck, archive, g, a.graft_from, a.luminosity_split)
         meta = torch.load(ck, map_location="cpu", weights_only=True)
         ids = tuple(int(c) for c in meta["taxonomy"]["class_ids"])
         names.update(zip(ids, meta["taxonomy"]["class_names"], strict=True))
@@ -182,6 +186,26 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
     return summary(rows)
 
 
+def with_luminosity(ck: Path, archive: Path, held_out: str, graft_from: str, split: str = "validation,test") -> Path:
+    """``ck`` with the served photo-z of ``graft_from`` and a luminosity prior fitted without ``held_out``.
+
+    Why the graft: the grid's models are trained without a photo-z (``--photoz none``), and the
+    prior reads the served host photo-z; the grafted student learnt it from DC2 galaxies, not from
+    any generator (:mod:`models.graft`). The prior is fitted on the ``split`` objects (default: those
+    no model trained on) of the archive's other generators (:mod:`models.luminosity_train`).
+    """
+    from models.graft import cli_main as graft_main
+    from models.luminosity_train import cli_main as luminosity_main
+
+    pz, out = ck.with_name(f"{ck.stem}_pz.pt"), ck.with_name(f"{ck.stem}_lum.pt")
+    if graft_main(["--from", graft_from, "--into", str(ck), "--out", str(pz)]) != 0:
+        raise RuntimeError(f"grafting the photo-z into {ck} failed")
+    if luminosity_main(["--init", str(pz), "--archive", str(archive), "--exclude-generator", held_out,
+                        "--split", split, "--out", str(out)]) != 0:  # fmt: skip
+        raise RuntimeError(f"fitting the luminosity prior without {held_out} failed")
+    return out
+
+
 def summary(rows: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
     """``key=value`` figures: min/mean/max over held-out generators of each figure, per variant."""
     res: dict[str, float] = {}
@@ -214,6 +238,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--reuse", action="store_true",
                    help="load a held-out generator's model from --work when its checkpoint is there (no training)")
+    p.add_argument("--luminosity", action="store_true",
+                   help="serve each model with the photo-z of --graft-from and a luminosity prior fitted on the "
+                        "other generators' validation and test alerts (alertbroker train-luminosity)")
+    p.add_argument("--graft-from", default=str(DEFAULT_WEIGHTS), help="checkpoint whose served photo-z is grafted")
+    p.add_argument("--luminosity-split", default="validation,test", help="truth splits the prior is fitted on")
     p.add_argument("--alerts-out", help="write each held-out generator's served alerts (truth joined) to this folder")
     a, extra = p.parse_known_args(argv)
     t0 = time.perf_counter()

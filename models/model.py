@@ -21,6 +21,7 @@ from models.encoder import EncoderConfig, PerceiverEncoder
 from models.forecast import ForecastHead
 from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
 from models.images import RealBogusHead
+from models.luminosity import LuminosityPrior
 from models.neighbours import NeighbourBank, NeighbourConfig
 from models.photoz_prior import SelectionPrior
 from models.photoz_student import HostPhotozStudent
@@ -124,6 +125,8 @@ class MultimodalModel(nn.Module):
                                else None)  # fmt: skip
         # the alert-selection prior of the served photo-z (identity until fitted: models.photoz_prior)
         self.photoz_prior = SelectionPrior()
+        # class probabilities given the luminosity at the served photo-z (identity until fitted: models.luminosity)
+        self.luminosity = LuminosityPrior(cfg.n_classes)
 
     def forward(self, lc: Tensor, lc_mask: Tensor, host: Tensor, host_mask: Tensor,
                 feat: Tensor, feat_mask: Tensor, img: Tensor | None = None,
@@ -154,7 +157,8 @@ class MultimodalModel(nn.Module):
 
         ``host_z`` (n,) is the served host-only photo-z median (NaN: none); with it and a physics
         score switched on (``cfg.physics.score``) the anomaly score includes the physics score, and
-        ``anomaly_base`` / ``anomaly_physics`` (n,) give the two parts. ``with_photoz=False`` leaves
+        ``anomaly_base`` / ``anomaly_physics`` (n,) give the two parts; with it and a fitted
+        luminosity prior (:mod:`models.luminosity`) ``probs`` include the prior. ``with_photoz=False`` leaves
         out ``photoz``: the stream serves the host-only photo-z (:meth:`photoz_from_host`), and the
         mixture summary of this pass cost ~20-50 µs per alert.
         """
@@ -163,6 +167,9 @@ class MultimodalModel(nn.Module):
         ctx = anomaly_context(out)
         anomaly = self.anomaly_score(ctx, tokens["lc"], tokens["lc_mask"])
         parts = {}
+        if host_z is not None and self.luminosity.is_fitted:
+            x, n_det = self.physics.inputs(tokens["lc"], tokens["lc_mask"], tokens["feat"], tokens["feat_mask"], host_z)
+            probs = self.luminosity(probs, x[:, :2], n_det)  # (abs_mag, log_z): physics.INPUTS starts with them
         if host_z is not None and self.cfg.physics.score != "off":
             phys = self.physics(tokens["lc"], tokens["lc_mask"], tokens["feat"], tokens["feat_mask"], host_z)
             parts = {"anomaly_base": anomaly, "anomaly_physics": phys}
@@ -191,6 +198,11 @@ class MultimodalModel(nn.Module):
             return knn
         both = torch.maximum(forest, knn) if mode == "max" else 0.5 * (forest + knn)
         return torch.where(knn.isnan(), forest, both)
+
+    @property
+    def reads_host_z(self) -> bool:
+        """Whether :meth:`infer` uses the served photo-z median (``host_z``): a physics score or a luminosity prior."""
+        return self.cfg.physics.score != "off" or self.luminosity.is_fitted
 
     @torch.no_grad()
     def photoz_from_host(self, host: Tensor, host_mask: Tensor, selection: bool = True) -> Tensor:

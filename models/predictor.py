@@ -146,7 +146,8 @@ class MultimodalPredictor:
             attr = np.full((n, len(ATTRIBUTION_TARGETS), len(ATTRIBUTION_PARTS)), np.nan, np.float32)
         forecast = np.full((n, *FORECAST_SHAPE), np.nan, np.float32)
         p_real = np.full(n, np.nan, np.float32) if self.model.real_bogus is not None else None
-        physics = self.model.cfg.physics.score != "off"  # it reads the served photo-z median
+        physics = self.model.cfg.physics.score != "off"
+        reads_z = self.model.reads_host_z  # the physics score and the luminosity prior read the photo-z median
         parts = {k: np.full(n, np.nan, np.float32) for k in ("anomaly_base", "anomaly_physics")} if physics else {}
         keys = TOKEN_KEYS + (IMAGE_KEYS if self.reads_images and "img" in tokens else ())
         todo = np.flatnonzero(cls_ok)
@@ -165,7 +166,7 @@ class MultimodalPredictor:
             for key in keys:
                 t = torch.from_numpy(np.ascontiguousarray(sub[key]))
                 tb[key] = t.pin_memory().to(self.device, non_blocking=True) if cuda else t
-            hz = torch.from_numpy(photoz[idx, _Q50]).to(self.device) if physics else None
+            hz = torch.from_numpy(photoz[idx, _Q50]).to(self.device) if reads_z else None
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
                 out = self.model.infer(with_photoz=False, host_z=hz, **tb)  # photo-z: the host path above
                 if attr is not None:

@@ -133,7 +133,8 @@ def test_anomaly_widening_is_fitted_to_strange_confident_errors() -> None:
     assert fit_beta([(p[~strange], y[~strange], anomaly[~strange])]) == 0.0  # no error to explain: no widening
 
 
-def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from broker.sim import simulate
     from broker.sim.conditions import Conditions
 
@@ -163,6 +164,17 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         assert (tmp_path / "w" / f"without_{g}.pt").stat().st_mtime_ns == stamp[g]
         served = pl.read_parquet(tmp_path / "served" / f"without_{g}.parquet")
         assert served.height > 0 and set(served["generator"]) == {g} and "anomaly_score" in served.columns
+    # --luminosity serves each model with the prior fitted without its held-out generator
+    calls: list[tuple[str, str]] = []
+
+    def fake(ck: Path, archive: Path, held_out: str, graft_from: str, split: str) -> Path:
+        calls.append((ck.name, held_out))
+        return ck
+
+    monkeypatch.setattr("models.evaluate_logo.with_luminosity", fake)
+    assert logo_main(["--archive", str(sim), "--work", str(tmp_path / "w"), "--reuse", "--luminosity", *TINY]) == 0
+    assert sorted(calls) == [("without_sncosmo.pt", "sncosmo"), ("without_templates.pt", "templates")]
+    assert capsys.readouterr().out.strip().splitlines()[-1] == out.strip().splitlines()[-1]
     # eval served --generator keeps exactly that generator's alerts
     assert served_main(["--archive", str(sim), "--checkpoint", str(tmp_path / "w" / "without_sncosmo.pt"),
                         "--generator", "sncosmo"]) == 0  # fmt: skip
