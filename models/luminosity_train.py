@@ -33,7 +33,7 @@ from models.checkpoint import load_checkpoint, report_part, save_part
 from models.heads import PHOTOZ_COLUMNS
 from models.luminosity import fit_prior
 from models.model import MultimodalModel
-from models.predictor import MultimodalPredictor, _tokens
+from models.predictor import MultimodalPredictor
 from models.served import enrich_archive, join_truth
 
 _PREFIX = "luminosity."
@@ -46,22 +46,25 @@ class InputsRecorder(MultimodalPredictor):
     def __init__(self, model: MultimodalModel, meta: dict[str, Any]) -> None:
         super().__init__(model, meta)
         self.rows: list[pl.DataFrame] = []
+        self._ids = np.zeros(0, np.int64)
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
-        """Served predictions; also records ``probs`` and (abs_mag, log_z) per alert."""
-        if features is None:
-            from broker.features import featurize
+        """Served predictions (:meth:`predict_tokens` records them under the batch's ``diaSourceId``)."""
+        self._ids = np.asarray(batch.table["diaSourceId"], np.int64)
+        return super().predict(batch, features)
 
-            features = featurize(batch)
-        preds = super().predict(batch, features)
-        tok = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in _tokens(features).items()}
-        n = len(batch.table)
+    def predict_tokens(self, tokens: dict[str, np.ndarray], log10_flux_scale: np.ndarray | None = None
+                       ) -> Predictions:
+        """Served predictions; also records ``probs`` and (abs_mag, log_z) per alert."""
+        preds = super().predict_tokens(tokens, log10_flux_scale)
+        tok = {k: torch.from_numpy(np.ascontiguousarray(tokens[k])) for k in ("lc", "lc_mask", "feat", "feat_mask")}
+        n = len(tokens["lc"])
         q50 = preds.photoz[:, _Q50] if preds.photoz is not None else np.full(n, np.nan, np.float32)
         z = torch.from_numpy(np.ascontiguousarray(q50))
         with torch.no_grad():
-            x, _ = self.model.physics.inputs(tok["lc"], tok["lc_mask"], tok["feat"], tok["feat_mask"], z)
-        self.rows.append(pl.DataFrame({"diaSourceId": np.asarray(batch.table["diaSourceId"], np.int64),
-                                       "probs": preds.probs, "abs_mag": x[:, 0].numpy(), "log_z": x[:, 1].numpy()}))
+            x, _ = self.model.physics.inputs_fp32(tok["lc"], tok["lc_mask"], tok["feat"], tok["feat_mask"], z)
+        self.rows.append(pl.DataFrame({"diaSourceId": self._ids, "probs": preds.probs, "abs_mag": x[:, 0].numpy(),
+                                       "log_z": x[:, 1].numpy()}))
         return preds
 
 

@@ -167,11 +167,12 @@ class MultimodalModel(nn.Module):
         ctx = anomaly_context(out)
         anomaly = self.anomaly_score(ctx, tokens["lc"], tokens["lc_mask"])
         parts = {}
-        if host_z is not None and self.luminosity.is_fitted:
-            x, n_det = self.physics.inputs(tokens["lc"], tokens["lc_mask"], tokens["feat"], tokens["feat_mask"], host_z)
+        if host_z is not None and self.reads_host_z:  # one pass over the inputs for the prior and the score
+            x, n_det = self.physics.inputs_fp32(tokens["lc"], tokens["lc_mask"], tokens["feat"], tokens["feat_mask"],
+                                                host_z)  # fmt: skip
             probs = self.luminosity(probs, x[:, :2], n_det)  # (abs_mag, log_z): physics.INPUTS starts with them
         if host_z is not None and self.cfg.physics.score != "off":
-            phys = self.physics(tokens["lc"], tokens["lc_mask"], tokens["feat"], tokens["feat_mask"], host_z)
+            phys = self.physics.score(x, n_det)
             parts = {"anomaly_base": anomaly, "anomaly_physics": phys}
             anomaly = combine_physics(anomaly, phys, self.cfg.physics.score)
         res = {"probs": probs, "anomaly": anomaly, **parts, "emb": out["emb"].float(),

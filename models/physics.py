@@ -232,13 +232,22 @@ class PhysicsDensity(nn.Module):
         y = torch.einsum("nkd,nkde->nke", z[:, None, :] - self.means[cell], self.prec_chol[cell])
         return -torch.logsumexp(self.log_norm[cell] - 0.5 * (y * y).sum(-1), 1)
 
-    def forward(self, lc: Tensor, lc_mask: Tensor, feat: Tensor, feat_mask: Tensor, z: Tensor) -> Tensor:
-        """``-log10`` of the fraction of same-cell training alerts at most as probable, (n,); NaN: no score.
-
-        Computed in float32 even under autocast (bf16 would round the magnitudes and densities).
-        """
+    def inputs_fp32(self, lc: Tensor, lc_mask: Tensor, feat: Tensor, feat_mask: Tensor, z: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+        """:meth:`inputs` computed in float32 even under autocast (bf16 would round the magnitudes)."""
         with torch.autocast(lc.device.type, enabled=False):
-            x, n_det = self.inputs(lc.float(), lc_mask, feat.float(), feat_mask, z.float())
+            return self.inputs(lc.float(), lc_mask, feat.float(), feat_mask, z.float())
+
+    def forward(self, lc: Tensor, lc_mask: Tensor, feat: Tensor, feat_mask: Tensor, z: Tensor) -> Tensor:
+        """``-log10`` of the fraction of same-cell training alerts at most as probable, (n,); NaN: no score."""
+        return self.score(*self.inputs_fp32(lc, lc_mask, feat, feat_mask, z))
+
+    def score(self, x: Tensor, n_det: Tensor) -> Tensor:
+        """The score (n,) of inputs ``x`` and detection counts ``n_det`` from :meth:`inputs_fp32`.
+
+        Computed in float32 even under autocast (bf16 would round the densities).
+        """
+        with torch.autocast(x.device.type, enabled=False):
             use = self.use[self.cells(x, n_det)]
             ok = torch.isfinite(x[:, 0]) & (use >= 0)
             cell = use.clamp(min=0)
