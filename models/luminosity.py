@@ -29,11 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from broker.gates import ClassificationGate
+
 #: Terms of ``phi``, in order: ``m = M + 19`` and ``l = log10 z + 1`` (``1``: a class's share among
 #: alerts with a host photo-z differs from its share among all alerts).
 TERMS: tuple[str, ...] = ("1", "m", "m^2", "l", "l^2", "m*l")
-#: Fewest detections an alert needs for the prior (``broker.gates.ClassificationGate``'s default).
-MIN_DETECTIONS = 2
+#: Fewest detections an alert needs for the prior: the classification gate's default, read from it.
+MIN_DETECTIONS: int = ClassificationGate.min_detections
 #: Centre of the terms (absolute magnitude, log10 redshift): keeps the quadratic fit well conditioned.
 CENTRE: tuple[float, float] = (-19.0, -1.0)
 
