@@ -15,7 +15,9 @@ classifier can be trained on some generators and tested on another.
 - ``parsnip``: :mod:`broker.sim.gen_parsnip`, ParSNIP decoder draws from its latent prior,
   a class of its own (``2901 ParSNIP prior``, held out of training);
 - ``rotators``: :mod:`broker.sim.models_rotator`, spotted rotating dwarfs with
-  gyrochronology truth, a class of its own (``2902 Rotator``, held out of training).
+  gyrochronology truth, a class of its own (``2902 Rotator``, held out of training);
+- ``galactic``: :mod:`broker.sim.gen_galactic`, M-dwarf flares, dwarf novae, microlensing
+  (``MulensModel``), RR Lyrae and Cepheids built from other models than the templates'.
 
 The external packages are imported lazily, only when their generator is used: the
 default run (``templates`` only) needs numpy alone and draws exactly the same random
@@ -145,7 +147,7 @@ class RotatorGenerator:
 
 def names() -> tuple[str, ...]:
     """Every generator name, in a fixed order."""
-    return ("templates", "redback", "sncosmo", "lightcurvelynx", "parsnip", "rotators")
+    return ("templates", "redback", "sncosmo", "lightcurvelynx", "parsnip", "rotators", "galactic")
 
 
 def get(name: str) -> Generator:
@@ -186,6 +188,10 @@ def get(name: str) -> Generator:
         return ParsnipGenerator()
     if name == "rotators":
         return RotatorGenerator()
+    if name == "galactic":
+        from .gen_galactic import GalacticGenerator
+
+        return GalacticGenerator()
     raise ValueError(f"unknown generator {name!r}; choose from {', '.join(names())}")
 
 
