@@ -232,6 +232,8 @@ def _flares(p: dict[str, np.ndarray], obj: np.ndarray, t: np.ndarray, band: np.n
     first = np.searchsorted(seg, np.arange(n_seg))
     last = np.searchsorted(seg, np.arange(n_seg), side="right") - 1
     s_obj = obj[first]
+    # flares peaking up to 10 FWHM before a night's first visit are drawn; older ones are not
+    # (their tail is below 4 % of their peak by then)
     lead = 10.0 * p["fwhm"][s_obj]
     span = t[last] - t[first] + lead
     k = rng.poisson(p["rate"][s_obj] * span)
