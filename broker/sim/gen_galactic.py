@@ -23,10 +23,11 @@ be trained on one version and tested on the other:
 - **RR Lyrae** (2323) and **Cepheids** (2322): radial pulsators as a blackbody whose temperature
   and radius vary over the cycle, ``F_nu ~ R(phase)^2 B_nu(T(phase))``, so colour changes with
   phase (bluest at maximum light) and the amplitude falls to the red from the physics, not a table.
-  RR Lyrae are 70 % RRab (P 0.45-0.85 d, rise 12-20 % of the cycle, Delta T 900-1,500 K falling
-  with period, Bailey diagram) and 30 % RRc (P 0.25-0.42 d, near-sinusoidal, Delta T 400-700 K);
-  mean T 6,200-6,800 K; radius amplitude 4-8 % (RRab), 2-4 % (RRc), largest 0.45-0.6 of a cycle
-  after maximum light (smallest near it, as the photosphere is compressed).
+  RR Lyrae are 70 % RRab (P 0.45-0.85 d, rise 12-20 % of the cycle, Delta T from 1,500 K at
+  0.45 d to 800 K at 0.85 d, +- 100 K: the Bailey diagram) and 30 % RRc (P 0.25-0.42 d,
+  near-sinusoidal, Delta T 400-700 K); mean T 6,200-6,800 K; radius amplitude 4-8 % (RRab),
+  2-4 % (RRc), largest 0.45-0.6 of a cycle after maximum light (smallest near it, as the
+  photosphere is compressed).
   Cepheids: P log-uniform 3-50 d, mean T 6,000 K falling 500 K per dex of period, Delta T
   600-1,200 K, radius amplitude 5-15 % peaking 0.35-0.45 after maximum light, and the Hertzsprung
   bump (on the decline below P ~ 10 d, on the rise above it, up to P ~ 16 d).
