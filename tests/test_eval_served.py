@@ -17,6 +17,7 @@ from broker.sim.taxonomy import CLASSES, HELD_OUT
 from models.evaluate import cli_main as eval_main
 from models.evaluate_served import cli_main
 from models.predictor import DEFAULT_WEIGHTS
+from tests.script_util import load_script
 
 STATES = ("classified", "unclassified", "solar_system", "no_model")
 
@@ -126,13 +127,7 @@ def test_temperature_selection_script_retempers_what_was_served(night: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """``scripts/temperature_selection.py``: the chosen ratio minimises ECE on the first archive, and
     the figures at ratio 1 are those of ``eval served``."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "temperature_selection.py"
-    spec = importlib.util.spec_from_file_location("temperature_selection", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("temperature_selection")
     assert mod.main(["--checkpoint", str(DEFAULT_WEIGHTS), str(night)]) == 0
     out = capsys.readouterr().out
     line = dict(kv.split("=") for kv in out.strip().splitlines()[-1].split())
@@ -145,23 +140,12 @@ def test_temperature_selection_script_retempers_what_was_served(night: Path,
     assert float(served["served_ece"]) == pytest.approx(float(line["sim_ece"]), abs=1e-4)
 
 
-def _script(name: str) -> Any:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_joint_photoz_grid_median_and_light_curve_network_learn() -> None:
     """``scripts/joint_photoz.py``: the grid median of a Gaussian is its mean, and the light-curve
     network learns a redshift that one feature carries (the others NaN, as unread features are)."""
     import torch
 
-    jp = _script("joint_photoz")
+    jp = load_script("joint_photoz")
     grid = torch.linspace(*jp.Z_GRID, dtype=torch.float64)
     logp = -0.5 * ((grid[None] - torch.tensor([[0.3], [1.2]], dtype=torch.float64)) / 0.05) ** 2
     assert np.allclose(jp.median_on_grid(logp, grid), [0.3, 1.2], atol=0.005)
@@ -185,7 +169,7 @@ def test_joint_photoz_alpha_zero_is_the_served_photoz(night: Path) -> None:
     from models.heads import PHOTOZ_COLUMNS
     from models.predictor import load_default
 
-    jp = _script("joint_photoz")
+    jp = load_script("joint_photoz")
     df, arr = jp.collect(night)
     assert df.height > 0 and len(arr["summary"]) == df.height
     model = load_default().model

@@ -11,6 +11,7 @@ import pytest
 from broker.batch import AlertBatch, AlertTable, LightCurves
 from models.augment import BAND_X, Augment
 from models.data import table_tokens
+from tests.script_util import load_script
 
 
 def _batch() -> AlertBatch:
@@ -93,14 +94,7 @@ def test_zero_strength_is_the_identity() -> None:
 
 def test_generator_spread_against_class_spread() -> None:
     """``scripts/generator_features.py``: the ratio that says generators disagree as much as classes differ."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "generator_features.py"
-    spec = importlib.util.spec_from_file_location("generator_features", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("generator_features")
     # two generators, three classes; feature 0 separates classes by 10, generators by 4 (SN Ia) and 2 (SN II)
     rows = []
     for gen, shift in (("a", 0.0), ("b", 1.0)):

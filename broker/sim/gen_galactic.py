@@ -159,9 +159,9 @@ class GalacticGenerator:
         raise ValueError(f"the galactic generator makes no class {code}")
 
 
-def _colour(band: np.ndarray, temp: np.ndarray) -> np.ndarray:
-    """Band flux of a blackbody of ``temp`` relative to its r flux."""
-    return bb_band(band, temp) / bb_band(np.full_like(band, _R), temp)
+def _colour(band: np.ndarray, temp: np.ndarray, ref: int = _R) -> np.ndarray:
+    """Band flux of a blackbody of ``temp`` relative to its flux in band ``ref`` (r by default)."""
+    return bb_band(band, temp) / bb_band(np.full_like(band, ref), temp)
 
 
 def _pulsator(p: dict[str, np.ndarray], obj: np.ndarray, t: np.ndarray,
@@ -249,9 +249,7 @@ def _flares(p: dict[str, np.ndarray], obj: np.ndarray, t: np.ndarray, band: np.n
     prof = np.zeros(t.size)
     o = obj[pt]
     np.add.at(prof, pt, f_a[fl] * flare_shape((t[pt] - f_t[fl]) / p["fwhm"][o]))
-    temp = p["T_flare"][obj]
-    i_ratio = bb_band(np.full_like(band, _I), temp)
-    sed = bb_band(band, temp) / i_ratio * np.where(band == 0, 1.0 + U_BELOW_BALMER * (BALMER_RATIO - 1.0), 1.0)
+    sed = _colour(band, p["T_flare"][obj], _I) * np.where(band == 0, 1.0 + U_BELOW_BALMER * (BALMER_RATIO - 1.0), 1.0)
     star_i = mag_to_njy(p["m_mean"][obj]) * _colour(np.full_like(band, _I), p["T"][obj])
     return star_i * prof * sed, quiet
 
