@@ -55,8 +55,7 @@ def time_ours(e: Enricher, msgs: list[bytes]) -> dict[str, float]:
     t3 = time.perf_counter()
     bazin_csr(cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err, cfg.bazin_max_iter)
     t4 = time.perf_counter()
-    periodogram_csr(cc.offsets, cc.t, cc.flux, cc.err, cc.band, cfg.periodogram_max_freq,
-                    cfg.periodogram_oversample, cfg.periodogram_max_n_freq, cfg.periodogram_nyquist_factor)  # fmt: skip
+    periodogram_csr(cc.offsets, cc.t, cc.flux, cc.err, cc.band, *cfg.periodogram_grid)
     t5 = time.perf_counter()
     feats = featurize(batch, cfg)
     t6 = time.perf_counter()

@@ -72,9 +72,13 @@ class Enricher:
         feats = self.featurizer(batch) if self.featurizer is not None else None
         preds = self.predictor.predict(batch, feats)
         if preds.probs is not None and ROTATOR_CODE in self.predictor.class_ids:
+            from broker.features import FeatureConfig
             from broker.features.gyro import rotation_ages  # only models that know the class pay
 
-            preds.rotation_age = rotation_ages(preds.probs, tuple(self.predictor.class_ids), feats, batch)
+            # the grid the periodogram searched, for its false-alarm rate (None or absent: the defaults)
+            own = getattr(self.predictor, "feature_settings", None)
+            preds.rotation_age = rotation_ages(preds.probs, tuple(self.predictor.class_ids), feats, batch,
+                                               config=FeatureConfig.from_settings(own) if own else None)
         if preds.hosts is None and feats is not None and getattr(feats, "host_match", None) is not None:
             preds.hosts = host_annotations(feats.host_match, self.host_catalog_name)
         return preds

@@ -81,6 +81,9 @@ class Predictor(Protocol):
     taxonomy: str | None
     class_ids: tuple[int, ...]
     class_names: tuple[str, ...]
+    #: Featurizer settings the model needs (``FeatureConfig.settings()``); None (or absent, in
+    #: predictors written before it): the defaults.
+    feature_settings: dict[str, bool | int | float] | None
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Score a decoded batch (``features`` from the featurizer stage, if any)."""
@@ -99,6 +102,7 @@ class NullPredictor:
     taxonomy: str | None = None
     class_ids: tuple[int, ...] = ()
     class_names: tuple[str, ...] = ()
+    feature_settings: dict[str, bool | int | float] | None = None
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Return empty predictions for the batch."""

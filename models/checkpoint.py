@@ -15,7 +15,11 @@ A checkpoint is one dict of primitive containers and tensors::
 
 Loading refuses a checkpoint written for another token layout, and one whose feature
 names are missing (written before the feature contract: see :func:`upgrade_feature_names`)
-or name a feature that the registry no longer defines.
+or name a feature that the registry no longer defines. ``config.features`` records the
+featurizer settings the model was trained on; by default loading also refuses a checkpoint
+whose settings are not the current :class:`~broker.features.FeatureConfig` defaults,
+because the command would feed it features computed otherwise. The predictor loads with
+``any_features=True`` and featurizes with the checkpoint's own settings.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import torch
 
+from broker.features.core import FeatureConfig
 from broker.features.registry import FEATURE_NAMES
 from broker.tokens import TOKEN_LAYOUT_VERSION
 from models.model import ModelConfig, MultimodalModel
@@ -56,9 +61,12 @@ def save_checkpoint(path: str | Path, model: MultimodalModel, taxonomy: dict[str
     return path
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", any_features: bool = False
                     ) -> tuple[MultimodalModel, dict[str, Any]]:
     """Load a checkpoint safely (``weights_only=True``).
+
+    ``any_features=True`` accepts featurizer settings other than the current defaults; the
+    caller must then featurize with ``model.cfg.features`` (the predictor does).
 
     Returns
     -------
@@ -70,7 +78,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     Raises
     ------
     ValueError
-        Not a checkpoint of this format, or another token layout version.
+        Not a checkpoint of this format, another token layout version, or (unless
+        ``any_features``) trained on featurizer settings other than the current defaults.
     """
     ck = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
@@ -84,6 +93,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
         cfg = ModelConfig.from_dict(ck["config"])
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
+    current = FeatureConfig().settings()
+    if not any_features and cfg.features != current:
+        diff = {k: (v, current[k]) for k, v in cfg.features.items() if v != current[k]}
+        raise ValueError(f"{path}: trained on other featurizer settings (checkpoint, current: {diff}); this command "
+                         "featurizes with the current ones. Retrain it, or serve it: the predictor featurizes "
+                         "with the checkpoint's own settings")
     model = MultimodalModel(cfg)
     # modules newer than the checkpoint (training aids, the empty neighbour bank) keep their init
     own = model.state_dict()

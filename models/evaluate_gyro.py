@@ -68,6 +68,7 @@ class TruthOracle:
     name: str | None = "truth-oracle"
     version: str | None = "0"
     taxonomy: str | None = "alertbroker-sim"
+    feature_settings: dict[str, bool | int | float] | None = None  # the default featurizer
 
     def __init__(self, truth: pl.DataFrame) -> None:
         self.class_ids: tuple[int, ...] = tuple(tx.codes())
@@ -96,6 +97,7 @@ class ServedRecorder:
         self.name, self.version, self.taxonomy = predictor.name, predictor.version, predictor.taxonomy
         self.class_ids: tuple[int, ...] = tuple(predictor.class_ids)
         self.class_names: tuple[str, ...] = tuple(predictor.class_names)
+        self.feature_settings = getattr(predictor, "feature_settings", None)  # featurize as the inner one needs
         self.seen: Seen = []
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:

@@ -41,7 +41,7 @@ def eval_sets(broad_max: int = 0, seed: int = 0) -> dict[str, TokenData]:
 @torch.no_grad()
 def served_photoz(path: str, td: TokenData, chunk: int = 4096) -> np.ndarray:
     """Calibrated photo-z summaries (n, 8) of checkpoint ``path`` from host tokens alone."""
-    model, _ = load_checkpoint(path)
+    model, _ = load_checkpoint(path, any_features=True)  # host photometry only: no summary features
     out = [model.photoz_from_host(torch.from_numpy(td.tokens["host"][s : s + chunk]),
                                   torch.from_numpy(td.tokens["host_mask"][s : s + chunk]),
                                   selection=False).float().numpy()  # catalogue galaxies: the field posterior

@@ -69,7 +69,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     parts = tuple(f"{p}." for p in a.part) if a.part else tuple(GRAFTABLE)
-    source, smeta = load_checkpoint(a.source)
+    source, smeta = load_checkpoint(a.source, any_features=True)  # only its photo-z parts are taken
     target, tmeta = load_checkpoint(a.into)
     new = graft(source, target, parts)
     names = [p.rstrip(".") for p in parts]

@@ -96,7 +96,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``alertbroker train-luminosity``; exit status 1 if any other weight moved."""
     a = build_parser().parse_args(argv)
     t0 = time.perf_counter()
-    model, meta = load_checkpoint(a.init)
+    model, meta = load_checkpoint(a.init, any_features=True)  # served through the predictor: its own features
     model.luminosity.fitted.fill_(False)  # fit on the classifier's own probabilities
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(_PREFIX)}
     df = pl.concat([served_inputs(model, meta, Path(x)) for x in a.archive], how="vertical_relaxed")

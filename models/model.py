@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from broker.features.core import LEGACY_SETTINGS, FeatureConfig
 from broker.tokens import FEAT_FIELDS, HOST_KIND_MAG, LC_FIELDS
 from models.anomaly import DESCRIPTORS, AnomalyForest, ForestConfig
 from models.embedding import EmbeddingProjection
@@ -57,6 +58,12 @@ class ModelConfig:
     photoz_student : int
         Hidden width of the distilled host-only photo-z network that serves the photo-z
         (:mod:`models.photoz_student`); 0: none, the encoder's host path serves it.
+    features : dict
+        The featurizer settings the model was trained on
+        (:meth:`broker.features.FeatureConfig.settings`): serving featurizes with them, and
+        commands that featurize with the current defaults refuse a checkpoint with others
+        (:func:`models.checkpoint.load_checkpoint`). Checkpoints written before the record
+        load with :data:`broker.features.core.LEGACY_SETTINGS`.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -67,6 +74,10 @@ class ModelConfig:
     real_bogus: bool = False
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     photoz_student: int = 0
+    features: dict[str, bool | int | float] = field(default_factory=lambda: FeatureConfig().settings())
+
+    def __post_init__(self) -> None:
+        FeatureConfig.from_settings(self.features)  # exactly the featurizer's settings, or a ValueError
 
     def to_dict(self) -> dict:
         """Plain nested dict (checkpoint-safe)."""
@@ -85,7 +96,8 @@ class ModelConfig:
                    neighbours=NeighbourConfig(**d.get("neighbours", {"n_bank": 0})),
                    real_bogus=bool(d.get("real_bogus", False)),
                    physics=PhysicsConfig.from_dict(d.get("physics", {})),
-                   photoz_student=int(d.get("photoz_student", 0)))
+                   photoz_student=int(d.get("photoz_student", 0)),
+                   features=dict(d.get("features", LEGACY_SETTINGS)))
 
 
 def _forest_config(d: dict) -> ForestConfig:

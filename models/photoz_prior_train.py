@@ -65,7 +65,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``alertbroker train-photoz-prior``."""
     a = build_parser().parse_args(argv)
     t0 = time.perf_counter()
-    model, meta = load_checkpoint(a.init)
+    model, meta = load_checkpoint(a.init, any_features=True)  # host photometry only: no summary features
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(_PREFIX)}
     z_al, n_al = alerted_redshifts(a.archive)
     z_tr = np.asarray(read_photometry(_dc2(a.data))["redshift"], np.float64)

@@ -115,7 +115,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(a.threads, 1))
     torch.manual_seed(a.seed)
     t0 = time.perf_counter()
-    model, meta = load_checkpoint(a.init)
+    model, meta = load_checkpoint(a.init, any_features=True)  # host photometry only: no summary features
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(_PREFIX)}
     path = Path(a.data) if Path(a.data).exists() else dc2_path(a.data)
     td = photometry_tokens(read_photometry(path), 0)

@@ -104,6 +104,8 @@ class MultimodalPredictor:
         self.attributor = Attributor(self.model) if attribution else None
         #: The model reads cutouts: ``enrich()``'s decoder must read the stamps (``BatchDecoder(cutouts=...)``).
         self.reads_images: bool = bool(model.cfg.encoder.images)
+        #: The featurizer settings the model was trained on; ``enrich()``'s featurizer must use them.
+        self.feature_settings: dict[str, bool | int | float] | None = dict(model.cfg.features)
         read = set(model.cfg.encoder.feature_names)
         #: Registry features this model does not read (said once at load, never dropped silently).
         self.unread_features: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in read)
@@ -115,7 +117,7 @@ class MultimodalPredictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kw: Any) -> MultimodalPredictor:
         """Load a checkpoint written by ``alertbroker train``."""
-        model, meta = load_checkpoint(path, device)
+        model, meta = load_checkpoint(path, device, any_features=True)  # featurized with its own settings
         return cls(model, meta, device=device, **kw)
 
     def _host_photoz(self, host: torch.Tensor, host_mask: torch.Tensor) -> torch.Tensor:
@@ -187,9 +189,10 @@ class MultimodalPredictor:
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Score a batch; ``features`` from :func:`broker.features.featurize` (computed if None)."""
         if features is None:
-            from broker.features import featurize
+            from broker.features import FeatureConfig, featurize
 
-            features = featurize(batch)
+            assert self.feature_settings is not None
+            features = featurize(batch, FeatureConfig.from_settings(self.feature_settings))
         tokens = _tokens(features)
         if self.reads_images and batch.images is not None:  # stamps not read: the modality is absent
             tokens["img"], tokens["img_mask"] = batch.images.img, batch.images.mask

@@ -36,6 +36,7 @@ class PartsRecorder:
         self.name, self.version, self.taxonomy = inner.name, inner.version, inner.taxonomy
         self.class_ids, self.class_names = inner.class_ids, inner.class_names
         self.reads_images: bool = bool(getattr(inner, "reads_images", False))
+        self.feature_settings = getattr(inner, "feature_settings", None)  # featurize as inner needs
         self._ids: list[np.ndarray] = []
         self._parts: dict[str, list[np.ndarray]] = {k: [] for k in PARTS}
 

@@ -53,6 +53,7 @@ class _Recorder:
         self.name, self.version, self.taxonomy = inner.name, inner.version, inner.taxonomy
         self.class_ids, self.class_names = inner.class_ids, inner.class_names
         self.reads_images = False
+        self.feature_settings = getattr(inner, "feature_settings", None)
         self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obj", "summary", "host", "host_mask")}
 
     def predict(self, batch: Any, features: Any) -> Any:

@@ -1,12 +1,14 @@
 """How often does the served periodogram find a periodic variable's true period? Per class and generator.
 
-Why: in the leave-one-generator-out grid (docs/models.md) RR Lyrae and Cepheids are mistaken for each
+Why: in the leave-one-generator-out grid (docs/models.md) RR Lyrae and Cepheids were mistaken for each
 other. This script featurizes simulated light curves of the periodic classes exactly as the stream does
 (:func:`models.data.table_features`, full light curves) and compares ``periodogram_period`` with the
 simulator's true period (``params_json``; half of it also counts for eclipsing binaries). It does so
-with the default :class:`broker.features.core.FeatureConfig` and with a "wide" grid that reaches
-``periodogram_max_freq`` whatever the point count. A period is "right" within ``--tolerance``
-(relative). The featurizing time of each grid is printed beside it.
+with the default :class:`broker.features.core.FeatureConfig` (the grid reaches ``periodogram_max_freq``
+whatever the point count) and with the "legacy" settings that checkpoints trained before it carry
+(:data:`broker.features.core.LEGACY_SETTINGS`: the grid stopped at twice the average Nyquist
+frequency). A period is "right" within ``--tolerance`` (relative). The featurizing time of each grid
+is printed beside it.
 
 Usage::
 
@@ -18,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from broker.features.core import FeatureConfig
+from broker.features.core import LEGACY_SETTINGS, FeatureConfig
 from broker.features.registry import FEATURE_INDEX
 from models.data import table_features
 
@@ -34,9 +35,9 @@ from models.data import table_features
 PERIODIC = (2323, 2322, 2325)
 
 
-def wide_config() -> FeatureConfig:
-    """The default features with a periodogram grid that reaches ``periodogram_max_freq`` for any point count."""
-    return dataclasses.replace(FeatureConfig(), periodogram_nyquist_factor=1e9, periodogram_max_n_freq=1_000_000)
+def legacy_config() -> FeatureConfig:
+    """The featurizer of checkpoints trained before the wide grid (:data:`LEGACY_SETTINGS`)."""
+    return FeatureConfig.from_settings(LEGACY_SETTINGS)
 
 
 def recovery(df: pl.DataFrame, config: FeatureConfig, tolerance: float) -> tuple[pl.DataFrame, float]:
@@ -59,7 +60,7 @@ def recovery(df: pl.DataFrame, config: FeatureConfig, tolerance: float) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the recovery table for the default and the wide grid."""
+    """Print the recovery table for the default and the legacy grid."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--archive", required=True, help="simulator output dir (training/, truth.parquet)")
     p.add_argument("--split", default="test", help="training table to read (train, validation, test)")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = pl.read_parquet(archive / "truth.parquet").select("diaObjectId", "params_json")
     df = df.join(truth, on="diaObjectId").sample(min(a.objects, df.height), seed=0)
     pl.Config.set_tbl_rows(50)
-    for name, cfg in (("default", FeatureConfig()), ("wide", wide_config())):
+    for name, cfg in (("legacy", legacy_config()), ("default", FeatureConfig())):
         table, seconds = recovery(df, cfg, a.tolerance)
         print(f"{name} grid: {df.height} light curves featurized in {seconds:.2f} s")
         print(table)

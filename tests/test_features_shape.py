@@ -18,14 +18,14 @@ def test_periodogram_finds_sine_period() -> None:
     period = 0.61
     band = rng.integers(0, 3, n).astype(np.int8)
     f = 100 * np.sin(2 * np.pi * t / period) + 50 * band + rng.normal(0, 5, n)
-    out = periodogram_csr(np.array([0, n], np.int64), t, f, np.full(n, 5.0), band, 5.0, 5.0, 20000)
+    out = periodogram_csr(np.array([0, n], np.int64), t, f, np.full(n, 5.0), band, 5.0, 5.0, 20000, np.inf, 3)
     assert abs(out[0, 0] - period) / period < 2e-3
     assert out[0, 1] > 0.5
 
 
 def test_periodogram_nan_rules() -> None:
     t = np.arange(5.0)
-    out = periodogram_csr(np.array([0, 5], np.int64), t, t, np.ones(5), np.zeros(5, np.int8), 5.0, 3.0, 64)
+    out = periodogram_csr(np.array([0, 5], np.int64), t, t, np.ones(5), np.zeros(5, np.int8), 5.0, 3.0, 64, np.inf, 3)
     assert np.isnan(out).all()
 
 
@@ -79,7 +79,8 @@ def test_periodogram_period_agrees_with_light_curve() -> None:
         t = np.sort(rng.uniform(0, 300, n)) + 60000
         f = 100 * np.sin(2 * np.pi * t / period) + rng.normal(0, 5, n)
         e = np.full(n, 5.0)
-        ours = periodogram_csr(np.array([0, n], np.int64), t, f, e, np.zeros(n, np.int8), 5.0, 5.0, 20000)[0, 0]
+        off, band = np.array([0, n], np.int64), np.zeros(n, np.int8)
+        ours = periodogram_csr(off, t, f, e, band, 5.0, 5.0, 20000, np.inf, 3)[0, 0]
         ref = p_lc(t, f, e)[0]
         span = t[-1] - t[0]
         # same peak: frequencies within half a peak width (1 / span) of each other and the truth

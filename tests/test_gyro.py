@@ -193,3 +193,17 @@ def test_the_shipped_model_classifies_rotators_and_the_stream_ages_them(
     assert float(served["rotator_recall"]) > 0.6
     assert 0.2 < float(served["frac_age"]) <= float(oracle["frac_age"]) + 0.05
     assert float(served["false_age"]) < 0.05 and abs(float(served["bias_dex"])) < 0.2
+
+
+def test_independent_frequencies_follow_the_searched_grid() -> None:
+    """span x top frequency: the full range on the default grid, the point count on the legacy one."""
+    from broker.features.core import LEGACY_SETTINGS
+
+    span, n = np.array([365.0, 365.0, 0.0, 30.0]), np.array([70.0, 400.0, 5.0, 40.0])
+    wide = gyro.independent_frequencies(span, n, FeatureConfig())
+    np.testing.assert_allclose(wide, [1825.0, 1825.0, 1.0, 150.0])  # 5 per day over the span; none: 1
+    legacy = gyro.independent_frequencies(span, n, FeatureConfig.from_settings(LEGACY_SETTINGS))
+    np.testing.assert_allclose(legacy, [70.0, 1025 / 3.0, 1.0, 40.0])  # 2x average Nyquist = n / span; capped
+    # more independent frequencies, a larger false-alarm probability for the same peak
+    fap = gyro.false_alarm_probability(np.full(2, 0.3), np.full(2, 70.0), np.array([legacy[0], wide[0]]))
+    assert fap[0] < fap[1] < 1

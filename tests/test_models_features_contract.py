@@ -124,3 +124,38 @@ def test_shipped_model_declares_what_it_reads() -> None:
     assert set(names) <= set(FEATURE_NAMES)
     assert set(pred.unread_features) == set(FEATURE_NAMES) - set(names)
     assert np.all([FEATURE_INDEX[n] >= 0 for n in names])
+
+
+def test_checkpoint_records_featurizer_settings_and_serving_uses_them(tmp_path: Path) -> None:
+    """A checkpoint states the featurizer settings it was trained on; serving featurizes with them.
+
+    One trained before the record (the narrow periodogram grid) loads with LEGACY_SETTINGS: the
+    predictor serves it on that grid, and a command that would feed it the current features refuses it.
+    """
+    from broker.features.core import LEGACY_SETTINGS
+    from broker.settings import Settings
+    from consumers.app import make_featurizer
+
+    tax = {"name": "t", "class_ids": [1, 2, 3], "class_names": ["a", "b", "c"]}
+    path = save_checkpoint(tmp_path / "m.pt", _tiny(), tax, {}, "h")
+    ck = torch.load(path, weights_only=True)
+    assert ck["config"]["features"] == FeatureConfig().settings()
+    assert load_checkpoint(path)[0].cfg.features == FeatureConfig().settings()
+    del ck["config"]["features"]
+    torch.save(ck, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="other featurizer settings.*periodogram_nyquist_factor"):
+        load_checkpoint(tmp_path / "old.pt")
+    pred = MultimodalPredictor.from_checkpoint(tmp_path / "old.pt")
+    assert pred.feature_settings == LEGACY_SETTINGS
+    featurizer = make_featurizer(Settings(), pred)
+    assert featurizer is not None and featurizer.keywords["config"] == FeatureConfig.from_settings(LEGACY_SETTINGS)
+    batch = make_batch(6, 200, seed=4)
+    served = featurizer(batch).summary[:, FEATURE_INDEX["periodogram_period"]]
+    legacy = featurize(batch, FeatureConfig.from_settings(LEGACY_SETTINGS)).summary
+    np.testing.assert_array_equal(served, legacy[:, FEATURE_INDEX["periodogram_period"]])
+    probs = pred.predict(batch, None).probs  # featurizing itself, on the checkpoint's settings too
+    np.testing.assert_allclose(probs, pred.predict(batch, featurizer(batch)).probs, rtol=1e-5, atol=1e-6)
+    ck["config"]["features"] = {**FeatureConfig().settings(), "made_up": 1}
+    torch.save(ck, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="unknown \\['made_up'\\]"):
+        load_checkpoint(tmp_path / "bad.pt", any_features=True)

@@ -10,7 +10,9 @@ cleaning (:mod:`.prepare`), statistics per band and over all bands
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -61,12 +63,17 @@ class FeatureConfig:
     periodogram_max_freq : float
         Highest frequency searched, 1/day.
     periodogram_oversample : float
-        Grid points per ``1 / span`` (the width of a peak).
+        Scan grid points per ``1 / span`` (the width of a peak).
     periodogram_max_n_freq : int
-        Cap on the number of grid frequencies (past it the top frequency is lowered).
+        Cap on the number of scan frequencies (past it the top frequency is lowered).
     periodogram_nyquist_factor : float
         Top frequency at most this many times the average Nyquist frequency
-        ``n / (2 span)`` (:mod:`.periodogram`).
+        ``n / (2 span)``; infinite by default, so ``max_freq`` for any point count
+        (:mod:`.periodogram` says why).
+    periodogram_refine : int
+        Highest local maxima of the scan recomputed in float64 on a finer grid; 0: the
+        scan's own frequencies within ``SCAN_MARGIN`` of its peak (the grid of
+        :data:`LEGACY_SETTINGS`).
     color_window : float
         Days within which a band's flux counts as "at peak".
     """
@@ -77,10 +84,51 @@ class FeatureConfig:
     villar: bool = False
     periodogram: bool = True
     periodogram_max_freq: float = 5.0
-    periodogram_oversample: float = 3.0
-    periodogram_max_n_freq: int = 1024
-    periodogram_nyquist_factor: float = 2.0
+    periodogram_oversample: float = 2.0
+    periodogram_max_n_freq: int = 8192
+    periodogram_nyquist_factor: float = math.inf
+    periodogram_refine: int = 3
     color_window: float = 3.0
+
+    def settings(self) -> dict[str, bool | int | float]:
+        """Every setting that changes a summary feature's value (all but ``max_tokens``).
+
+        A checkpoint records them (``ModelConfig.features``) and the serving featurizer
+        takes them from it (:meth:`from_settings`).
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "max_tokens"}
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], max_tokens: int = LC_MAX_TOKENS) -> FeatureConfig:
+        """Inverse of :meth:`settings`; a missing or unknown setting is an error, not a default.
+
+        Raises
+        ------
+        ValueError
+            ``settings`` does not name exactly the fields of :meth:`settings`.
+        """
+        want, got = set(cls().settings()), set(settings)
+        if got != want:
+            raise ValueError(f"featurizer settings differ from FeatureConfig's: missing {sorted(want - got)}, "
+                             f"unknown {sorted(got - want)}")
+        return cls(max_tokens=max_tokens, **settings)
+
+    @property
+    def periodogram_grid(self) -> tuple[float, float, int, float, int]:
+        """The periodogram's settings in :func:`~broker.features.periodogram.periodogram_csr`'s order."""
+        return (self.periodogram_max_freq, self.periodogram_oversample, self.periodogram_max_n_freq,
+                self.periodogram_nyquist_factor, self.periodogram_refine)
+
+
+#: Featurizer settings of the checkpoints written before they recorded them (until 2026-12-03):
+#: the periodogram grid cut at twice the average Nyquist frequency and 1,024 frequencies (1,025:
+#: that grid's count formula allowed one more), read on the scan's own frequencies. The code
+#: reproduces those features bit for bit (tests/test_features_periodogram.py).
+LEGACY_SETTINGS: dict[str, bool | int | float] = {
+    "bazin": True, "bazin_max_iter": 50, "villar": False, "periodogram": True, "periodogram_max_freq": 5.0,
+    "periodogram_oversample": 3.0, "periodogram_max_n_freq": 1025, "periodogram_nyquist_factor": 2.0,
+    "periodogram_refine": 0, "color_window": 3.0,
+}
 
 
 @dataclass(frozen=True)
@@ -209,17 +257,7 @@ def featurize(batch: AlertBatch, config: FeatureConfig | None = None, hosts: Hos
     summary[:, EXTRA_OFFSET : EXTRA_OFFSET + shape.shape[1]] = shape
     col = EXTRA_OFFSET + shape.shape[1]
     if cfg.periodogram:
-        summary[:, col : col + 2] = periodogram_csr(
-            cc.offsets,
-            cc.t,
-            cc.flux,
-            cc.err,
-            cc.band,
-            cfg.periodogram_max_freq,
-            cfg.periodogram_oversample,
-            cfg.periodogram_max_n_freq,
-            cfg.periodogram_nyquist_factor,
-        )
+        summary[:, col : col + 2] = periodogram_csr(cc.offsets, cc.t, cc.flux, cc.err, cc.band, *cfg.periodogram_grid)
     tok, mask, scale, truncated = lc_tokens(cc.offsets, cc.t, cc.flux, cc.err, cc.band, cc.det, ref, cfg.max_tokens)
     flags[truncated] |= fl.TRUNCATED
     summary[:, col + 2] = np.log10(scale)

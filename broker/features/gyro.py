@@ -101,7 +101,7 @@ def log_age_from_period(bv: np.ndarray | float, period: np.ndarray | float) -> n
     return np.where(x > 0, lt + 6.0, np.nan)
 
 
-def false_alarm_probability(power: np.ndarray, n_points: np.ndarray, n_indep: float) -> np.ndarray:
+def false_alarm_probability(power: np.ndarray, n_points: np.ndarray, n_indep: np.ndarray | float) -> np.ndarray:
     """False-alarm probability of a normalised Lomb-Scargle peak.
 
     Single-frequency tail ``(1 - p) ** ((N - 3) / 2)`` (Zechmeister & Kuerster 2009,
@@ -182,6 +182,33 @@ def gyro_age(period: float, gr: float, gr_err: float = 0.0, period_err: float = 
     return GyroAge(float(res[0]), float(res[1]), float(period), float(bv_from_gr(gr)))
 
 
+def _spans(batch: AlertBatch) -> np.ndarray:
+    """Days between each alert's first and last light-curve row (0 without rows)."""
+    lc = batch.lightcurves
+    lens = lc.lengths()
+    span = np.zeros(len(batch))
+    has = lens > 0
+    if has.any():
+        starts = lc.offsets[:-1][has]
+        mjd = np.where(np.isfinite(lc.mjd), lc.mjd, np.nan)
+        span[has] = np.fmax.reduceat(mjd, starts) - np.fmin.reduceat(mjd, starts)
+    return span
+
+
+def independent_frequencies(span: np.ndarray, n_points: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Independent frequencies the periodogram searched: ``span`` times its top frequency (at least 1).
+
+    A peak is ``1 / span`` wide, so the grid from ``1 / span`` to ``f_top`` holds about
+    ``span * f_top`` of them (Horne & Baliunas 1986), whatever its oversampling; ``f_top``
+    is the grid's (:func:`broker.features.periodogram.frequency_grid`), and the cap on grid
+    points bounds it.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_top = np.minimum(cfg.periodogram_max_freq, cfg.periodogram_nyquist_factor * n_points / (2.0 * span))
+        n = np.minimum(span * f_top, cfg.periodogram_max_n_freq / cfg.periodogram_oversample)
+    return np.where(np.isfinite(n) & (n > 1.0), n, 1.0)
+
+
 def _column(summary: np.ndarray, names: tuple[str, ...], name: str) -> np.ndarray:
     return np.asarray(summary[:, names.index(name)], dtype=np.float64)
 
@@ -194,7 +221,7 @@ def rotation_ages(probs: np.ndarray | None, class_ids: tuple[int, ...], features
     An alert gets an age when the model's most probable class is
     :data:`ROTATOR_CODE` with probability ``>= min_prob``, its periodogram peak is
     significant (false-alarm probability ``<= MAX_FAP`` over the search's independent
-    frequencies, at most ``periodogram_max_n_freq / periodogram_oversample``), and the
+    frequencies, :func:`independent_frequencies`), and the
     diaObject's mean *science* fluxes in g and r (the star's own light, not the
     difference flux) give a colour inside the relation's range.  The period error is the
     periodogram peak's half width, ``P**2 / (2 span)``.
@@ -212,7 +239,8 @@ def rotation_ages(probs: np.ndarray | None, class_ids: tuple[int, ...], features
     min_prob : float
         Smallest rotator probability that counts as "classified as a rotator".
     config : FeatureConfig, optional
-        The featurizer's settings (default: :class:`FeatureConfig`'s).
+        The featurizer's settings (default: :class:`FeatureConfig`'s); the serving path
+        passes the model's own (``Predictor.feature_settings``).
 
     Returns
     -------
@@ -231,9 +259,10 @@ def rotation_ages(probs: np.ndarray | None, class_ids: tuple[int, ...], features
     cfg = config or FeatureConfig()
     s, names = features.summary, features.names
     period = _column(s, names, "periodogram_period")
-    fap = false_alarm_probability(_column(s, names, "periodogram_power"),
-                                  _column(s, names, "all_n_points"),
-                                  cfg.periodogram_max_n_freq / cfg.periodogram_oversample)
+    span = _spans(batch)
+    n_pts = _column(s, names, "all_n_points")
+    power = _column(s, names, "periodogram_power")
+    fap = false_alarm_probability(power, n_pts, independent_frequencies(span, n_pts, cfg))
     is_rot &= np.isfinite(period) & (fap <= MAX_FAP)
     t = batch.table
     g, r = t["g_scienceFluxMean"], t["r_scienceFluxMean"]
@@ -244,16 +273,6 @@ def rotation_ages(probs: np.ndarray | None, class_ids: tuple[int, ...], features
     idx = np.flatnonzero(is_rot)
     if idx.size == 0:
         return out
-    lc = batch.lightcurves
-    lens = lc.lengths()
-    span = np.zeros(n)
-    has = lens > 0
-    if has.any():
-        starts = lc.offsets[:-1][has]
-        mjd = np.where(np.isfinite(lc.mjd), lc.mjd, np.nan)
-        hi = np.fmax.reduceat(mjd, starts) if mjd.size else np.zeros(0)
-        lo = np.fmin.reduceat(mjd, starts) if mjd.size else np.zeros(0)
-        span[has] = hi - lo
     with np.errstate(divide="ignore", invalid="ignore"):
         p_err = period[idx] ** 2 / (2.0 * span[idx])
     ages = gyro_ages(period[idx], gr[idx], np.nan_to_num(gr_err[idx], nan=np.inf), p_err)

@@ -6,20 +6,27 @@ multi-band periodogram). The frequency grid is set by the data:
 - resolution ``1 / (oversample * span)``: a peak is ``1 / span`` wide, so it is
   sampled ``oversample`` times whatever the baseline (a fixed number of points
   over a fixed range would step over the peaks of long baselines);
-- from ``1 / span`` up to ``min(max_freq, nyquist_factor * n / (2 span))``: the
-  "average Nyquist" frequency of ``n`` points (light-curve's ``nyquist='average'``)
-  times a factor, since irregular sampling still detects somewhat shorter periods;
+- from ``1 / span`` up to ``min(max_freq, nyquist_factor * n / (2 span))``. The
+  default factor is infinite: the search reaches ``max_freq`` (5 per day) for any
+  point count. Why: Rubin's irregular sampling finds periods far below the "average
+  Nyquist" period ``2 span / n``; a year of ~70 visits has it at ~10 d, and a grid
+  cut there (light-curve's ``nyquist='average'``) never searched an RR Lyrae period
+  (``scripts/periodogram_recovery.py``: 0 % found, 70 % with the full range);
 - at most ``max_n_freq`` points: past that the top frequency is lowered, never the
   resolution.
 
-The cost is therefore about ``oversample * nyquist_factor * n**2 / 2`` rotations.
+The scan costs about ``n * oversample * span * max_freq`` rotations, so it runs coarse
+(``oversample`` 2) and the ``refine`` highest local maxima of the scan are then
+recomputed in float64 on a grid :data:`REFINE_STEPS` times finer over one scan step
+either side. The period and power returned are the float64 periodogram's at the best
+of those frequencies: a peak that the coarse scan sampled off its top is measured at
+its top, and a near tie of the float32 scan is settled in float64.
+
 The periodogram is skipped (NaN period and power) with fewer than
 :data:`MIN_POINTS` points or when the baseline holds fewer than :data:`MIN_CYCLES`
 cycles of the shortest period searched. Sines and cosines advance by a rotation
 recurrence (one complex multiply per point and frequency), re-anchored every 64
-steps. That scan runs in float32, which doubles the SIMD width; the frequencies within
-:data:`SCAN_MARGIN` of its peak are then recomputed in float64 with direct sines and
-cosines, so the period and power returned are the float64 periodogram's. The power is the
+steps. The scan runs in float32, which doubles the SIMD width. The power is the
 classic normalised Lomb-Scargle power in [0, 1] (light-curve's ``normalization='standard'``).
 """
 
@@ -33,9 +40,11 @@ import numpy as np
 from broker.batch import F32, F64, I8, I64
 
 MIN_POINTS = 10
-#: Relative distance below the float32 scan's peak within which frequencies are recomputed in
-#: float64 (the scan's error is ~1e-5 relative; two peaks closer than that are a tie either way).
+#: With ``refine=0`` (the grid of checkpoints written before the refinement): relative distance
+#: below the float32 scan's peak within which grid frequencies are recomputed in float64.
 SCAN_MARGIN = 1e-3
+#: Refinement points per scan step: the refined grid's step is ``1 / (REFINE_STEPS * oversample * span)``.
+REFINE_STEPS = 4
 #: Grid steps between float64 anchors of the float32 sine/cosine recurrence (even: the scan takes
 #: two steps a pass).
 ANCHOR = 64
@@ -55,7 +64,7 @@ def frequency_grid(
     f_hi = min(max_freq, nyquist_factor * n / (2.0 * span))
     if not f_hi * span >= MIN_CYCLES:
         return np.nan, np.nan, 0
-    nf = int(min((f_hi - f0) / df, max_n_freq)) + 1
+    nf = min(int((f_hi - f0) / df) + 1, max_n_freq)
     return f0, df, nf
 
 
@@ -120,7 +129,8 @@ def _sums_and_rotate2(y: F32, c: F32, s: F32, dc: F32, ds: F32) -> tuple[float, 
 
 @nb.njit(cache=True)
 def periodogram_one(
-    t: F64, m: F64, e: F64, band: I8, max_freq: float, oversample: float, max_n_freq: int, nyquist_factor: float
+    t: F64, m: F64, e: F64, band: I8, max_freq: float, oversample: float, max_n_freq: int, nyquist_factor: float,
+    refine: int,
 ) -> tuple[float, float]:
     """Best period (days) and its normalised power; NaN when skipped (see the module docstring)."""
     n = t.shape[0]
@@ -143,8 +153,38 @@ def periodogram_one(
         yy += y[i] * y[i]
     if not yy > 0.0:
         return np.nan, np.nan
-    # the scan runs in float32 (twice the SIMD width); the few frequencies within SCAN_MARGIN of
-    # its peak are then recomputed in float64, so the result is the float64 periodogram's
+    power = _scan(y, x, f0, df, nf)
+    if refine == 0:
+        return _on_grid(y, x, f0, df, power, yy)
+    best_p = -1.0
+    best_f = np.nan
+    for j in _top_maxima(power, refine):
+        f, p = _refine(y, x, max(f0 + (j - 1) * df, 0.5 * f0), f0 + (j + 1) * df)
+        if p > best_p:
+            best_p = p
+            best_f = f
+    return 1.0 / best_f, best_p / yy
+
+
+@nb.njit(cache=True)
+def _on_grid(y: F64, x: F64, f0: float, df: float, power: F64, yy: float) -> tuple[float, float]:
+    """``refine=0``: period and power of the best scan frequency within :data:`SCAN_MARGIN` of the top, in float64."""
+    top = power.max()
+    best_p = -1.0
+    best_f = np.nan
+    for j in range(power.shape[0]):
+        if power[j] >= top * (1.0 - SCAN_MARGIN):
+            f, p = _refine(y, x, f0 + j * df, f0 + j * df)  # one point: its float64 power
+            if p > best_p:
+                best_p = p
+                best_f = f
+    return 1.0 / best_f, best_p / yy
+
+
+@nb.njit(cache=True)
+def _scan(y: F64, x: F64, f0: float, df: float, nf: int) -> F64:
+    """Unnormalised power at ``f0 + j df`` for ``j < nf``: the float32 two-step scan with float64 anchors."""
+    n = y.shape[0]
     y32 = y.astype(np.float32)
     c = np.empty(n, np.float32)
     s = np.empty(n, np.float32)
@@ -176,34 +216,67 @@ def periodogram_one(
             power[j + 1] = _power(yc1, ys1, cc1, cs1, n)
         else:
             power[j] = _power(*_sums_and_rotate(y32, c, s, dc, ds), n)
-    top = power.max()
-    best_p = -1.0
-    best_f = np.nan
-    for j in range(nf):
-        if power[j] >= top * (1.0 - SCAN_MARGIN):
-            f = f0 + j * df
-            p = _power(*_sums_at(y, x, 2.0 * math.pi * f), n)
-            if p > best_p:
-                best_p = p
-                best_f = f
-    return 1.0 / best_f, best_p / yy
+    return power
 
 
 @nb.njit(cache=True)
-def _sums_at(y: F64, x: F64, om: float) -> tuple[float, float, float, float]:
-    """The Lomb-Scargle sums at one angular frequency, in float64 with direct sines and cosines."""
-    yc = 0.0
-    ys = 0.0
-    cc = 0.0
-    cs = 0.0
-    for i in range(y.shape[0]):
-        ci = math.cos(om * x[i])
-        si = math.sin(om * x[i])
-        yc += y[i] * ci
-        ys += y[i] * si
-        cc += ci * ci
-        cs += ci * si
-    return yc, ys, cc, cs
+def _top_maxima(power: F64, k: int) -> I64:
+    """Indices of the ``k`` highest local maxima of ``power`` (ends count; fewer if there are fewer)."""
+    nf = power.shape[0]
+    idx = np.full(max(k, 1), -1, np.int64)
+    val = np.full(max(k, 1), -np.inf)
+    for j in range(nf):
+        p = power[j]
+        if (j > 0 and power[j - 1] > p) or (j + 1 < nf and power[j + 1] > p) or not p > val[-1]:
+            continue
+        i = val.shape[0] - 1  # insertion into the descending list
+        while i > 0 and val[i - 1] < p:
+            val[i] = val[i - 1]
+            idx[i] = idx[i - 1]
+            i -= 1
+        val[i] = p
+        idx[i] = j
+    if idx[0] < 0:  # all NaN: the first frequency, so the float64 pass decides
+        idx[0] = 0
+    return idx[idx >= 0]
+
+
+@nb.njit(cache=True)
+def _refine(y: F64, x: F64, lo: float, hi: float) -> tuple[float, float]:
+    """Best frequency and unnormalised power on ``2 REFINE_STEPS + 1`` float64 points over ``[lo, hi]``.
+
+    Direct sines and cosines at ``lo``, then a float64 rotation per step (8 steps: rounding ~1e-15).
+    """
+    n = y.shape[0]
+    m = 2 * REFINE_STEPS if hi > lo else 0
+    step = (hi - lo) / max(m, 1)
+    c = np.empty(n)
+    s = np.empty(n)
+    dc = np.empty(n)
+    ds = np.empty(n)
+    for i in range(n):
+        c[i] = math.cos(2.0 * math.pi * lo * x[i])
+        s[i] = math.sin(2.0 * math.pi * lo * x[i])
+        dc[i] = math.cos(2.0 * math.pi * step * x[i])
+        ds[i] = math.sin(2.0 * math.pi * step * x[i])
+    best_p = -1.0
+    best_f = lo
+    for k in range(m + 1):
+        yc = 0.0
+        ys = 0.0
+        cc = 0.0
+        cs = 0.0
+        for i in range(n):
+            yc += y[i] * c[i]
+            ys += y[i] * s[i]
+            cc += c[i] * c[i]
+            cs += c[i] * s[i]
+        p = _power(yc, ys, cc, cs, n)
+        if p > best_p:
+            best_p = p
+            best_f = lo + k * step
+        _rotate(c, s, dc, ds)
+    return best_f, best_p
 
 
 @nb.njit(cache=True, fastmath={"reassoc", "contract"})
@@ -249,19 +322,22 @@ def periodogram_csr(
     max_freq: float,
     oversample: float,
     max_n_freq: int,
-    nyquist_factor: float = np.inf,
+    nyquist_factor: float,
+    refine: int,
 ) -> F64:
     """Periodogram peak of every object: array (n, 2) of period (days) and power.
 
-    ``nyquist_factor`` bounds the top frequency at that many times the average Nyquist
-    frequency (no bound by default); the grid is described in the module docstring.
+    The grid and the refinement of the ``refine`` highest scan peaks are described in the
+    module docstring; :attr:`broker.features.core.FeatureConfig.periodogram_grid` gives the
+    five settings in this order.
     """
     n = offsets.shape[0] - 1
     out = np.empty((n, 2))
     for i in nb.prange(n):
         a = offsets[i]
         b = offsets[i + 1]
-        p, w = periodogram_one(t[a:b], m[a:b], e[a:b], band[a:b], max_freq, oversample, max_n_freq, nyquist_factor)
+        p, w = periodogram_one(t[a:b], m[a:b], e[a:b], band[a:b], max_freq, oversample, max_n_freq, nyquist_factor,
+                                refine)
         out[i, 0] = p
         out[i, 1] = w
     return out

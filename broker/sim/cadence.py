@@ -133,7 +133,9 @@ def load_opsim(refresh: bool = False) -> Cadence:
         )
     cad = _read_opsim_csv(src)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
+    # a name of this process's own: two first runs at once each write theirs, and each replace is atomic
+    # (one shared name let the second's replace find nothing, and `auto` fell back to the synthetic cadence)
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, visit=cad.visit, ra=cad.ra, dec=cad.dec, mjd=cad.mjd, band=cad.band, m5=cad.m5)
     tmp.replace(cache)
     return cad
