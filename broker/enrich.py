@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from broker.gates import ClassificationGate, is_solar_system
 from broker.predict import ARRAY_FIELDS, ROTATOR_CODE, NullPredictor, Predictions, Predictor
 from broker.records import DeadLetter, EnrichResult, Output
 from broker.wire import HEADER_SIZE, frame
+
+if TYPE_CHECKING:
+    from broker.features import FeatureConfig
 
 Featurizer = Callable[[AlertBatch], Any]
 
@@ -67,18 +70,21 @@ class Enricher:
         )
         self.batch_annotations = BatchAnnotationEncoder(self.annotations)
         self.batch_scores = BatchScoresEncoder(self.scores_encoder)
+        self._gyro_config: FeatureConfig | None = None
+        if ROTATOR_CODE in p.class_ids:  # only models that know the class pay the import
+            from broker.features import FeatureConfig
+
+            # the grid the periodogram searched, for its false-alarm rate (None or absent: the defaults)
+            self._gyro_config = FeatureConfig.from_settings(getattr(p, "feature_settings", None))
 
     def _score(self, batch: AlertBatch) -> Predictions:
         feats = self.featurizer(batch) if self.featurizer is not None else None
         preds = self.predictor.predict(batch, feats)
         if preds.probs is not None and ROTATOR_CODE in self.predictor.class_ids:
-            from broker.features import FeatureConfig
             from broker.features.gyro import rotation_ages  # only models that know the class pay
 
-            # the grid the periodogram searched, for its false-alarm rate (None or absent: the defaults)
-            own = getattr(self.predictor, "feature_settings", None)
             preds.rotation_age = rotation_ages(preds.probs, tuple(self.predictor.class_ids), feats, batch,
-                                               config=FeatureConfig.from_settings(own) if own else None)
+                                               config=self._gyro_config)
         if preds.hosts is None and feats is not None and getattr(feats, "host_match", None) is not None:
             preds.hosts = host_annotations(feats.host_match, self.host_catalog_name)
         return preds

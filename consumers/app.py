@@ -92,8 +92,8 @@ def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | No
 
     hosts = HostMatcher(GalaxyCatalog(settings.host_catalog)) if settings.host_catalog else None
     warmup()  # compile (or load from cache) every kernel now, not on the first batch
-    own = getattr(predictor, "feature_settings", None)  # the model's training settings; None/absent: defaults
-    config = FeatureConfig.from_settings(own, settings.lc_tokens) if own else FeatureConfig(settings.lc_tokens)
+    # the model's training settings; None or absent: the defaults
+    config = FeatureConfig.from_settings(getattr(predictor, "feature_settings", None), settings.lc_tokens)
     return functools.partial(featurize, config=config, hosts=hosts,
                              fits=BandFitCache(settings.fit_cache_size) if settings.fit_cache_size else None)
 

@@ -191,7 +191,6 @@ class MultimodalPredictor:
         if features is None:
             from broker.features import FeatureConfig, featurize
 
-            assert self.feature_settings is not None
             features = featurize(batch, FeatureConfig.from_settings(self.feature_settings))
         tokens = _tokens(features)
         if self.reads_images and batch.images is not None:  # stamps not read: the modality is absent

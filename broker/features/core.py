@@ -99,14 +99,18 @@ class FeatureConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "max_tokens"}
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any], max_tokens: int = LC_MAX_TOKENS) -> FeatureConfig:
+    def from_settings(cls, settings: dict[str, Any] | None, max_tokens: int = LC_MAX_TOKENS) -> FeatureConfig:
         """Inverse of :meth:`settings`; a missing or unknown setting is an error, not a default.
+
+        ``None`` (a predictor without a record, ``Predictor.feature_settings``) gives the defaults.
 
         Raises
         ------
         ValueError
             ``settings`` does not name exactly the fields of :meth:`settings`.
         """
+        if settings is None:
+            return cls(max_tokens=max_tokens)
         want, got = set(cls().settings()), set(settings)
         if got != want:
             raise ValueError(f"featurizer settings differ from FeatureConfig's: missing {sorted(want - got)}, "
