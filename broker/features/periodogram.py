@@ -37,7 +37,7 @@ import math
 import numba as nb
 import numpy as np
 
-from broker.batch import F32, F64, I8, I64
+from broker.batch import F64, I8, I64
 
 MIN_POINTS = 10
 #: With ``refine=0`` (the grid of checkpoints written before the refinement): relative distance
@@ -50,6 +50,8 @@ REFINE_STEPS = 4
 ANCHOR = 64
 #: Fewest cycles of the shortest searched period the baseline must hold.
 MIN_CYCLES = 3.0
+#: The scan pads its points with zeros to a multiple of this (one AVX-512 vector of float32).
+PAD = 16
 
 
 @nb.njit(cache=True)
@@ -66,65 +68,6 @@ def frequency_grid(
         return np.nan, np.nan, 0
     nf = min(int((f_hi - f0) / df) + 1, max_n_freq)
     return f0, df, nf
-
-
-@nb.njit(cache=True, fastmath={"reassoc", "contract"})
-def _sums_and_rotate(y: F32, c: F32, s: F32, dc: F32, ds: F32) -> tuple[float, float, float, float]:
-    """Lomb-Scargle sums at the current frequency, then advance ``c, s`` by one grid step.
-
-    Branch-free and reassociable, so it vectorises; the NaN-sensitive logic stays outside.
-    """
-    yc = np.float32(0.0)
-    ys = np.float32(0.0)
-    cc = np.float32(0.0)
-    cs = np.float32(0.0)
-    for i in range(y.shape[0]):
-        ci = c[i]
-        si = s[i]
-        yc += y[i] * ci
-        ys += y[i] * si
-        cc += ci * ci
-        cs += ci * si
-        c[i] = ci * dc[i] - si * ds[i]
-        s[i] = si * dc[i] + ci * ds[i]
-    return float(yc), float(ys), float(cc), float(cs)
-
-
-@nb.njit(cache=True, fastmath={"reassoc", "contract"})
-def _sums_and_rotate2(y: F32, c: F32, s: F32, dc: F32, ds: F32) -> tuple[float, float, float, float,
-                                                                          float, float, float, float]:
-    """:func:`_sums_and_rotate` twice in one pass: the sums at this and the next grid step, then two steps on.
-
-    Same operations per frequency, half the loads and stores (the scan is bound by them, not by
-    arithmetic).
-    """
-    yc0 = np.float32(0.0)
-    ys0 = np.float32(0.0)
-    cc0 = np.float32(0.0)
-    cs0 = np.float32(0.0)
-    yc1 = np.float32(0.0)
-    ys1 = np.float32(0.0)
-    cc1 = np.float32(0.0)
-    cs1 = np.float32(0.0)
-    for i in range(y.shape[0]):
-        yi = y[i]
-        di = dc[i]
-        ei = ds[i]
-        c0 = c[i]
-        s0 = s[i]
-        yc0 += yi * c0
-        ys0 += yi * s0
-        cc0 += c0 * c0
-        cs0 += c0 * s0
-        c1 = c0 * di - s0 * ei
-        s1 = s0 * di + c0 * ei
-        yc1 += yi * c1
-        ys1 += yi * s1
-        cc1 += c1 * c1
-        cs1 += c1 * s1
-        c[i] = c1 * di - s1 * ei
-        s[i] = s1 * di + c1 * ei
-    return float(yc0), float(ys0), float(cc0), float(cs0), float(yc1), float(ys1), float(cc1), float(cs1)
 
 
 @nb.njit(cache=True)
@@ -181,41 +124,81 @@ def _on_grid(y: F64, x: F64, f0: float, df: float, power: F64, yy: float) -> tup
     return 1.0 / best_f, best_p / yy
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath={"reassoc", "contract"})
 def _scan(y: F64, x: F64, f0: float, df: float, nf: int) -> F64:
-    """Unnormalised power at ``f0 + j df`` for ``j < nf``: the float32 two-step scan with float64 anchors."""
-    n = y.shape[0]
-    y32 = y.astype(np.float32)
-    c = np.empty(n, np.float32)
-    s = np.empty(n, np.float32)
-    dc = np.empty(n, np.float32)
-    ds = np.empty(n, np.float32)
+    """Unnormalised power at ``f0 + j df`` for ``j < nf``: the float32 two-step scan with float64 anchors.
+
+    Each pass computes the sums at two grid steps and advances the sines and cosines two steps (the
+    scan is bound by loads and stores, not arithmetic). The points are padded with zeros to a
+    multiple of :data:`PAD` (zero ``y``, ``cos``, ``sin`` and rotation add nothing to any sum), so
+    the vectorised loop covers them all: with the scalar remainder loop gone, 30–140-point curves
+    scan ~1.3–1.6× faster. Only the sums' float32 rounding order changes (~1e-7 of the peak), and
+    that only ranks the scan: :func:`_refine` recomputes the returned peak in float64.
+    """
+    n0 = y.shape[0]
+    n = (n0 + PAD - 1) // PAD * PAD
+    y32 = np.zeros(n, np.float32)
+    c = np.zeros(n, np.float32)
+    s = np.zeros(n, np.float32)
+    dc = np.zeros(n, np.float32)
+    ds = np.zeros(n, np.float32)
     # float64 anchors every ANCHOR grid steps, advanced by their own rotation (no sin/cos per anchor)
-    c64 = np.empty(n)
-    s64 = np.empty(n)
-    dc64 = np.empty(n)
-    ds64 = np.empty(n)
-    for i in range(n):
+    c64 = np.zeros(n)
+    s64 = np.zeros(n)
+    dc64 = np.zeros(n)
+    ds64 = np.zeros(n)
+    for i in range(n0):
+        y32[i] = y[i]
         dc[i] = math.cos(2.0 * math.pi * df * x[i])
         ds[i] = math.sin(2.0 * math.pi * df * x[i])
         c64[i] = math.cos(2.0 * math.pi * f0 * x[i])
         s64[i] = math.sin(2.0 * math.pi * f0 * x[i])
         dc64[i] = math.cos(2.0 * math.pi * ANCHOR * df * x[i])
         ds64[i] = math.sin(2.0 * math.pi * ANCHOR * df * x[i])
-    sums = np.empty((4, nf))  # yc, ys, cc, cs per frequency; the power is computed after, vectorised
-    for j in range(0, nf, 2):  # ANCHOR is even, so anchors fall on the even steps
+    npass = (nf + 1) // 2
+    # yc, ys, cc, cs per frequency (an odd grid computes one step past its end, then drops it);
+    # the power is computed after, vectorised
+    yc = np.empty(2 * npass)
+    ys = np.empty(2 * npass)
+    cc = np.empty(2 * npass)
+    cs = np.empty(2 * npass)
+    for p in range(npass):
+        j = 2 * p  # ANCHOR is even, so anchors fall on the even steps
         if j % ANCHOR == 0:  # re-anchor the float32 recurrence
             if j > 0:
                 _rotate(c64, s64, dc64, ds64)
             for i in range(n):
                 c[i] = c64[i]
                 s[i] = s64[i]
-        if j + 1 < nf:
-            sums[0, j], sums[1, j], sums[2, j], sums[3, j], sums[0, j + 1], sums[1, j + 1], sums[2, j + 1], \
-                sums[3, j + 1] = _sums_and_rotate2(y32, c, s, dc, ds)
-        else:
-            sums[0, j], sums[1, j], sums[2, j], sums[3, j] = _sums_and_rotate(y32, c, s, dc, ds)
-    return _powers(sums[0], sums[1], sums[2], sums[3], n)
+        yc0 = np.float32(0.0)
+        ys0 = np.float32(0.0)
+        cc0 = np.float32(0.0)
+        cs0 = np.float32(0.0)
+        yc1 = np.float32(0.0)
+        ys1 = np.float32(0.0)
+        cc1 = np.float32(0.0)
+        cs1 = np.float32(0.0)
+        for i in range(n):
+            yi = y32[i]
+            di = dc[i]
+            ei = ds[i]
+            c0 = c[i]
+            s0 = s[i]
+            yc0 += yi * c0
+            ys0 += yi * s0
+            cc0 += c0 * c0
+            cs0 += c0 * s0
+            c1 = c0 * di - s0 * ei
+            s1 = s0 * di + c0 * ei
+            yc1 += yi * c1
+            ys1 += yi * s1
+            cc1 += c1 * c1
+            cs1 += c1 * s1
+            c[i] = c1 * di - s1 * ei
+            s[i] = s1 * di + c1 * ei
+        yc[j], ys[j], cc[j], cs[j] = yc0, ys0, cc0, cs0
+        yc[j + 1], ys[j + 1], cc[j + 1], cs[j + 1] = yc1, ys1, cc1, cs1
+    return _powers(yc[:nf], ys[:nf], cc[:nf], cs[:nf], n0)
 
 
 @nb.njit(cache=True, fastmath=True)
