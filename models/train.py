@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from broker.features.registry import FEATURE_INDEX
+from models.adversarial import GeneratorCritic, adversarial_loss, group_index, ramp
 from models.augment import Augment
 from models.data import TokenData
 from models.generator_split import widest_generator_temperature
@@ -59,6 +60,7 @@ class TrainConfig:
     augment_views: int = 0
     augment_stretch: float = Augment.stretch  # the strengths' defaults live in models.augment
     augment_colour: float = Augment.colour
+    adversarial_weight: float = 0.0
 
 
 def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device, images: bool = False,
@@ -121,12 +123,15 @@ def nmad(zp: np.ndarray, zt: np.ndarray) -> float:
 def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
           cls_val: TokenData | None, z_data: TokenData | None, device: torch.device,
           log: Any = print, init: dict[str, torch.Tensor] | None = None,
-          val_groups: np.ndarray | None = None) -> tuple[MultimodalModel, dict[str, float]]:
+          val_groups: np.ndarray | None = None, train_groups: np.ndarray | None = None
+          ) -> tuple[MultimodalModel, dict[str, float]]:
     """Train and calibrate a model; returns it with validation metrics.
 
     ``init`` is a state dict to start from (``--init``); its calibration and
     anomaly buffers are refitted, and keys this model lacks are ignored. ``val_groups``
-    (generator of each ``cls_val`` row) enables ``cfg.temperature_fit = "widest-generator"``.
+    (generator of each ``cls_val`` row) enables ``cfg.temperature_fit = "widest-generator"``;
+    ``train_groups`` (generator of each ``cls_train`` row) enables ``cfg.adversarial_weight``
+    (:mod:`models.adversarial`).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -155,9 +160,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
     if cfg.steps == 0:
         return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed, val_groups,
                          cfg.temperature_fit)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    critic, group_idx = _critic(model_cfg, cfg, cls_train, train_groups, device, log)
+    params = [*model.parameters(), *(critic.parameters() if critic is not None else ())]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     t0, bs = time.time(), cfg.batch_size
+    adv = torch.zeros(())
     for step in range(1, cfg.steps + 1):
         model.train()
         loss = torch.zeros((), device=device)
@@ -179,6 +187,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
                 loss = loss + F.binary_cross_entropy_with_logits(out["rb_logit"].float(), real)
             if hide.any():
                 loss = loss + cfg.recon_weight * recon_loss(model, out["emb"], tok["lc"], hide)
+            if critic is not None and group_idx is not None:
+                g = torch.as_tensor(group_idx[idx], device=device)
+                adv = adversarial_loss(critic, out["emb"], y, g, ramp(step, cfg.steps))
+                loss = loss + cfg.adversarial_weight * adv
         if z_fit is not None:
             idx = np.sort(rng.choice(len(z_fit), 2 * bs))
             tok = batch_tensors(z_fit, idx, device, images, rng, cfg.image_dropout)
@@ -190,13 +202,29 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
             loss = loss + mixture_nll(out["logw"], out["mu"], out["sigma"], zt).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % max(cfg.steps // 20, 1) == 0 or step == cfg.steps:
-            log(f"step {step}/{cfg.steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+            # a critic that knows nothing scores <= log(generators): it sees the class
+            critic_note = f" critic {adv.item():.3f}" if critic is not None else ""
+            log(f"step {step}/{cfg.steps} loss {loss.item():.4f}{critic_note} ({time.time() - t0:.0f} s)")
     return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed, val_groups,
                          cfg.temperature_fit)
+
+
+def _critic(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
+            train_groups: np.ndarray | None, device: torch.device, log: Any
+            ) -> tuple[GeneratorCritic | None, np.ndarray | None]:  # fmt: skip
+    """The generator critic and each training row's generator index, when ``cfg.adversarial_weight > 0``."""
+    if cfg.adversarial_weight <= 0 or cls_train is None:
+        return None, None
+    if train_groups is None or len(train_groups) != len(cls_train):
+        raise ValueError("--adversarial-weight needs the generator of every training row")
+    idx, names = group_index(train_groups)
+    log(f"generator critic over {len(names)} generators ({', '.join(names)}), weight {cfg.adversarial_weight}")
+    critic = GeneratorCritic(model_cfg.encoder.d_model, model_cfg.n_classes, len(names)).to(device)
+    return critic, idx
 
 
 def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: TokenData | None,

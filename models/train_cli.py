@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
              "temperature_fit": "pooled (validation NLL) or widest-generator (largest per-generator T)",
              "augment_views": "extra training views stretched in time and tilted in colour (models.augment)",
              "augment_stretch": "time stretch s log-uniform in [1/(1+x), 1+x] for --augment-views",
-             "augment_colour": "colour tilt across u..y (mag, 1 sigma) for --augment-views"}
+             "augment_colour": "colour tilt across u..y (mag, 1 sigma) for --augment-views",
+             "adversarial_weight": "weight of the class-conditional generator critic, gradient reversed "
+                                   "(models.adversarial); 0 = off"}
     choices: dict[str, tuple[str, ...]] = {"temperature_fit": ("pooled", "widest-generator")}
     for name, default in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=helps.get(name),
@@ -102,6 +104,7 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
     taxonomy: dict[str, Any] = {"name": "none", "class_ids": [], "class_names": []}
     cls_train = cls_val = z_data = None
     val_groups: np.ndarray | None = None
+    train_groups: np.ndarray | None = None
     gens: list[str] = []
     if a.data:
         try:
@@ -114,7 +117,7 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
             print(f"alertbroker train: {e}", file=sys.stderr)
             return 2
         taxonomy, cls_train, cls_val = tables.taxonomy, tables.train, tables.val
-        val_groups, gens = tables.val_groups, tables.generators
+        val_groups, gens, train_groups = tables.val_groups, tables.generators, tables.train_groups
     if a.photoz == BROAD_TEST:
         print(f"alertbroker train: --photoz {BROAD_TEST} is the held-out part of the broad sample", file=sys.stderr)
         return 2
@@ -147,7 +150,7 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
         if photoz_only:  # nothing but the photo-z path was trained: no feature norm, no class head
             init = {k: v for k, v in init.items() if not k.startswith(PHOTOZ_ONLY_DROP)}
     log(f"training on {device}: {len(cls_train or [])} light curves, {len(z_data or [])} galaxies")
-    model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init, val_groups)
+    model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init, val_groups, train_groups)
     parts = [p for td in (cls_train, z_data) if td is not None
              for p in (td.tokens["lc"], td.tokens["host"], td.tokens["feat"], td.label, td.z)]
     info = {**asdict(cfg), "data": f"simulate({a.simulate}, seed={a.sim_seed})" if a.simulate

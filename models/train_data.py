@@ -32,6 +32,9 @@ class ClassTables:
         Tokens of the kept rows (full light curves, then the early cuts).
     val_groups : ndarray of str or None
         Generator of each ``val`` row (None without a ``generator`` column).
+    train_groups : ndarray of str or None
+        Generator of each ``train`` row (artefacts: ``"bogus"``), for the adversarial critic
+        (:mod:`models.adversarial`).
     generators : list of str
         Generators of the kept training rows.
     """
@@ -41,6 +44,7 @@ class ClassTables:
     val: TokenData
     val_groups: np.ndarray | None
     generators: list[str]
+    train_groups: np.ndarray | None = None
 
 
 def taxonomy_of(df: pl.DataFrame, name: str = "alertbroker-sim") -> dict[str, Any]:
@@ -118,10 +122,15 @@ def load_class_tables(data_dir: Path, early_views: int, seed: int, max_objects: 
     train = class_data(data_dir, "train", ids, early_views, seed, max_objects, filt, scenes, bogus_fraction,
                        augment_views, augment)  # validation is never augmented
     val = class_data(data_dir, "validation", ids, early_views, seed + 1, max_objects, filt, scenes, bogus_fraction)
-    groups = None
-    if "generator" in val_df.columns:
-        per_view = val_df["generator"].to_numpy().astype(str)
-        if bogus_fraction > 0:
-            per_view = np.r_[per_view, np.full(int(round(bogus_fraction * val_df.height)), "bogus")]
-        groups = np.tile(per_view, 1 + early_views)
-    return ClassTables(taxonomy, train, val, groups, gens)
+    return ClassTables(taxonomy, train, val, _row_groups(val_df, bogus_fraction, 1 + early_views), gens,
+                       _row_groups(tr_df, bogus_fraction, 1 + early_views + augment_views))
+
+
+def _row_groups(df: pl.DataFrame, bogus_fraction: float, views: int) -> np.ndarray | None:
+    """Generator of each row :func:`class_data` makes from ``df`` (``views`` copies; artefacts ``"bogus"``)."""
+    if "generator" not in df.columns:
+        return None
+    per_view = df["generator"].to_numpy().astype(str)
+    if bogus_fraction > 0:
+        per_view = np.r_[per_view, np.full(int(round(bogus_fraction * df.height)), "bogus")]
+    return np.tile(per_view, views)
