@@ -28,7 +28,7 @@ from benchmarks.pipeline_peer import STAGES, PeerPipeline  # noqa: E402
 from broker.enrich import Enricher  # noqa: E402
 from broker.features import FeatureConfig, featurize  # noqa: E402
 from broker.features.bazin import bazin_csr  # noqa: E402
-from broker.features.periodogram import periodogram_csr  # noqa: E402
+from broker.features.periodogram_fft import periodogram_peaks  # noqa: E402
 from broker.features.prepare import clean  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from consumers.app import make_enricher  # noqa: E402
@@ -56,7 +56,7 @@ def time_ours(e: Enricher, msgs: list[bytes]) -> dict[str, float]:
     t3 = time.perf_counter()
     bazin_csr(cc.band_offsets, cc.b_t, cc.b_flux, cc.b_err, cfg.bazin_max_iter)
     t4 = time.perf_counter()
-    periodogram_csr(cc.offsets, cc.t, cc.flux, cc.err, cc.band, *cfg.periodogram_grid)
+    periodogram_peaks(cc.offsets, cc.t, cc.flux, cc.err, cc.band, *cfg.periodogram_grid)
     t5 = time.perf_counter()
     feats = featurize(batch, cfg)
     t6 = time.perf_counter()

@@ -22,7 +22,7 @@ from broker.features.bazin import bazin_csr, bazin_groups
 from broker.features.fit_cache import BandFitCache
 from broker.features.hosts import HostMatch, HostMatcher
 from broker.features.lcshape import shape_csr
-from broker.features.periodogram import periodogram_csr
+from broker.features.periodogram_fft import periodogram_peaks
 from broker.features.prepare import CleanCurves, clean
 from broker.features.registry import (
     BAZIN_OFFSET,
@@ -263,7 +263,7 @@ def featurize(batch: AlertBatch, config: FeatureConfig | None = None, hosts: Hos
     summary[:, EXTRA_OFFSET : EXTRA_OFFSET + shape.shape[1]] = shape
     col = EXTRA_OFFSET + shape.shape[1]
     if cfg.periodogram:
-        summary[:, col : col + 2] = periodogram_csr(cc.offsets, cc.t, cc.flux, cc.err, cc.band, *cfg.periodogram_grid)
+        summary[:, col : col + 2] = periodogram_peaks(cc.offsets, cc.t, cc.flux, cc.err, cc.band, *cfg.periodogram_grid)
     tok, mask, scale, truncated = lc_tokens(cc.offsets, cc.t, cc.flux, cc.err, cc.band, cc.det, ref, cfg.max_tokens)
     flags[truncated] |= fl.TRUNCATED
     summary[:, col + 2] = np.log10(scale)

@@ -28,6 +28,8 @@ cycles of the shortest period searched. Sines and cosines advance by a rotation
 recurrence (one complex multiply per point and frequency), re-anchored every 64
 steps. The scan runs in float32, which doubles the SIMD width. The power is the
 classic normalised Lomb-Scargle power in [0, 1] (light-curve's ``normalization='standard'``).
+Histories of many points are scanned by non-uniform FFT instead, with the same refinement
+(:mod:`broker.features.periodogram_fft`, which the featurizer calls).
 """
 
 from __future__ import annotations
@@ -81,6 +83,19 @@ def periodogram_one(
     f0, df, nf = frequency_grid(n, span, max_freq, oversample, max_n_freq, nyquist_factor)
     if nf == 0:
         return np.nan, np.nan
+    y, x, yy = centred(t, m, e, band)
+    if not yy > 0.0:
+        return np.nan, np.nan
+    power = _scan(y, x, f0, df, nf)
+    if refine == 0:
+        return _on_grid(y, x, f0, df, power, yy)
+    return best_of(power, y, x, f0, df, refine, yy)
+
+
+@nb.njit(cache=True)
+def centred(t: F64, m: F64, e: F64, band: I8) -> tuple[F64, F64, float]:
+    """Flux minus its band's weighted mean, time since the first point, and the sum of squares."""
+    n = t.shape[0]
     sw = np.zeros(6)
     swm = np.zeros(6)
     for i in range(n):
@@ -94,11 +109,12 @@ def periodogram_one(
         y[i] = m[i] - swm[band[i]] / sw[band[i]]
         x[i] = t[i] - t[0]
         yy += y[i] * y[i]
-    if not yy > 0.0:
-        return np.nan, np.nan
-    power = _scan(y, x, f0, df, nf)
-    if refine == 0:
-        return _on_grid(y, x, f0, df, power, yy)
+    return y, x, yy
+
+
+@nb.njit(cache=True)
+def best_of(power: F64, y: F64, x: F64, f0: float, df: float, refine: int, yy: float) -> tuple[float, float]:
+    """Period and normalised power of the best of the scan's ``refine`` highest maxima, refined in float64."""
     best_p = -1.0
     best_f = np.nan
     for j in _top_maxima(power, refine):
@@ -340,18 +356,24 @@ def periodogram_csr(
     max_n_freq: int,
     nyquist_factor: float,
     refine: int,
+    max_points: int = 2**62,
 ) -> F64:
     """Periodogram peak of every object: array (n, 2) of period (days) and power.
 
     The grid and the refinement of the ``refine`` highest scan peaks are described in the
     module docstring; :attr:`broker.features.core.FeatureConfig.periodogram_grid` gives the
-    five settings in this order.
+    five settings in this order. Objects with more than ``max_points`` points are left NaN for
+    the caller (:func:`broker.features.periodogram_fft.periodogram_peaks` scans them by NUFFT).
     """
     n = offsets.shape[0] - 1
     out = np.empty((n, 2))
     for i in nb.prange(n):
         a = offsets[i]
         b = offsets[i + 1]
+        if b - a > max_points:
+            out[i, 0] = np.nan
+            out[i, 1] = np.nan
+            continue
         p, w = periodogram_one(t[a:b], m[a:b], e[a:b], band[a:b], max_freq, oversample, max_n_freq, nyquist_factor,
                                 refine)
         out[i, 0] = p
