@@ -10,9 +10,10 @@ uniform frequency grid ``f0 + k df``:
 - ``Σ e^{4πi (f0 + k df) x}`` gives ``cc = (n + Re) / 2`` and ``cs = Im / 2``.
 
 FINUFFT (Barnett, Magland & af Klinteberg 2019; the Flatiron Institute's maintained library)
-computes each at a cost set by the grid, not the point count: ~250 µs at 3,650 frequencies in
-double precision whatever ``n``, so it pays above :data:`FFT_MIN_POINTS` points (measured below
-that in docs/scaling.md). The points are ``θ = 2π df x`` (and ``2θ``), wrapped into [-π, π)
+computes each at a cost set by the grid, not the point count: ~300 µs for the two at 3,650
+frequencies in double precision (770 points: two ``setpts`` ~40 µs, two ``execute`` ~117 µs),
+so it pays above :data:`FFT_MIN_POINTS` points (measured below that in docs/scaling.md).
+The points are ``θ = 2π df x`` (and ``2θ``), wrapped into [-π, π)
 (``e^{ikθ}`` is 2π-periodic in θ for integer ``k``), and the weights carry ``e^{i (K/2) θ}`` so that
 FINUFFT's centred modes ``-K/2 .. K/2-1`` come out as ``k = 0 .. K-1``. The powers, the choice of
 the ``refine`` highest maxima and their float64 refinement are the direct path's own functions,
