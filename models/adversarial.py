@@ -76,9 +76,8 @@ def ramp(step: int, steps: int) -> float:
 
 def group_index(groups: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Integer generator index per row and the sorted generator names."""
-    names = sorted(set(groups.tolist()))
-    lookup = {g: i for i, g in enumerate(names)}
-    return np.fromiter((lookup[g] for g in groups.tolist()), np.int64, len(groups)), names
+    names, idx = np.unique(groups, return_inverse=True)
+    return idx.astype(np.int64), [str(g) for g in names]
 
 
 def adversarial_loss(critic: GeneratorCritic, emb: Tensor, label: Tensor, group: Tensor,
