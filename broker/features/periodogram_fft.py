@@ -101,8 +101,10 @@ def _weights(y: F64, x: F64, f0: float, df: float, k: int) -> tuple[F64, np.ndar
     for i in range(n):
         a = 2.0 * math.pi * df * x[i]
         ph = 2.0 * math.pi * f0 * x[i] + (k // 2) * a
-        w1[i] = y[i] * complex(math.cos(ph), math.sin(ph))
-        w2[i] = complex(math.cos(2.0 * ph), math.sin(2.0 * ph))
+        c = math.cos(ph)
+        s = math.sin(ph)
+        w1[i] = y[i] * complex(c, s)
+        w2[i] = complex(c * c - s * s, 2.0 * c * s)  # e^{2i ph} by squaring: two fewer sines and cosines
         th[i] = a
     return _wrap(th), w1, w2
 
