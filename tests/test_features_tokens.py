@@ -63,6 +63,32 @@ def test_truncation_keeps_recent_and_significant() -> None:
     assert out.flags[0] & 64
 
 
+def test_selection_of_significant_rows_equals_the_sort() -> None:
+    """The linear selection keeps the rows argsort's first m would, ties at the threshold included.
+
+    The reference is Numba's ``argsort`` (the rule the tokens used before), whose order of ties is
+    not NumPy's.
+    """
+    import numba as nb
+
+    from broker.features.tokens import _keep_most_significant
+
+    argsort = nb.njit(lambda a: np.argsort(a))
+
+    rng = np.random.default_rng(3)
+    for case in range(300):
+        n = int(rng.integers(2, 400))
+        m = int(rng.integers(1, n + 1))
+        sig = -np.abs(rng.normal(size=n))
+        if case % 3 == 1:  # many exact ties (e.g. zero-flux forced rows)
+            sig = np.round(sig, 1)
+        keep = np.ones(n, np.bool_)
+        _keep_most_significant(sig.copy(), m, keep)
+        ref = np.zeros(n, np.bool_)
+        ref[argsort(sig)[:m]] = True
+        assert keep.sum() == m and (keep == ref).all()
+
+
 def test_feature_tokens_mask_nan_and_host_tokens_masked_without_matcher() -> None:
     out = featurize(make_batch(8, 30, seed=3))
     assert out.feat.shape == (8, len(FEATURE_NAMES), 2)
