@@ -126,21 +126,37 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
             pc += 1
             if op == P.OPT_SKIP_FIXED:  # the commonest op: a run of nullable floats/doubles/booleans
                 width, vb, nbr = code[ip, 1], 2 * (1 - code[ip, 4]), 2 * code[ip, 4]
-                for _ in range(code[ip, 2]):
-                    if p >= end:
-                        st = TRUNCATED
-                        break
-                    br = buf[p]
-                    p += 1
-                    if br == vb:
-                        p += width
-                    elif br != nbr:
+                cnt = code[ip, 2]
+                if p + cnt * (width + 1) <= end:
+                    # the whole run fits whatever its nulls: no bounds test per field, and the null
+                    # branch is arithmetic, not a jump (a bad branch byte is found after the loop)
+                    bad = -1
+                    for _ in range(cnt):
+                        br = buf[p]
+                        is_v = br == vb
+                        if bad < 0 and not is_v and br != nbr:
+                            bad = p
+                        p += 1 + width * is_v
+                    if bad >= 0:
                         st = BAD_UNION
+                        p = bad + 1  # where the field-by-field loop stopped
                         break
-                if st == OK and p > end:
-                    st = TRUNCATED
-                if st != OK:
-                    break
+                else:
+                    for _ in range(cnt):
+                        if p >= end:
+                            st = TRUNCATED
+                            break
+                        br = buf[p]
+                        p += 1
+                        if br == vb:
+                            p += width
+                        elif br != nbr:
+                            st = BAD_UNION
+                            break
+                    if st == OK and p > end:
+                        st = TRUNCATED
+                    if st != OK:
+                        break
             elif op == P.SKIP_FIXED:
                 p += code[ip, 1]
                 if p > end:

@@ -121,7 +121,12 @@ def test_container_file_bodies_match_fastavro(tmp_path, store: SchemaStore) -> N
 
 
 def test_every_truncation_and_a_bad_null_union_are_named_errors(store: SchemaStore) -> None:
-    """The interpreter's skip runs check bounds and union bytes field by field (issue 12's faster loop)."""
+    """The interpreter's skip runs check bounds and union bytes (issue 12's faster loops).
+
+    A run of nullable fixed-width fields that fits in the body whatever its nulls is read without a
+    bounds test per field and with its union bytes checked after the loop; the bad byte below lies in
+    such a run, and every truncation ends one that does not fit.
+    """
     schema = store.get(1101)
     rec = filled_alert(schema, 6, seed=5)
     good = encode(schema, rec)
