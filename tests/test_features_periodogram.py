@@ -10,18 +10,20 @@ from broker.features.periodogram import (
     ANCHOR,
     MIN_CYCLES,
     MIN_POINTS,
-    REFINE_STEPS,
     _cpow,
+    _scan,
+    centred,
+    frequency_grid,
+    periodogram_csr,
+)
+from broker.features.periodogram_peak import (
+    REFINE_STEPS,
     _power,
     _refine,
     _refine_multiples,
     _rotate,
-    _scan,
     _top_maxima,
     best_of,
-    centred,
-    frequency_grid,
-    periodogram_csr,
 )
 
 CFG = FeatureConfig()

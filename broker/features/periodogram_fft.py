@@ -30,7 +30,8 @@ import numba as nb
 import numpy as np
 
 from broker.batch import F64, I8, I64
-from broker.features.periodogram import _powers, best_of, centred, frequency_grid, periodogram_csr
+from broker.features.periodogram import _powers, centred, frequency_grid, periodogram_csr
+from broker.features.periodogram_peak import best_of
 
 #: Fewest points scanned by NUFFT: below it the direct scan is faster (docs/scaling.md).
 FFT_MIN_POINTS = 500
