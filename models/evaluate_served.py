@@ -274,6 +274,8 @@ def cli_main(argv: list[str] | None = None, predictor: Predictor | None = None) 
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--bootstrap", type=int, default=REPS,
                    help="resamples of objects for the 95 %% intervals of the goal figures (0: none)")
+    p.add_argument("--alerts-out", help="write the served alerts, truth joined, to this Parquet file "
+                   "(what scripts/peer_supernnova.py reads)")
     a = p.parse_args(argv)
     archive = Path(a.archive)
     truth = Path(a.truth) if a.truth else archive / "truth.parquet"
@@ -295,6 +297,8 @@ def cli_main(argv: list[str] | None = None, predictor: Predictor | None = None) 
     run = enrich_archive(alerts, settings, predictor, a.max_alerts)
     run.parts = recorder.frame() if recorder is not None else None
     print(f"enriched {alerts} through the serving path in {time.perf_counter() - t0:.1f} s")
+    if a.alerts_out and run.alerts.height:
+        join_truth(run.alerts, pl.read_parquet(truth)).write_parquet(a.alerts_out)
     res = report(run, pl.read_parquet(truth), a.split, a.generator, a.bootstrap)
     print(" ".join(f"{k}={_fmt(v)}" for k, v in res.items()))
     return 0
