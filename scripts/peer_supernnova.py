@@ -50,6 +50,8 @@ BROAD_NAMES = ("SN-like", "fast", "long", "periodic", "non-periodic")
 #: nJy to SNANA FLUXCAL (zero point 27.5 instead of 31.4), as Fink converts.
 FLUXCAL = 10 ** (-(31.4 - 27.5) / 2.5)
 PARENT = {c.code: c.parent for c in CLASSES}
+#: Patched model copies made by :func:`_runnable`, one per model folder.
+_PATCHED: dict[Path, Path] = {}
 
 
 def model_dir() -> Path:
@@ -106,7 +108,12 @@ def snn(points: Points, extra: dict[str, np.ndarray], ids: np.ndarray, model: Pa
     got, probs = classify_lcs(pdf, str(_runnable(model) / "model.pt"), "cpu")
     probs = np.asarray(probs).reshape(len(got), -1)
     order = {str(s): i for i, s in enumerate(got)}
-    return probs[[order[str(s)] for s in ids]]
+    # an alert without one finite flux has no row to classify: the peer answers it uniformly, and says so
+    lost = [s for s in ids if str(s) not in order]
+    if lost:
+        print(f"SuperNNova ({model.name}): {len(lost)} alerts without a finite flux, answered uniformly")
+    flat = np.full(probs.shape[1], 1.0 / probs.shape[1])
+    return np.array([probs[order[str(s)]] if str(s) in order else flat for s in ids])
 
 
 def _runnable(model: Path) -> Path:
@@ -120,6 +127,8 @@ def _runnable(model: Path) -> Path:
     import shutil
     import tempfile
 
+    if model in _PATCHED:
+        return _PATCHED[model]
     args = json.loads((model / "cli_args.json").read_text())
     extra = list(args.get("additional_train_var") or [])
     if "MWEBV" not in args.get("training_features", []) or "MWEBV" in extra:
@@ -128,6 +137,7 @@ def _runnable(model: Path) -> Path:
     shutil.copytree(model, dst)
     args["additional_train_var"] = [*extra, "MWEBV"]
     (dst / "cli_args.json").write_text(json.dumps(args))
+    _PATCHED[model] = dst
     return dst
 
 

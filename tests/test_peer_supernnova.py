@@ -154,3 +154,22 @@ def test_model_dir_says_when_fink_science_is_missing(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(peer.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SystemExit, match="fink-science is not installed"):
         peer.model_dir()
+
+
+def test_an_alert_the_peer_cannot_score_gets_a_uniform_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "cli_args.json").write_text(json.dumps({"training_features": ["FLUXCAL_g"]}))
+
+    def classify_lcs(pdf: Any, model_file: str, device: str) -> tuple[list[str], np.ndarray]:
+        return ["2"], np.array([[[0.9, 0.1]]])  # it drops alert 1, which had no point
+
+    mod = types.ModuleType("supernnova.validation.validate_onthefly")
+    mod.classify_lcs = classify_lcs  # type: ignore[attr-defined]
+    for name in ("supernnova", "supernnova.validation"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "supernnova.validation.validate_onthefly", mod)
+    got = peer.snn({1: [], 2: [(60000.0, 10.0, 1.0, "g")]}, {}, np.array([1, 2]), model)
+    assert np.allclose(got, [[0.5, 0.5], [0.9, 0.1]])
+    assert "1 alerts without a finite flux, answered uniformly" in capsys.readouterr().out
