@@ -297,9 +297,10 @@ def cli_main(argv: list[str] | None = None, predictor: Predictor | None = None) 
     run = enrich_archive(alerts, settings, predictor, a.max_alerts)
     run.parts = recorder.frame() if recorder is not None else None
     print(f"enriched {alerts} through the serving path in {time.perf_counter() - t0:.1f} s")
+    truth_df = pl.read_parquet(truth)
     if a.alerts_out and run.alerts.height:
-        join_truth(run.alerts, pl.read_parquet(truth)).write_parquet(a.alerts_out)
-    res = report(run, pl.read_parquet(truth), a.split, a.generator, a.bootstrap)
+        join_truth(run.alerts, truth_df).write_parquet(a.alerts_out)
+    res = report(run, truth_df, a.split, a.generator, a.bootstrap)
     print(" ".join(f"{k}={_fmt(v)}" for k, v in res.items()))
     return 0
 

@@ -61,9 +61,9 @@ def alert_features(alerts: Path, ids: set[int], config: FeatureConfig | None = N
         dec = decoder.decode([m.value for m in chunk if m.error is None])
         sid = dec.batch.table["diaSourceId"]
         keep = np.flatnonzero(np.isin(sid, np.fromiter(ids, np.int64)))
-        if keep.size:
-            summary = featurize(dec.batch, config).summary
-            out.update({int(sid[i]): summary[i] for i in keep})
+        if keep.size:  # only the cell's alerts are featurized (the archive holds every generator's)
+            summary = featurize(dec.batch.take(keep), config).summary
+            out.update({int(sid[i]): summary[j] for j, i in enumerate(keep)})
     source.close()
     missing = ids - out.keys()
     if missing:
