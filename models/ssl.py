@@ -14,6 +14,9 @@ scores of :mod:`models.anomaly` and :mod:`models.neighbours` look at):
   the host and feature tokens alone (whole modalities masked); projected and
   normalised, each object's two views must pick each other out of the batch
   (symmetric InfoNCE with a learned temperature, :class:`ContrastiveHead`).
+
+The masks also serve one supervised option: modality dropout of whole light curves
+(``--lc-dropout``, :func:`drop_light_curves`; measured in docs/models.md, off by default).
 """
 
 from __future__ import annotations
@@ -53,6 +56,18 @@ def hide_tokens(lc_mask: Tensor, frac: float, rng: np.random.Generator) -> Tenso
     draw = torch.as_tensor(rng.random(tuple(lc_mask.shape)) < frac, device=lc_mask.device)
     hide = draw & lc_mask
     return hide & (lc_mask & ~hide).any(1, keepdim=True)
+
+
+def drop_light_curves(n: int, share: float, rng: np.random.Generator, device: torch.device) -> Tensor:
+    """Rows (n,) bool whose whole light curve is masked for one step (``--lc-dropout``).
+
+    Why: in the leave-one-generator-out cells a LightGBM on the summary features alone tells the
+    held-out generator's pulsators apart better than the encoder (docs/models.md, "Peer in the LOGO
+    cells"): the light-curve shape is the generator's own, while period and amplitude transfer. A
+    share of training rows that must be classified from the host and feature tokens alone makes
+    the encoder read those tokens instead of leaning on the shape only (modality dropout).
+    """
+    return torch.as_tensor(rng.random(n) < share, device=device)[:, None]
 
 
 def recon_loss(model: MultimodalModel, emb: Tensor, lc: Tensor, hide: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ from models.data import TokenData
 from models.generator_split import widest_generator_temperature
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
 from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel, anomaly_context
-from models.ssl import contrastive_loss, hide_tokens, recon_loss
+from models.ssl import contrastive_loss, drop_light_curves, hide_tokens, recon_loss
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class TrainConfig:
     augment_stretch: float = Augment.stretch  # the strengths' defaults live in models.augment
     augment_colour: float = Augment.colour
     adversarial_weight: float = 0.0
+    lc_dropout: float = 0.0
 
 
 def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device, images: bool = False,
@@ -175,6 +176,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
             hide = torch.zeros_like(tok["lc_mask"])
             if cfg.contrastive_weight > 0:  # on the unmasked tokens: whole modalities are masked
                 loss = loss + cfg.contrastive_weight * contrastive_loss(model, tok)
+            if cfg.lc_dropout > 0:  # why: models.ssl.drop_light_curves
+                tok["lc_mask"] = tok["lc_mask"] & ~drop_light_curves(len(idx), cfg.lc_dropout, rng, device)
             if cfg.recon_weight > 0:  # hide a share of the points; the embedding redraws them
                 hide = hide_tokens(tok["lc_mask"], cfg.recon_frac, rng)
                 tok["lc_mask"] = tok["lc_mask"] & ~hide

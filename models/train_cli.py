@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
              "augment_stretch": "time stretch s log-uniform in [1/(1+x), 1+x] for --augment-views",
              "augment_colour": "colour tilt across u..y (mag, 1 sigma) for --augment-views",
              "adversarial_weight": "weight of the class-conditional generator critic, gradient reversed "
-                                   "(models.adversarial); 0 = off"}
+                                   "(models.adversarial); 0 = off",
+             "lc_dropout": "share of training rows whose whole light curve is masked for the step, so the "
+                           "classes are also learnt from host and feature tokens alone (models.ssl); 0 = off"}
     choices: dict[str, tuple[str, ...]] = {"temperature_fit": ("pooled", "widest-generator")}
     for name, default in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=helps.get(name),

@@ -14,7 +14,7 @@ from torch import Tensor  # noqa: E402
 from models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from models.model import ModelConfig, MultimodalModel, anomaly_context  # noqa: E402
 from models.neighbours import NeighbourBank, NeighbourConfig  # noqa: E402
-from models.ssl import contrastive_loss, hide_tokens, recon_loss  # noqa: E402
+from models.ssl import contrastive_loss, drop_light_curves, hide_tokens, recon_loss  # noqa: E402
 from tests.test_models_anomaly import _tokens  # noqa: E402
 from tests.test_models_encoder import TINY, tokens  # noqa: E402
 
@@ -49,6 +49,25 @@ def test_masked_reconstruction_runs_and_decreases() -> None:
 
     first, last = _steps(loss, model)
     assert np.isfinite(first) and last < 0.7 * first
+
+
+def test_dropped_light_curves_leave_only_host_and_features() -> None:
+    rows = drop_light_curves(4000, 0.3, np.random.default_rng(0), torch.device("cpu"))
+    assert rows.shape == (4000, 1) and abs(float(rows.float().mean()) - 0.3) < 0.03
+    torch.manual_seed(0)
+    model = MultimodalModel(TINY).train()
+    tok = tokens(n=16, L=12)
+    drop = drop_light_curves(16, 1.0, np.random.default_rng(0), torch.device("cpu"))
+    seen = {**tok, "lc_mask": tok["lc_mask"] & ~drop}
+    model(**seen)["logits"].square().sum().backward()
+    # a dropped light curve reaches the classes through no parameter of the point embedding
+    lc_params = [p for n, p in model.named_parameters() if n.startswith("encoder.embed.lc_mlp")]
+    assert lc_params and all(p.grad is None or not p.grad.any() for p in lc_params)
+    feat = dict(model.named_parameters())["encoder.embed.feat_w"]
+    assert feat.grad is not None and feat.grad.any()  # the feature tokens still carry the answer
+    model.zero_grad()
+    model(**tok)["logits"].square().sum().backward()
+    assert any(p.grad is not None and p.grad.any() for p in lc_params)
 
 
 def test_contrastive_loss_runs_and_decreases() -> None:

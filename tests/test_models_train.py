@@ -107,6 +107,16 @@ def test_recon_weight_trains_the_reconstruction_head(survey: Path, checkpoint: P
     assert not torch.equal(a["recon.mlp.0.weight"], b["recon.mlp.0.weight"])
 
 
+def test_lc_dropout_is_a_training_option_recorded_in_the_checkpoint(survey: Path, checkpoint: Path) -> None:
+    out = survey / "lcdrop.pt"
+    assert cli_main(["--data", str(survey), "--photoz", "none", "--out", str(out), *TINY_ARGS,
+                     "--lc-dropout", "0.5"]) == 0
+    a, b = (torch.load(p, weights_only=True) for p in (checkpoint, out))
+    assert b["train"]["lc_dropout"] == 0.5 and a["train"].get("lc_dropout", 0.0) == 0.0
+    model, _ = load_checkpoint(out)  # what the dropped rows do is tested in test_models_ssl
+    assert model.cfg.encoder.feature_names == load_checkpoint(checkpoint)[0].cfg.encoder.feature_names
+
+
 def test_round_trip_and_layout_check(checkpoint: Path, tmp_path: Path) -> None:
     model, meta = load_checkpoint(checkpoint)
     model2, _ = load_checkpoint(checkpoint)
