@@ -20,7 +20,10 @@ class in the taxonomy)::
     python scripts/peer_lightgbm_logo.py --archive /tmp/logo29g \\
         --served /tmp/logoW2/alerts_templates/without_templates.parquet [...]
 
-The last line is ``key=value`` figures, ``<generator>_<ours|lgbm>_<figure>``.
+A third column scores the plainest served combination, the mean of the two sides' probabilities
+(equal weights, fixed before looking: no weight is fitted on a held-out generator).
+
+The last line is ``key=value`` figures, ``<generator>_<ours|lgbm|mean>_<figure>``.
 """
 
 from __future__ import annotations
@@ -80,6 +83,13 @@ def lgbm_served(df: pl.DataFrame, clf: object, feats: dict[int, np.ndarray], ids
     return df.with_columns([pl.Series(f"p_{c}", p[:, k]) for k, c in enumerate(ids)])
 
 
+def mean_served(a: pl.DataFrame, b: pl.DataFrame, ids: tuple[int, ...]) -> pl.DataFrame:
+    """``a`` with each ``p_<code>`` the mean of ``a``'s and ``b``'s (same alerts, same order)."""
+    if a["diaSourceId"].to_list() != b["diaSourceId"].to_list():
+        raise ValueError("the two served tables hold different alerts")
+    return a.with_columns([((a[f"p_{c}"] + b[f"p_{c}"]) / 2).alias(f"p_{c}") for c in ids])
+
+
 def compare(df: pl.DataFrame, archive: Path, early_views: int, seed: int, max_objects: int) -> dict[str, float]:
     """Train the cell's LightGBM, score both sides on its alerts; the figures of both, prefixed."""
     gens = df["generator"].drop_nulls().unique().to_list()
@@ -94,13 +104,18 @@ def compare(df: pl.DataFrame, archive: Path, early_views: int, seed: int, max_ob
     seen = {ids[k] for k in np.unique(train.label[train.label >= 0])}
     alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive
     feats = alert_features(alerts, set(df["diaSourceId"].to_list()))
-    ours, lgbm = heldout_figures(df, ids, seen), heldout_figures(lgbm_served(df, clf, feats, ids), ids, seen)
+    peer = lgbm_served(df, clf, feats, ids)
+    ours, lgbm = heldout_figures(df, ids, seen), heldout_figures(peer, ids, seen)
+    both = heldout_figures(mean_served(df, peer, ids), ids, seen)
     print(f"\nwithout {g}: LightGBM trained on {int((train.label >= 0).sum())} light curves and cuts of the other "
           f"generators in {time.perf_counter() - t0:.0f} s; {int(ours['classified'])} classified alerts of {g}")
-    print_table([(f, ours[f], lgbm[f]) for f in FIGURES], ("figure", "ours", "LightGBM"))
+    print_table([(f, ours[f], lgbm[f], both[f]) for f in FIGURES], ("figure", "ours", "LightGBM", "mean"))
     classes = sorted(k for k in ours if k.startswith("class_"))
-    print_table([(k[6:], ours[k], lgbm.get(k, float("nan"))) for k in classes], ("class", "F1 ours", "F1 LightGBM"))
-    return {f"{g}_ours_{f}": ours[f] for f in FIGURES} | {f"{g}_lgbm_{f}": lgbm[f] for f in FIGURES}
+    nan = float("nan")
+    print_table([(k[6:], ours[k], lgbm.get(k, nan), both.get(k, nan)) for k in classes],
+                ("class", "F1 ours", "F1 LightGBM", "F1 mean"))
+    return {f"{g}_{side}_{f}": fig[f] for side, fig in (("ours", ours), ("lgbm", lgbm), ("mean", both))
+            for f in FIGURES}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,7 +67,9 @@ def test_side_by_side_in_one_cell(cell: tuple[Path, pl.DataFrame], tmp_path: Pat
     kv = {k: float(v) for k, v in (item.split("=", 1) for item in out.strip().splitlines()[-1].split())}
     assert kv["galactic_ours_f1"] == 1.0 and kv["galactic_ours_p90_right"] == 1.0  # the truth predictor
     assert 0.0 <= kv["galactic_lgbm_f1"] <= 1.0 and 0.0 <= kv["galactic_lgbm_ece"] <= 1.0
-    assert "without galactic: LightGBM trained on" in out and "F1 LightGBM" in out
+    assert "without galactic: LightGBM trained on" in out and "F1 LightGBM" in out and "F1 mean" in out
+    # the truth's one-hot answer holds half the mean: its argmax stays the truth unless LightGBM ties it
+    assert kv["galactic_lgbm_f1"] <= kv["galactic_mean_f1"] <= 1.0
 
 
 def test_lightgbm_probabilities_fill_the_models_classes(cell: tuple[Path, pl.DataFrame]) -> None:
@@ -85,6 +87,20 @@ def test_lightgbm_probabilities_fill_the_models_classes(cell: tuple[Path, pl.Dat
     p = got.select([f"p_{c}" for c in ids]).to_numpy()
     assert np.allclose(p[:, 0], 0.25) and np.allclose(p[:, 3], 0.75) and np.allclose(p.sum(1), 1.0)
     assert got["diaSourceId"].to_list() == df.head(5)["diaSourceId"].to_list()
+
+
+def test_the_mean_of_both_sides(cell: tuple[Path, pl.DataFrame]) -> None:
+    _, df = cell
+    ids = peer.class_ids(df)
+    flat = df.with_columns([pl.lit(1.0 / len(ids)).alias(f"p_{c}") for c in ids])
+    got = peer.mean_served(df, flat, ids)
+    p, q = (t.select([f"p_{c}" for c in ids]).to_numpy() for t in (df, got))
+    served = np.isfinite(p).all(1)  # alerts the gate did not classify carry no probabilities
+    assert served.any() and np.allclose(q[served], (p[served] + 1.0 / len(ids)) / 2)
+    assert np.allclose(q[served].sum(1), 1.0) and not np.isfinite(q[~served]).any()
+    assert got.drop([f"p_{c}" for c in ids]).equals(df.drop([f"p_{c}" for c in ids]))
+    with pytest.raises(ValueError, match="different alerts"):
+        peer.mean_served(df, flat.reverse(), ids)
 
 
 def test_a_table_of_two_generators_is_refused(cell: tuple[Path, pl.DataFrame]) -> None:
