@@ -33,6 +33,7 @@ from models.augment import Augment
 from models.data import TokenData
 from models.generator_split import widest_generator_temperature
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
+from models.metrics import photoz_stats
 from models.model import TOKEN_KEYS, ModelConfig, MultimodalModel, anomaly_context
 from models.ssl import contrastive_loss, drop_light_curves, hide_tokens, recon_loss
 
@@ -113,12 +114,6 @@ def run_model(model: MultimodalModel, td: TokenData, device: torch.device, bs: i
         for k, v in o.items():
             outs.setdefault(k, []).append(v.float().cpu())
     return {k: torch.cat(v).numpy() for k, v in outs.items()}
-
-
-def nmad(zp: np.ndarray, zt: np.ndarray) -> float:
-    """sigma_NMAD of ``(zp - zt) / (1 + zt)``."""
-    dz = (zp - zt) / (1 + zt)
-    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
@@ -271,7 +266,7 @@ def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: Toke
         logw, mu, sigma = (torch.as_tensor(o[k]) for k in ("logw", "mu", "sigma"))
         model.z_sigma_scale.fill_(fit_sigma_scale(logw, mu, sigma, torch.as_tensor(z_cal.z, dtype=torch.float32)))
         zp = (np.exp(o["logw"]) * o["mu"]).sum(1)
-        metrics["cal_sigma_nmad"] = nmad(zp, z_cal.z)
+        metrics["cal_sigma_nmad"] = photoz_stats(zp, z_cal.z)["sigma_nmad"]
         metrics["z_sigma_scale"] = float(model.z_sigma_scale)
     log("metrics " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return model.eval(), metrics
