@@ -71,17 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     tokens = make_tokens(max(a.batches), a.tokens)
     n_lc = int(tokens["lc_mask"].sum(1).mean())
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    # on CUDA both precisions: bf16 autocast and float32 (models.predictor.CUDA_BF16 picks the default)
+    devices = [("cpu", None)] + ([("cuda-bf16", True), ("cuda-fp32", False)] if torch.cuda.is_available() else [])
     last = 0.0
-    print(f"{'device':>8} {'batch':>6} {'new hosts/s':>12} {'known hosts/s':>14}   ({n_lc} lc tokens/alert, "
+    print(f"{'device':>9} {'batch':>6} {'new hosts/s':>12} {'known hosts/s':>14}   ({n_lc} lc tokens/alert, "
           f"{a.threads} CPU thread(s); 'known': the host photo-z comes from the cache)")
     known = 0.0
-    for dev in devices:
-        pred = MultimodalPredictor.from_checkpoint(a.checkpoint, device=dev, threads=a.threads)
+    for dev, bf16 in devices:
+        pred = MultimodalPredictor.from_checkpoint(a.checkpoint, device=dev.split("-")[0], threads=a.threads, bf16=bf16)
         for b in a.batches:
             rate = time_predictor(pred, tokens, b, a.seconds)
             rate_known = time_predictor(pred, tokens, b, a.seconds, known_hosts=True)
-            print(f"{dev:>8} {b:>6} {rate:>12.0f} {rate_known:>14.0f}")
+            print(f"{dev:>9} {b:>6} {rate:>12.0f} {rate_known:>14.0f}")
             if dev == "cpu":
                 last, known = rate, rate_known
     print(f"models_cpu_alerts_per_s_{max(a.batches)}={last:.0f} "

@@ -11,8 +11,9 @@ detections among the light-curve tokens; a photo-z row needs at least
 ``min_host_bands`` host magnitudes. A closed gate gives a NaN row (published as
 null), never a guess. With ``attribution`` on, each scored alert also gets its modality
 attribution (:mod:`models.attribution`): the class part where the class gate is open, the photo-z
-part where a photo-z is served. On CUDA the batch is moved through pinned memory and run
-under bf16 autocast; on CPU the torch thread count is ``threads``.
+part where a photo-z is served. On CUDA the batch is moved through pinned memory and run in
+float32 (bf16 autocast only with ``bf16=True``: :data:`CUDA_BF16` says why not by default); on CPU
+the torch thread count is ``threads``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ from models.photoz_cache import HostPhotozCache
 
 log = logging.getLogger(__name__)
 _Q50 = PHOTOZ_COLUMNS.index("q50")
+
+#: Whether CUDA serving runs under bf16 autocast by default. No: on an H200 (2026-12-04,
+#: ``scripts/gpu_parity.py``, 4,096 alerts) bf16 moved 590 alerts' photo-z quantiles by >= 0.05
+#: (up to 5.9) and, through the luminosity prior's photo-z median, 13 alerts' class probabilities
+#: by up to 0.83, while float32 agreed with the CPU to 2.6e-4 and served as fast (58,600 against
+#: 50,100 alerts/s at batch 1,024, ``bench models``): the model is too small for bf16 to pay.
+CUDA_BF16 = False
 
 #: Shipped default checkpoint (``alertbroker train``, see docs/models.md).
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
@@ -85,8 +93,11 @@ class MultimodalPredictor:
 
     def __init__(self, model: MultimodalModel, meta: dict[str, Any], device: str = "cpu",
                  threads: int = 1, batch_size: int = 1024, min_detections: int = 1,
-                 min_host_bands: int = 3, attribution: bool = False, photoz_selection: bool = True) -> None:
+                 min_host_bands: int = 3, attribution: bool = False, photoz_selection: bool = True,
+                 bf16: bool | None = None) -> None:
         self.device = torch.device(device)
+        #: bf16 autocast on CUDA (``bf16=None``: the default, :data:`CUDA_BF16`); never on CPU.
+        self.bf16 = self.device.type == "cuda" and (CUDA_BF16 if bf16 is None else bool(bf16))
         if self.device.type == "cpu":
             torch.set_num_threads(max(int(threads), 1))
         self.model = model.to(self.device).eval()
@@ -121,7 +132,7 @@ class MultimodalPredictor:
         return cls(model, meta, device=device, **kw)
 
     def _host_photoz(self, host: torch.Tensor, host_mask: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.model.photoz_from_host(host, host_mask, self.photoz_selection)
 
     def gates(self, tokens: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +180,7 @@ class MultimodalPredictor:
                 t = torch.from_numpy(np.ascontiguousarray(sub[key]))
                 tb[key] = t.pin_memory().to(self.device, non_blocking=True) if cuda else t
             hz = torch.from_numpy(photoz[idx, _Q50]).to(self.device) if reads_z else None
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 out = self.model.infer(with_photoz=False, host_z=hz, **tb)  # photo-z: the host path above
                 if attr is not None:
                     attr[idx, 0] = self.attributor.classification(tb, out["probs"])  # type: ignore[union-attr]
