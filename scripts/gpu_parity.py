@@ -7,7 +7,7 @@ finufft) and checks the **shipped** weights, on alerts featurized by the stream'
 (:func:`benchmarks.bench_models.make_tokens`: synthetic alerts, ``--tokens`` light-curve rows, six
 host magnitudes), through :meth:`MultimodalPredictor.predict_tokens` on each device (CUDA in the predictor's
 default precision unless ``--precision`` says). Compared per alert: class probabilities, top
-class, anomaly score and photo-z quantiles, with the test's tolerances (probabilities 0.05, anomaly 0.5, photo-z 0.05).
+class, anomaly score and photo-z quantiles, with the test's tolerances (:data:`models.predictor.CUDA_PARITY_TOL`).
 
     python scripts/gpu_parity.py [--alerts 2048] [--tokens 100]
 
@@ -26,10 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_models import make_tokens  # noqa: E402
+from models.predictor import CUDA_PARITY_TOL as TOL  # noqa: E402
 from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor  # noqa: E402
-
-#: The tolerances of tests/test_models_train.py::test_cpu_gpu_parity.
-TOL = {"probs": 0.05, "anomaly": 0.5, "photoz": 0.05}
 
 
 def max_abs(a: np.ndarray | None, b: np.ndarray | None) -> float:

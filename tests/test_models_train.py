@@ -13,7 +13,7 @@ pl = pytest.importorskip("polars")
 from broker.batch import AlertBatch, AlertTable, LightCurves  # noqa: E402
 from broker.predict import Predictor  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
-from models.predictor import MultimodalPredictor  # noqa: E402
+from models.predictor import CUDA_PARITY_TOL, MultimodalPredictor  # noqa: E402
 from models.train import cli_main  # noqa: E402
 
 TINY_ARGS = ["--d-model", "16", "--n-latents", "4", "--n-blocks", "1", "--n-heads", "2",
@@ -192,11 +192,11 @@ def test_cpu_gpu_parity(checkpoint: Path) -> None:
     gpu = MultimodalPredictor.from_checkpoint(checkpoint, device="cuda")
     a, b = cpu.predict(_batch(), None), gpu.predict(_batch(), None)
     assert np.array_equal(np.isnan(a.probs), np.isnan(b.probs))
-    assert np.nanmax(np.abs(a.probs - b.probs)) < 0.05  # float32 differs by ~1e-4 (H200)
+    assert np.nanmax(np.abs(a.probs - b.probs)) < CUDA_PARITY_TOL["probs"]  # float32 differs by ~3e-4 (H200)
     assert np.array_equal(np.isnan(a.anomaly), np.isnan(b.anomaly))
-    assert np.nanmax(np.abs(a.anomaly - b.anomaly)) < 0.5  # a rare forest split may flip on round-off
+    assert np.nanmax(np.abs(a.anomaly - b.anomaly)) < CUDA_PARITY_TOL["anomaly"]
     mags = {f"mag_{bd}_lsst": np.array([22.0, 23.0], np.float32) for bd in "ugrizy"}
     mags |= {f"mag_err_{bd}_lsst": np.full(2, 0.05, np.float32) for bd in "ugrizy"}
     td = photometry_tokens({**mags, "redshift": np.zeros(2)}, 0)
     za, zb = cpu.predict_tokens(td.tokens).photoz, gpu.predict_tokens(td.tokens).photoz
-    assert np.allclose(za, zb, atol=0.05)
+    assert np.allclose(za, zb, rtol=0.0, atol=CUDA_PARITY_TOL["photoz"])
