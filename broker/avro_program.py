@@ -33,11 +33,6 @@ UNION, JUMP, ARRAY_START, ARRAY_END, ROW_BEGIN = 7, 8, 9, 10, 11
 READ_LONG, READ_DOUBLE, READ_FLOAT, READ_BAND = 12, 13, 14, 15
 MARK = 16  # remember where the top-level ``annotations`` field starts (enriched alerts)
 CUT = 17  # a top-level cutout (bytes, maybe nullable): record (start, length) of its stamp, a = channel
-#: A run of fixed-width skips of mixed widths, nullable or not: ``a`` items at ``jump_table[b:]``
-#: (each ``width * 4 + kind``, kind 0 = not nullable, 1 = ``[null, T]``, 2 = ``[T, null]``),
-#: ``c`` = the most bytes the run can take. Why: a ``prvDiaSources`` row alternates floats, doubles and
-#: booleans, so same-width runs stopped every few fields (26 dispatches a row); one run is one.
-FIXED_RUN = 18
 
 #: Row (light-curve) float columns written by READ ops.
 ROW_MJD, ROW_FLUX, ROW_FLUX_ERR = 0, 1, 2
@@ -122,26 +117,11 @@ class _Compiler:
         self.jt: list[int] = []
         self.named: dict[str, Any] = {}
         self.labels: set[int] = set()
-        #: Items ``(width, null_branch or -1)`` of each FIXED_RUN, by instruction index.
-        self.runs: dict[int, list[tuple[int, int]]] = {}
 
     def emit(self, op: int, a: int = 0, b: int = 0, c: int = 0, d: int = -1) -> int:
-        """Append an instruction, merging runs of skips (one dispatch for many).
-
-        Skips of one kind and width merge into one instruction with a count; consecutive fixed-width
-        skips of other widths or nullability merge into a FIXED_RUN. Never across a jump target.
-        """
+        """Append an instruction, merging runs of identical skips (one dispatch for many)."""
         prev = self.code[-1] if self.code else None
-        at_label = len(self.code) in self.labels
-        fixed = (SKIP_FIXED, OPT_SKIP_FIXED, FIXED_RUN)
-        same = prev is not None and prev[0] == op and (op == SKIP_FIXED or (prev[1] == a and prev[4] == d))
-        if prev is not None and not at_label and op in fixed[:2] and prev[0] in fixed and not same:
-            items = self.runs.pop(len(self.code) - 1, None) or _items(prev)
-            items += _items([op, a, b, c, d])
-            self.code[-1] = [FIXED_RUN, 0, 0, 0, -1]
-            self.runs[len(self.code) - 1] = items
-            return len(self.code) - 1
-        mergeable = prev is not None and not at_label and prev[0] == op
+        mergeable = prev is not None and len(self.code) not in self.labels and prev[0] == op
         if mergeable and prev is not None:
             if op == SKIP_FIXED or op in (SKIP_VARINT, SKIP_BYTES):
                 prev[1] += a
@@ -268,13 +248,6 @@ class _Compiler:
         del op
 
 
-def _items(ins: list[int]) -> list[tuple[int, int]]:
-    """A SKIP_FIXED or OPT_SKIP_FIXED instruction as FIXED_RUN items ``(width, null_branch or -1)``."""
-    if ins[0] == SKIP_FIXED:
-        return [(ins[1], -1)]
-    return [(ins[1], ins[4])] * ins[2]
-
-
 def _child_ctx(ctx: str, field: str) -> str:
     if ctx == "alert":
         return {"diaSource": "source", "prvDiaSources": "prv", "prvDiaForcedSources": "forced",
@@ -287,9 +260,6 @@ def compile_schema(definition: dict[str, Any]) -> Program:
     c = _Compiler()
     c.type(definition, "", "alert")
     c.emit(END)
-    for ip, items in c.runs.items():  # the runs' items go after the union tables
-        c.code[ip] = [FIXED_RUN, len(items), len(c.jt), sum(w + (nb >= 0) for w, nb in items), -1]
-        c.jt.extend(w * 4 + (0 if nb < 0 else 1 + nb) for w, nb in items)
     names = tuple(f["name"] for f in definition.get("fields", []))
     return Program(
         code=np.asarray(c.code, dtype=np.int32).reshape(-1, 5),

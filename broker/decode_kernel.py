@@ -1,8 +1,8 @@
 """Numba interpreter for :mod:`broker.avro_program` programs over raw Avro bodies.
 
 One call decodes many messages laid end to end in one ``uint8`` buffer. Every
-read is bounds-checked (:mod:`broker.decode_reads`), so garbage or truncated bodies give a
-status code, never a crash or an out-of-bounds read.
+read is bounds-checked, so garbage or truncated bodies give a status code, never
+a crash or an out-of-bounds read.
 """
 
 from __future__ import annotations
@@ -12,24 +12,79 @@ import numpy as np
 
 from broker import avro_program as P
 from broker.decode_buffers import Outputs, Rows, Source, new_rows
-from broker.decode_reads import (
-    BAD_LENGTH,
-    BAD_UNION,
-    BANDMAP,
-    OK,
-    STATUS_TEXT,
-    TOO_DEEP,
-    TOO_MANY_ROWS,
-    TRAILING,
-    TRUNCATED,
-    branch,
-    fixed_run,
-    read_bytes,
-    skip_varint,
-    varint,
-)  # fmt: skip
 
-__all__ = ["OK", "STATUS_TEXT", "TOO_MANY_ROWS", "Outputs", "Rows", "Source", "decode_messages", "new_rows"]
+__all__ = ["Outputs", "Rows", "Source", "decode_messages", "new_rows"]
+
+OK, TRUNCATED, BAD_UNION, BAD_LENGTH, TRAILING, TOO_DEEP, TOO_MANY_ROWS, BAD_VARINT = range(8)
+#: Status codes of :func:`decode_messages`, as human-readable detail strings.
+STATUS_TEXT = {
+    TRUNCATED: "body ends before the schema does (truncated or garbage)",
+    BAD_UNION: "union branch index out of range",
+    BAD_LENGTH: "negative or oversized length/count",
+    TRAILING: "bytes left over after the last field",
+    TOO_DEEP: "array nesting deeper than 16",
+    TOO_MANY_ROWS: "history larger than max_history_rows",
+    BAD_VARINT: "varint longer than 10 bytes",
+}
+NEED_SPACE = -1
+
+_BANDMAP = np.full(256, -1, dtype=np.int64)
+for _i, _c in enumerate("ugrizy"):
+    _BANDMAP[ord(_c)] = _i
+
+
+@nb.njit(cache=True, inline="always")
+def _varint(buf: np.ndarray, p: int, end: int) -> tuple[int, int]:
+    """Read a zig-zag varint at ``p``; returns (value, new p) with p = -1 on error."""
+    acc = np.uint64(0)
+    shift = 0
+    while True:
+        if p >= end or shift > 63:
+            return 0, -1
+        b = np.uint64(buf[p])
+        p += 1
+        acc |= (b & np.uint64(0x7F)) << np.uint64(shift)
+        if b < 0x80:
+            break
+        shift += 7
+    v = np.int64(acc >> np.uint64(1)) ^ -np.int64(acc & np.uint64(1))
+    return int(v), p
+
+
+@nb.njit(cache=True, inline="always")
+def _branch(buf: np.ndarray, p: int, end: int, null_branch: int) -> tuple[int, int]:
+    """Index of a ``[null, T]`` / ``[T, null]`` union: (1 = a value follows, 0 = null, -status), new p."""
+    if p >= end:
+        return -TRUNCATED, p
+    br = buf[p]
+    if br == 2 * null_branch:
+        return 0, p + 1
+    if br == 2 * (1 - null_branch):
+        return 1, p + 1
+    return -BAD_UNION, p + 1
+
+
+@nb.njit(cache=True, inline="always")
+def _skip_varint(buf: np.ndarray, p: int, end: int) -> int:
+    for _ in range(10):
+        if p >= end:
+            return -1
+        b = buf[p]
+        p += 1
+        if b < 0x80:
+            return p
+    return -1
+
+
+@nb.njit(cache=True, inline="always")
+def _bytes(buf: np.ndarray, p: int, end: int) -> tuple[int, int, int]:
+    """A length-prefixed field at ``p``: (length, where its bytes start, status)."""
+    ln, p = _varint(buf, p, end)
+    if p < 0:
+        return 0, p, TRUNCATED
+    if ln < 0 or ln > end - p:
+        return 0, p, BAD_LENGTH
+    return ln, p, OK
 
 
 @nb.njit(cache=True)
@@ -48,7 +103,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
     buf, starts, ends, pbase, jbase, code, jt = src
     rows_f, rows_band, rows_det = rows
     out_f, out_i, status, row_off, stops, marks, cuts = out
-    bandmap = BANDMAP
+    bandmap = _BANDMAP
     cap = rows_band.shape[0]
     stack = np.zeros(16, dtype=np.int64)
     n = starts.shape[0]
@@ -102,10 +157,6 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                         st = TRUNCATED
                     if st != OK:
                         break
-            elif op == P.FIXED_RUN:  # mixed widths (avro_program.FIXED_RUN)
-                p, st = fixed_run(buf, p, end, jt, jb + code[ip, 2], code[ip, 1], code[ip, 3])
-                if st != OK:
-                    break
             elif op == P.SKIP_FIXED:
                 p += code[ip, 1]
                 if p > end:
@@ -113,7 +164,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     break
             elif op == P.SKIP_VARINT:
                 for _ in range(code[ip, 1]):
-                    p = skip_varint(buf, p, end)
+                    p = _skip_varint(buf, p, end)
                     if p < 0:
                         st = TRUNCATED
                         break
@@ -123,19 +174,19 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 opt = op >= P.OPT_SKIP_FIXED
                 for _ in range(code[ip, 2] if opt else code[ip, 1]):
                     if opt:
-                        has, p = branch(buf, p, end, code[ip, 4])
+                        has, p = _branch(buf, p, end, code[ip, 4])
                         if has < 0:
                             st = -has
                             break
                         if has == 0:
                             continue
                     if op == P.OPT_SKIP_VARINT:
-                        p = skip_varint(buf, p, end)
+                        p = _skip_varint(buf, p, end)
                         if p < 0:
                             st = TRUNCATED
                             break
                     else:
-                        ln, p, st = read_bytes(buf, p, end)
+                        ln, p, st = _bytes(buf, p, end)
                         if st != OK:
                             break
                         p += ln
@@ -147,13 +198,13 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 marks[i] = p
             elif op == P.CUT:  # a cutout stamp: remember where its bytes lie, then skip them
                 if code[ip, 4] >= 0:
-                    has, p = branch(buf, p, end, code[ip, 4])
+                    has, p = _branch(buf, p, end, code[ip, 4])
                     if has < 0:
                         st = -has
                         break
                     if has == 0:
                         continue
-                ln, p, st = read_bytes(buf, p, end)
+                ln, p, st = _bytes(buf, p, end)
                 if st != OK:
                     break
                 cuts[i, 2 * code[ip, 1]] = p
@@ -161,14 +212,14 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                 p += ln
             elif op >= P.READ_LONG:
                 if code[ip, 4] >= 0:  # nullable: branch byte first
-                    has, p = branch(buf, p, end, code[ip, 4])
+                    has, p = _branch(buf, p, end, code[ip, 4])
                     if has < 0:
                         st = -has
                         break
                     if has == 0:
                         continue
                 if op == P.READ_LONG:
-                    iv, p = varint(buf, p, end)
+                    iv, p = _varint(buf, p, end)
                     if p < 0:
                         st = TRUNCATED
                         break
@@ -188,7 +239,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     iv = 0
                     p += 4
                 else:  # READ_BAND: a string; its single letter is the band
-                    ln, p, st = read_bytes(buf, p, end)
+                    ln, p, st = _bytes(buf, p, end)
                     if st != OK:
                         break
                     iv = int(bandmap[buf[p]]) if ln == 1 else -1
@@ -206,7 +257,7 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                     else:
                         out_i[i, code[ip, 2]] = iv if op != P.READ_DOUBLE and op != P.READ_FLOAT else int(fv)
             elif op == P.UNION:
-                k, p = varint(buf, p, end)
+                k, p = _varint(buf, p, end)
                 if p < 0:
                     st = TRUNCATED
                     break
@@ -223,13 +274,13 @@ def decode_messages(  # noqa: C901 - one interpreter loop is the point
                         pc = code[ip, 1] + 1
                         continue
                     depth -= 1
-                cnt, p = varint(buf, p, end)
+                cnt, p = _varint(buf, p, end)
                 if p < 0:
                     st = TRUNCATED
                     break
                 if cnt < 0:  # block with byte size: skip the size
                     cnt = -cnt
-                    p = skip_varint(buf, p, end)
+                    p = _skip_varint(buf, p, end)
                     if p < 0:
                         st = TRUNCATED
                         break

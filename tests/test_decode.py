@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from lsst.alert.packet.simulate import simulate_alert
 
-from broker import avro_program as P
 from broker.batch import AlertBatch
 from broker.decode import BatchDecoder
 from broker.decode_ref import batch_from_records, decode_one
@@ -148,27 +147,6 @@ def test_every_truncation_and_a_bad_null_union_are_named_errors(store: SchemaSto
     bad[pos] = 4  # branch 2 of a two-branch union
     res = dec.decode([bytes(bad)])
     assert len(res.batch) == 0 and "union branch index out of range" in str(res.errors[0][1])
-
-
-def test_fixed_width_skips_of_mixed_widths_are_one_instruction(store: SchemaStore) -> None:
-    """A diaSource row's skipped floats, doubles and booleans are FIXED_RUNs of mixed widths.
-
-    Each run's items (width, nullability) sum to the byte bound its fast path checks. That the runs
-    decode as fastavro reads them, mutated or truncated, is what the tests below check.
-    """
-    schema = store.get(1101)
-    prog = P.compile_schema(schema.definition)
-    runs = np.flatnonzero(prog.code[:, 0] == P.FIXED_RUN)
-    assert len(runs) > 0
-    mixed = 0
-    for ip in runs:
-        _, n, at, bound, _ = prog.code[ip]
-        items = prog.jump_table[at : at + n]
-        width, kind = items >> 2, items & 3
-        assert n >= 2 and ((kind >= 0) & (kind <= 2)).all()
-        assert bound == int((width + (kind > 0)).sum())
-        mixed += len(np.unique(width)) > 1
-    assert mixed > 0  # runs of other widths merge now, not only runs of one width
 
 
 @pytest.mark.parametrize("val", [4, 0x80])
