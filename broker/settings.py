@@ -114,7 +114,8 @@ class Settings(BaseSettings):
         default=200_000, ge=0,
         description="per-band Bazin fits remembered (LRU, ~0.35 KB each, ~70 MB at the default): a band "
                     "whose points are those of an earlier alert of the same object is not refitted (same "
-                    "result); 0: off")  # fmt: skip
+                    "result); 0: off. Only for a model trained on the fits (the shipped one is not: no "
+                    "cache)")  # fmt: skip
     max_message_bytes: int = Field(
         default=16 * 1024 * 1024,
         description="largest input or output message; larger ones are dead-lettered as message_too_large")

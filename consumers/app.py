@@ -94,8 +94,9 @@ def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | No
     warmup()  # compile (or load from cache) every kernel now, not on the first batch
     # the model's training settings; None or absent: the defaults
     config = FeatureConfig.from_settings(getattr(predictor, "feature_settings", None), settings.lc_tokens)
+    cache = settings.fit_cache_size and config.bazin  # the cache holds Bazin fits: none without them
     return functools.partial(featurize, config=config, hosts=hosts,
-                             fits=BandFitCache(settings.fit_cache_size) if settings.fit_cache_size else None)
+                             fits=BandFitCache(settings.fit_cache_size) if cache else None)
 
 
 def _transactional_producer(source: str, sink: str, dlq: str | None, scores: str | None,

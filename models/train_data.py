@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from broker.features import FeatureConfig
 from models.augment import Augment
 from models.data import TokenData, concat, table_tokens
 from models.generator_split import GeneratorFilter, filter_generators, generators_of, missing_classes
@@ -70,14 +71,15 @@ def split_table(data_dir: Path, split: str, max_objects: int = 0,
 def class_data(data_dir: Path, split: str, class_ids: tuple[int, ...], early_views: int,
                seed: int, max_objects: int = 0, filt: GeneratorFilter | None = None,
                scenes: bool = False, bogus_fraction: float = 0.0, augment_views: int = 0,
-               augment: Augment | None = None) -> TokenData:
+               augment: Augment | None = None, features: FeatureConfig | None = None) -> TokenData:
     """Full-light-curve tokens plus ``early_views`` random early cuts of a split.
 
     ``scenes`` adds each example's cutout scene; ``bogus_fraction`` adds that many artefact objects
     per real one (:func:`models.cutout_data.bogus_table`), with the same views. ``augment_views``
     adds that many views stretched in time and tilted in colour by ``augment``
     (:mod:`models.augment`), each object cut after 1-10 detections (two thirds of them) or kept whole,
-    as in the plain views.
+    as in the plain views. ``features`` is the featurizer's settings (None: the defaults, what
+    ``alertbroker train`` records in the checkpoint).
     """
     df = split_table(data_dir, split, max_objects, filt)
     rng = np.random.default_rng(seed)
@@ -87,15 +89,16 @@ def class_data(data_dir: Path, split: str, class_ids: tuple[int, ...], early_vie
         df = pl.concat([df.with_columns(pl.lit(0).alias("bogus_kind")),
                         bogus_table(df, int(round(bogus_fraction * df.height)), rng)], how="vertical_relaxed")
     srng = np.random.default_rng(seed + 100) if scenes or bogus_fraction > 0 else None
-    parts = [table_tokens(df, class_ids, scenes=srng)]
+    parts = [table_tokens(df, class_ids, config=features, scenes=srng)]
     for _ in range(early_views):
-        parts.append(table_tokens(df, class_ids, rng.integers(1, 11, df.height), scenes=srng))
+        parts.append(table_tokens(df, class_ids, rng.integers(1, 11, df.height), config=features, scenes=srng))
     if augment_views:
         aug = augment or Augment()
         arng = np.random.default_rng(seed + 200)
         for _ in range(augment_views):
             cut = np.where(arng.uniform(size=df.height) < 1 / 3, 1 << 30, arng.integers(1, 11, df.height))
-            parts.append(table_tokens(df, class_ids, cut, scenes=srng, augment=lambda b: aug.apply(b, arng)))
+            parts.append(table_tokens(df, class_ids, cut, config=features, scenes=srng,
+                                      augment=lambda b: aug.apply(b, arng)))
     return concat(parts)
 
 

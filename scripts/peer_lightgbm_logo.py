@@ -12,8 +12,8 @@ our probabilities, truth joined), LightGBM (:func:`models.evaluate._lgbm_classif
 balanced classes) is trained on the archive's training split without generator ``g``, on full
 light curves and ``--early-views`` random early cuts (what ``alertbroker train`` sees,
 :func:`models.train_data.class_data`). The cell's alerts are read from the archive and featurized
-by :func:`broker.features.featurize`, the stream's own featurizer; the summary features of each
-alert are LightGBM's input. Both sides are scored by
+by :func:`broker.features.featurize`, the stream's own featurizer, with the Bazin fits
+(:data:`PEER_FEATURES`); the summary features of each alert are LightGBM's input. Both sides are scored by
 :func:`models.evaluate_logo.heldout_figures` on the same alerts (those our gate classified, true
 class in the taxonomy)::
 
@@ -43,6 +43,10 @@ from models.evaluate_logo import FIGURES, heldout_figures
 from models.generator_split import GeneratorFilter
 from models.metrics import print_table
 from models.train_data import class_data
+
+#: The peer reads every summary feature the stream can compute, the per-band Bazin fits included
+#: (Fink's and ALeRCE's classifiers use them), though the shipped model is trained without them.
+PEER_FEATURES = FeatureConfig(bazin=True)
 
 
 def class_ids(df: pl.DataFrame) -> tuple[int, ...]:
@@ -99,11 +103,11 @@ def compare(df: pl.DataFrame, archive: Path, early_views: int, seed: int, max_ob
     ids = class_ids(df)
     t0 = time.perf_counter()
     train = class_data(archive / "training", "train", ids, early_views, seed, max_objects,
-                       filt=GeneratorFilter(exclude=(g,)))  # fmt: skip
+                       filt=GeneratorFilter(exclude=(g,)), features=PEER_FEATURES)  # fmt: skip
     clf = _lgbm_classifier(train, seed)
     seen = {ids[k] for k in np.unique(train.label[train.label >= 0])}
     alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive
-    feats = alert_features(alerts, set(df["diaSourceId"].to_list()))
+    feats = alert_features(alerts, set(df["diaSourceId"].to_list()), PEER_FEATURES)
     peer = lgbm_served(df, clf, feats, ids)
     ours, lgbm = heldout_figures(df, ids, seen), heldout_figures(peer, ids, seen)
     both = heldout_figures(mean_served(df, peer, ids), ids, seen)

@@ -31,7 +31,7 @@ def _tiny(names: tuple[str, ...] = FEATURE_NAMES) -> MultimodalModel:
 
 
 def _tokens(n: int = 4) -> dict[str, torch.Tensor]:
-    feats = featurize(make_batch(n, 40, seed=3), FeatureConfig(max_tokens=16, villar=True))
+    feats = featurize(make_batch(n, 40, seed=3), FeatureConfig(max_tokens=16, bazin=True, villar=True))
     return {k: torch.from_numpy(np.ascontiguousarray(getattr(feats, k))) for k in TOKEN_KEYS}
 
 
