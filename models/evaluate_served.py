@@ -15,7 +15,9 @@ run`` path (:mod:`models.served`), reads the scores back from the enriched recor
   (:mod:`models.served_photoz`);
 * anomaly AUROC of each held-out class (classes in the truth but not in the model's taxonomy)
   against the in-taxonomy alerts, on every scored alert and on the latest alert per object, and
-  the false-alarm rate (in-taxonomy alerts scored above 2); for a model with a physics score
+  the false-alarm rate (in-taxonomy alerts scored above 2), and each class's AUROC split by the
+  generator that made it, by detection count and against extragalactic alerts only
+  (:func:`models.served_anomaly.breakdown`); for a model with a physics score
   (:mod:`models.physics`) the same for its base and physics parts and each way of combining them
   (:mod:`models.served_anomaly`);
 * real/bogus (:mod:`models.served_realbogus`): AUROC of the served ``realBogus`` and of Rubin's
@@ -43,9 +45,9 @@ from broker.annotations import CLASSIFICATION_STATES, STATE_CLASSIFIED
 from broker.predict import Predictor
 from broker.settings import Settings
 from broker.sim.taxonomy import BOGUS_CODE
-from models.metrics import confident, ece, print_table, recall_at
-from models.served import ServedAlerts, enrich_archive, join_truth
-from models.served_anomaly import PartsRecorder, parts_report
+from models.metrics import confident, ece, print_table
+from models.served import ServedAlerts, enrich_archive, join_truth, latest_alerts
+from models.served_anomaly import PartsRecorder, anomaly_report, auroc_figures, breakdown, parts_report
 from models.served_intervals import REPS, interval_rows, intervals
 from models.served_photoz import photoz_by_class, photoz_report, validation_host_figures
 from models.served_realbogus import real_alerts, realbogus_report
@@ -53,13 +55,7 @@ from models.served_realbogus import real_alerts, realbogus_report
 #: Detection-count views: name -> (low, high) inclusive bounds on ``n_det``.
 VIEWS: dict[str, tuple[int, int]] = {"all": (0, 1 << 30), "<=3": (0, 3), "<=5": (0, 5), "<=10": (0, 10),
                                      ">=5": (5, 1 << 30)}  # fmt: skip
-SHORT = {2232: "kn", 2246: "pisn", 2901: "parsnip"}  # key names of the usual held-out classes
 NAN = float("nan")
-
-
-def _latest(df: pl.DataFrame) -> pl.DataFrame:
-    """The latest alert (largest ``mjd``) of every object."""
-    return df.sort("mjd").group_by("diaObjectId", maintain_order=True).last()
 
 
 def probabilities(df: pl.DataFrame, class_ids: tuple[int, ...]) -> np.ndarray:
@@ -117,28 +113,8 @@ def classification_report(df: pl.DataFrame, class_ids: tuple[int, ...]) -> dict[
     known = df.filter(pl.col("class_code").is_in(list(class_ids)))
     out = {name: class_metrics(known.filter(pl.col("n_det").is_between(lo, hi)), class_ids)
            for name, (lo, hi) in VIEWS.items()}  # fmt: skip
-    latest = _latest(df)  # the object's latest alert, whatever the gate did with it
+    latest = latest_alerts(df)  # the object's latest alert, whatever the gate did with it
     out["latest"] = class_metrics(latest.filter(pl.col("class_code").is_in(list(class_ids))), class_ids)
-    return out
-
-
-def anomaly_report(df: pl.DataFrame, class_ids: tuple[int, ...]) -> dict[str, dict[str, float]]:
-    """AUROC and top-1 %/5 % recall of each held-out class (and all together) vs in-taxonomy alerts."""
-    from sklearn.metrics import roc_auc_score
-
-    out: dict[str, dict[str, float]] = {}
-    for view, sub in (("all", df), ("latest", _latest(df))):
-        sub = sub.filter(pl.col("anomaly_score").is_not_null() & pl.col("class_code").is_not_null())
-        known = sub["class_code"].is_in(list(class_ids)).to_numpy()
-        codes = sub["class_code"].to_numpy()
-        groups = {"held-out": ~known, **{str(int(c)): codes == c for c in np.unique(codes[~known])}}
-        for name, pos in groups.items():
-            sel = known | pos
-            s, y = sub["anomaly_score"].to_numpy()[sel], pos[sel]
-            auc = float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else NAN
-            out[f"{view}/{name}"] = {"positives": float(y.sum()), "n": float(y.size), "auroc": auc,
-                                     "recall1": recall_at(s, y, 0.01) if y.any() else NAN,
-                                     "recall5": recall_at(s, y, 0.05) if y.any() else NAN}  # fmt: skip
     return out
 
 
@@ -153,17 +129,6 @@ def goal_figures(df: pl.DataFrame, class_ids: tuple[int, ...]) -> dict[str, floa
     out = {"served_macro_f1": c["f1"], "served_ece": c["ece"], "served_p90_right": c["p90_right"],
            **validation_host_figures(df)}  # fmt: skip
     return out | auroc_figures(anomaly_report(df, class_ids))
-
-
-def auroc_figures(an: dict[str, dict[str, float]]) -> dict[str, float]:
-    """``served_heldout_auroc`` and ``served_<class>_auroc`` (view 'all') of :func:`anomaly_report`'s output."""
-    out = {}
-    for k, m in an.items():
-        view, code = k.split("/")
-        if view == "all":
-            name = "heldout" if code == "held-out" else SHORT.get(int(code), code)
-            out[f"served_{name}_auroc"] = m["auroc"]
-    return out
 
 
 def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator: str | None = None,
@@ -221,6 +186,11 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator
     print("\nanomaly per alert (held-out class vs in-taxonomy alerts)")
     print_table([(k, int(m["positives"]), int(m["n"]), m["auroc"], m["recall1"], m["recall5"]) for k, m in an.items()],
                 ("view/held out", "positives", "n", "AUROC", "recall@1%", "recall@5%"))
+    an_rows, an_split = breakdown(real, ids)
+    if an_rows:
+        print("\nanomaly per alert, split (by the class's generator; positives and negatives by detection count; "
+              "against in-taxonomy extragalactic alerts only)")
+        print_table(an_rows, ("held out", "view", "positives", "objects", "negatives", "AUROC"))
     rb_rows, rb = realbogus_report(df)
     print("\nreal/bogus per alert (truth: artefact objects are bogus; P(real) >= 0.5 kept)")
     print_table(rb_rows, ("score", "view", "real", "bogus", "AUROC", "bogus rejected", "real kept"))
@@ -240,6 +210,7 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator
                 **pz_class, "served_heldout_auroc": an.get("all/held-out", {}).get("auroc", NAN),
                 "served_heldout_auroc_latest": an.get("latest/held-out", {}).get("auroc", NAN)})  # fmt: skip
     res.update({k: v for k, v in auroc_figures(an).items() if k != "served_heldout_auroc"})
+    res.update(an_split)
     scored = real.filter(pl.col("class_code").is_in(list(ids)) & pl.col("anomaly_score").is_not_null())
     res["served_false_alarm2"] = float((scored["anomaly_score"] > 2).mean()) if scored.height else NAN  # type: ignore[arg-type]
     if run.parts is not None and df.height:

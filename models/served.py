@@ -139,3 +139,8 @@ def join_truth(alerts: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
     cols = [c for c in ("diaObjectId", "class_code", "class_name", "split", "redshift", "host_galaxy_id", "generator")
             if c in truth.columns]  # fmt: skip
     return alerts.join(truth.select(cols).unique("diaObjectId"), on="diaObjectId", how="left")
+
+
+def latest_alerts(df: pl.DataFrame) -> pl.DataFrame:
+    """The latest alert (largest ``mjd``) of every object."""
+    return df.sort("mjd").group_by("diaObjectId", maintain_order=True).last()

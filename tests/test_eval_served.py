@@ -98,6 +98,8 @@ def test_truth_predictor_scores_perfectly_and_counts_add_up(night: Path, capsys:
     assert kv["served_photoz_agn_n"] + kv["served_photoz_rest_n"] == kv["served_photoz_n"]  # per class: AGN, rest
     assert kv["served_photoz_rest_nmad"] == 0 and "photo-z per true class" in out
     assert kv["served_heldout_auroc"] == 1.0
+    split = [v for k, v in kv.items() if k.endswith("_auroc_transients")]  # against supernovae, AGN, ... only
+    assert "anomaly per alert, split" in out and split and all(v == 1.0 for v in split)
     # the 95 % intervals (bootstrap over objects) of a perfect answer have no width
     assert "95 % intervals" in out
     assert kv["served_macro_f1_lo"] == kv["served_macro_f1_hi"] == 1.0
@@ -181,3 +183,29 @@ def test_joint_photoz_alpha_zero_is_the_served_photoz(night: Path) -> None:
         served = model.photoz_from_host(host, mask).numpy()[:, PHOTOZ_COLUMNS.index("q50")]
     diff = np.abs(jp.median_on_grid(base, grid) - served)
     assert np.quantile(diff, 0.9) < 0.01  # moment-matched served summary against the exact product
+
+
+def test_anomaly_breakdown_by_generator_detections_and_transients() -> None:
+    """Known AUROCs: one generator's PISN above everything, the other's between stars and supernovae."""
+    from models.served_anomaly import breakdown
+
+    rows = []  # (class_code, generator, n_det, anomaly_score)
+    rows += [(2323, "templates", 20, 0.0)] * 30  # RR Lyrae (Galactic): the lowest scores
+    rows += [(2222, "templates", 20, 3.0)] * 10 + [(2222, "templates", 2, 3.0)] * 10  # SN Ia
+    rows += [(2246, "templates", 20, 5.0)] * 4  # PISN above every known alert
+    rows += [(2246, "redback", 20, 1.0)] * 4  # above the stars, below the SNe Ia
+    rows += [(2232, "templates", 2, 4.0)] * 3  # kilonova: one generator, young alerts only
+    df = pl.DataFrame({"class_code": [r[0] for r in rows], "generator": [r[1] for r in rows],
+                       "n_det": [r[2] for r in rows], "anomaly_score": [r[3] for r in rows],
+                       "diaObjectId": list(range(len(rows)))})  # fmt: skip
+    class_ids = (2222, 2323)
+    table, kv = breakdown(df, class_ids)
+    assert kv["served_pisn_auroc_gen_templates"] == 1.0
+    assert kv["served_pisn_auroc_gen_redback"] == pytest.approx(30 / 50)  # above 30 of the 50 known alerts
+    assert kv["served_pisn_auroc_transients"] == pytest.approx(0.5)  # against SNe Ia only: half above, half below
+    assert kv["served_pisn_auroc_det11"] == pytest.approx((4 * 40 + 4 * 30) / (8 * 40))  # 40 known alerts at 20 det.
+    assert math.isnan(kv["served_pisn_auroc_det1_3"])  # no PISN alert that young
+    assert "served_kn_auroc_gen_templates" not in kv  # one generator: no split
+    assert kv["served_kn_auroc_det1_3"] == 1.0 and kv["served_kn_auroc_transients"] == 1.0
+    pisn_rows = {r[1]: r for r in table if r[0] == "2246"}
+    assert pisn_rows["gen:redback"][2:5] == (4, 4, 50) and pisn_rows["transients"][4] == 20
