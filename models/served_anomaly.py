@@ -147,7 +147,7 @@ def breakdown(df: pl.DataFrame, class_ids: tuple[int, ...]) -> tuple[list[tuple]
     n_det, obj = sub["n_det"].to_numpy(), sub["diaObjectId"].to_numpy()
     gen = sub["generator"].to_numpy() if "generator" in sub.columns else np.full(sub.height, "", object)
     known = np.isin(codes, list(class_ids))
-    xgal = known & np.array([BY_CODE[int(c)].extragalactic if int(c) in BY_CODE else False for c in codes], dtype=bool)
+    xgal = known & np.isin(codes, [c for c, sc in BY_CODE.items() if sc.extragalactic])
     rows: list[tuple] = []
     res: dict[str, float] = {}
     for c in np.unique(codes[~known]):
@@ -171,8 +171,6 @@ def breakdown(df: pl.DataFrame, class_ids: tuple[int, ...]) -> tuple[list[tuple]
 
 def anomaly_report(df: pl.DataFrame, class_ids: tuple[int, ...]) -> dict[str, dict[str, float]]:
     """AUROC and top-1 %/5 % recall of each held-out class (and all together) vs in-taxonomy alerts."""
-    from sklearn.metrics import roc_auc_score
-
     out: dict[str, dict[str, float]] = {}
     for view, sub in (("all", df), ("latest", latest_alerts(df))):
         sub = sub.filter(pl.col("anomaly_score").is_not_null() & pl.col("class_code").is_not_null())
@@ -182,7 +180,7 @@ def anomaly_report(df: pl.DataFrame, class_ids: tuple[int, ...]) -> dict[str, di
         for name, pos in groups.items():
             sel = known | pos
             s, y = sub["anomaly_score"].to_numpy()[sel], pos[sel]
-            auc = float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else NAN
+            auc = _auroc(s, y)
             out[f"{view}/{name}"] = {"positives": float(y.sum()), "n": float(y.size), "auroc": auc,
                                      "recall1": recall_at(s, y, 0.01) if y.any() else NAN,
                                      "recall5": recall_at(s, y, 0.05) if y.any() else NAN}  # fmt: skip
