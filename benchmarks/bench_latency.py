@@ -174,3 +174,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if len(p99) > 1:
             print(f"latency_runs rate={rate:g} workers={workers} runs={len(p99)} p99_median={np.median(p99):.3f} "
                   f"p99_min={min(p99):.3f} p99_max={max(p99):.3f}")  # fmt: skip
+
+
+def half_summary(capacities: list[float], p99: list[float], goal_s: float = 1.0) -> str:
+    """The ``latency_half`` line of ``bench scale --rate half``: rounds, median capacity, p99 median and worst.
+
+    ``at_most_1s`` counts the rounds whose p99 is within ``goal_s`` (issue 12's goal at half of capacity).
+    """
+    if not p99 or len(capacities) != len(p99):
+        raise ValueError(f"{len(capacities)} capacities for {len(p99)} p99 values")
+    return (f"latency_half runs={len(p99)} capacity_median={np.median(capacities):.0f} "
+            f"p99_median={np.median(p99):.3f} p99_max={max(p99):.3f} "
+            f"at_most_1s={sum(p <= goal_s for p in p99)}/{len(p99)}")  # fmt: skip

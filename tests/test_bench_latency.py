@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench_latency import print_table
+from benchmarks.bench_latency import half_summary, print_table
 
 
 def _row(rate: float, p99: float) -> dict[str, float | int | str]:
@@ -24,3 +24,11 @@ def test_repeated_runs_are_summarised_per_rate(capsys: pytest.CaptureFixture[str
 def test_a_single_run_has_no_summary(capsys: pytest.CaptureFixture[str]) -> None:
     print_table([_row(350, 0.6)])
     assert "latency_runs" not in capsys.readouterr().out
+
+
+def test_half_capacity_rounds_are_summarised() -> None:
+    line = half_summary([2055, 2565, 2342, 2221, 1911], [0.743, 0.815, 1.286, 0.878, 0.673])
+    assert line == "latency_half runs=5 capacity_median=2221 p99_median=0.815 p99_max=1.286 at_most_1s=4/5"
+    assert half_summary([2000.0], [1.0]).endswith("at_most_1s=1/1")  # the goal is "within 1 s"
+    with pytest.raises(ValueError, match="2 capacities for 1 p99"):
+        half_summary([1.0, 2.0], [0.5])
