@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from broker.features import FeatureConfig
 from broker.features.registry import FEATURE_INDEX
 from models.data import table_features
 
@@ -42,7 +43,8 @@ def medians(df: pl.DataFrame, per_group: int) -> pl.DataFrame:
         for gen in sorted(df.filter(pl.col("class_name") == cls)["generator"].unique().to_list()):
             d = df.filter((pl.col("class_name") == cls) & (pl.col("generator") == gen))
             d = d.sample(min(per_group, d.height), seed=0)
-            s = table_features(d).summary
+            # the fits are off by default (the shipped model does not read them); this script compares them
+            s = table_features(d, config=FeatureConfig(bazin=True)).summary
             med = {f: float(np.nanmedian(s[:, FEATURE_INDEX[f]])) for f in FEATURES}
             rows.append({"class": cls, "generator": gen, "n": d.height, **med})
     return pl.DataFrame(rows)
