@@ -41,6 +41,7 @@ from broker.features.registry import FEATURE_INDEX
 from broker.predict import ROTATOR_CODE, Predictions
 from broker.settings import Settings
 from broker.sim import taxonomy as tx
+from models.served import latest_alerts
 
 NAN = float("nan")
 
@@ -169,7 +170,7 @@ def report(sim: Path, classifier: str = "oracle") -> dict[str, dict[str, float]]
     others = every.filter(~pl.col("diaObjectId").is_in(truth["diaObjectId"].implode()))
     served = every.join(truth.select("diaObjectId", "log_age_yr", "rotation_period_days"),
                                    on="diaObjectId", how="inner")
-    views = {"alerts": served, "latest": served.sort("mjd").group_by("diaObjectId", maintain_order=True).last()}
+    views = {"alerts": served, "latest": latest_alerts(served)}
     out = {k: _stats(v) for k, v in views.items()}
     out["alerts"]["rotator_recall"] = float(served["top_rotator"].to_numpy().mean()) if served.height else NAN
     out["alerts"]["false_age"] = float(np.isfinite(others["log_age"].to_numpy()).mean()) if others.height else NAN

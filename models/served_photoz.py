@@ -14,6 +14,7 @@ import functools
 import polars as pl
 
 from models.metrics import photoz_stats
+from models.served import latest_alerts
 
 NAN = float("nan")
 #: ELAsTiCC code of the AGN class (broker.sim.taxonomy).
@@ -50,7 +51,7 @@ def photoz_report(df: pl.DataFrame) -> dict[str, dict[str, float]]:
     """
     host = hosted(df)
     has = pl.col("photoz_q50").is_not_null()
-    served, latest = host.filter(has), host.sort("mjd").group_by("diaObjectId", maintain_order=True).last()
+    served, latest = host.filter(has), latest_alerts(host)
     right = served.filter(pl.col("host_id") == pl.col("host_galaxy_id").cast(pl.Utf8))
     val_hosted = host.filter(pl.col("host_galaxy_id").is_in(list(_dc2_validation_ids())))
     out: dict[str, dict[str, float]] = {}
@@ -79,7 +80,7 @@ def photoz_by_class(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
         ``served_photoz_{agn,rest}[_obj|_val]_{n,nmad,outliers,bias}``.
     """
     served = hosted(df).filter(pl.col("photoz_q50").is_not_null())
-    views = {"": served, "_obj": served.sort("mjd").group_by("diaObjectId", maintain_order=True).last(),
+    views = {"": served, "_obj": latest_alerts(served),
              "_val": served.filter(pl.col("host_galaxy_id").is_in(list(_dc2_validation_ids())))}
     names = sorted({str(n) for n in served["class_name"].to_list()}) if served.height else []
     groups = [(n, pl.col("class_name") == n) for n in names]
