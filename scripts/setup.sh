@@ -6,7 +6,7 @@
 #       pzflow:       100k Buzzard galaxies (galaxy-data.pkl), the broad photo-z pretraining sample; its data
 #                     file only (--no-deps: pzflow itself imports jax and is never imported here)
 #       redback:      the Rubin OpSim baseline cadence table, read from the wheel (the [dev] extra also
-#                     installs redback and sncosmo for the simulator's --generators zoo; imported lazily)
+#                     installs redback, sncosmo, mosfit ... for the simulator's --generators zoo; imported lazily)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[dev]"

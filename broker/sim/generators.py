@@ -17,7 +17,10 @@ classifier can be trained on some generators and tested on another.
 - ``rotators``: :mod:`broker.sim.models_rotator`, spotted rotating dwarfs with
   gyrochronology truth, a class of its own (``2902 Rotator``, held out of training);
 - ``galactic``: :mod:`broker.sim.gen_galactic`, M-dwarf flares, dwarf novae, microlensing
-  (``MulensModel``), RR Lyrae and Cepheids built from other models than the templates'.
+  (``MulensModel``), RR Lyrae and Cepheids built from other models than the templates';
+- ``mosfit``: :mod:`broker.sim.gen_mosfit`, SN Ibc (SEDONA emulator) and TDE (fallback) from
+  MOSFiT's rest-frame SEDs: a third generator for the two classes that ``templates`` and
+  ``redback`` disagree on most.
 
 The external packages are imported lazily, only when their generator is used: the
 default run (``templates`` only) needs numpy alone and draws exactly the same random
@@ -147,7 +150,8 @@ class RotatorGenerator:
 
 def names() -> tuple[str, ...]:
     """Every generator name, in a fixed order."""
-    return ("templates", "redback", "sncosmo", "lightcurvelynx", "parsnip", "rotators", "galactic")
+    return ("templates", "redback", "sncosmo", "lightcurvelynx", "parsnip", "rotators", "galactic",
+            "mosfit")
 
 
 def get(name: str) -> Generator:
@@ -192,6 +196,10 @@ def get(name: str) -> Generator:
         from .gen_galactic import GalacticGenerator
 
         return GalacticGenerator()
+    if name == "mosfit":
+        from .gen_mosfit import MosfitGenerator
+
+        return MosfitGenerator()
     raise ValueError(f"unknown generator {name!r}; choose from {', '.join(names())}")
 
 
