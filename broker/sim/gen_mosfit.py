@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .photometry import distance_modulus, passbands
+from .photometry import distance_modulus, njy_to_mag, passbands
 
 #: MOSFiT model per class code.
 MODELS: dict[int, str] = {2223: "sesn_sedona", 2243: "tde"}
@@ -86,7 +86,6 @@ def _source(code: int) -> Any:
     """One MOSFiT ``LynxSource`` per class, on this module's phase and wavelength grids."""
     import logging
 
-    import numpy
     from mosfit.lynx import LYNX_FIXED_PARAMETERS, LynxSource
     from mosfit.model import Model
 
@@ -103,7 +102,7 @@ def _source(code: int) -> Any:
         def _build(self) -> None:
             self._fitter._lynx_wavelengths = self._wavelengths
             data = self._fitter.generate_dummy_data(
-                self._model_name, max_time=float(numpy.max(self._phases)),
+                self._model_name, max_time=float(np.max(self._phases)),
                 time_list=list(self._phases), band_list=["white"])
             model = Model(model=self._model_name, data=data, parameter_path=self._parameter_path,
                           fitter=self._fitter, printer=self._fitter._printer)
@@ -138,7 +137,7 @@ def rest_sed(code: int, params: dict[str, float]) -> np.ndarray:
     """
     sed = _source(code).compute_sed(parameters=params)
     sed = np.clip(np.nan_to_num(np.asarray(sed, dtype=np.float64), nan=0.0, posinf=0.0), 0.0, None)
-    if code != 2223:
+    if MODELS[code] != "sesn_sedona":
         return sed
     ph = _phases(code)
     lo, hi = emulator_range()
@@ -155,13 +154,20 @@ def rest_sed(code: int, params: dict[str, float]) -> np.ndarray:
     return sed
 
 
+def _col(lam: float) -> int:
+    """Column of :data:`WAVES` nearest ``lam`` (Å)."""
+    return int(np.argmin(np.abs(WAVES - lam)))
+
+
 def _describe(code: int, sed: np.ndarray) -> tuple[float, float, float]:
-    """(peak M_AB at 4,800 Å, rise in rest days, f_ν(2,500 Å)/f_ν(6,000 Å) at that peak)."""
-    j = int(np.argmin(np.abs(WAVES - 4800.0)))
+    """(peak M_AB at 4,800 Å, rise in rest days, f_ν(2,500 Å)/f_ν(6,000 Å) at that peak).
+
+    The magnitude is NaN for a dark SED, which :func:`acceptable` then refuses.
+    """
+    j = _col(4800.0)
     k = int(np.argmax(sed[:, j]))
-    peak = float(sed[k, j])
-    m = -2.5 * np.log10(max(peak, 1e-30) * 1e-9 / 3631.0)
-    blue = sed[k, int(np.argmin(np.abs(WAVES - 2500.0)))] / max(sed[k, int(np.argmin(np.abs(WAVES - 6000.0)))], 1e-30)
+    m = float(njy_to_mag(sed[k, j]))  # nJy at 10 pc: the absolute AB magnitude
+    blue = sed[k, _col(2500.0)] / max(sed[k, _col(6000.0)], 1e-30)
     return m, float(_phases(code)[k]), float(blue)
 
 
