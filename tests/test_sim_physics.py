@@ -19,6 +19,17 @@ def _sn_ia_grid(n: int, z: float) -> tuple[np.ndarray, np.ndarray, dict[str, np.
     return t, p["stretch"], p
 
 
+def _peak_at_zero_mags(code: int, n: int, z: float, trest: np.ndarray,
+                       bands: tuple[int, ...]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+    """``n`` draws of ``code`` at redshift ``z`` peaking at 0: their parameters and (n, len(trest))
+    magnitudes per band at the rest-frame phases ``trest``."""
+    p = mt.sample_params(code, np.random.default_rng(5), np.full(n, z), 0.0, 0.0)
+    p["t_peak"][:] = 0.0
+    obj = np.repeat(np.arange(n), trest.size)
+    t = np.tile(trest * (1 + z), n)
+    return p, {b: njy_to_mag(mt.flux(code, p, obj, t, np.full(obj.size, b))).reshape(n, -1) for b in bands}
+
+
 @pytest.mark.parametrize("band", [1, 2])  # g, r
 def test_sn_ia_peak_absolute_magnitude(band: int) -> None:
     z = 0.05
@@ -85,14 +96,8 @@ def test_sn_ibc_declines_and_reddens_at_observed_rates() -> None:
     (Drout et al. 2011; Taddia et al. 2018), g - r about 0.3-0.4 at r maximum and redder by ~0.4
     two weeks later (Stritzinger et al. 2018). Regression: with the photosphere's radius held, the
     cooling dimmed 6200 Å as well, and the template faded by 2.4 mag in g and 2.1 in r in 15 d."""
-    rng = np.random.default_rng(5)
-    n, z = 200, 0.02
-    p = mt.sample_params(2223, rng, np.full(n, z), 0.0, 0.0)
-    p["t_peak"][:] = 0.0
-    trest = np.arange(-30.0, 60.0, 0.25)
-    obj = np.repeat(np.arange(n), trest.size)
-    m = {b: njy_to_mag(mt.flux(2223, p, obj, np.tile(trest * (1 + z), n), np.full(obj.size, b))).reshape(n, -1)
-         for b in (1, 2)}  # fmt: skip
+    n = 200
+    _, m = _peak_at_zero_mags(2223, n, 0.02, np.arange(-30.0, 60.0, 0.25), (1, 2))
     rows = np.arange(n)
     dm15 = {}
     for b in (1, 2):
@@ -136,14 +141,9 @@ def test_sn_ia_has_a_secondary_maximum_in_the_red() -> None:
     rest-frame days later, 0.3-0.8 mag below the first (Hamuy et al. 1996), later for broader
     events; g declines throughout and r only shoulders. Regression: the template faded in i as
     fast as in g (1.65 mag by +28 d), so nearby SNe Ia from other generators looked like SN II."""
-    rng = np.random.default_rng(5)
-    n, z = 100, 0.02
-    p = mt.sample_params(2222, rng, np.full(n, z), 0.0, 0.0)
-    p["t_peak"][:] = 0.0
+    n = 100
     trest = np.arange(-20.0, 90.0, 0.5)
-    obj = np.repeat(np.arange(n), trest.size)
-    mags = {b: njy_to_mag(mt.flux(2222, p, obj, np.tile(trest * (1 + z), n), np.full(obj.size, b))).reshape(n, -1)
-            for b in (1, 2, 3)}  # fmt: skip
+    p, mags = _peak_at_zero_mags(2222, n, 0.02, trest, (1, 2, 3))
     after = trest > 5.0
     for k in range(n):
         i = mags[3][k]
