@@ -132,6 +132,40 @@ def test_lynx_agn_random_walk_follows_the_drawn_seed() -> None:
     assert not np.allclose(walk(p), walk(p | {"seed": p["seed"] + 1}))
 
 
+def test_lynx_agn_varies_bluer_when_brighter_at_quasar_amplitudes() -> None:
+    """g varies more than r, at SDSS quasars' amplitude, with no drift.
+
+    Regression: lightcurvelynx 0.6.6 scales SF∞ linearly in wavelength times 10**-0.479 and draws
+    uniform [0, 1) innovations, so its AGN varied ~0.02 mag rms, more in r than in g, and drifted
+    one way (MacLeod et al. 2010: SF∞ ~0.2 mag in g, larger in bluer bands).
+    """
+    gen = gz.get("lightcurvelynx")
+    n, t = 60, T_REF + np.arange(0.0, 1500.0, 2.0)  # g and r visits alternate
+    p = gen.sample(2332, np.random.default_rng(4), np.full(n, 0.3), T_REF, T_REF + 1.0)
+    p |= {"bh_mass": np.full(n, 10 ** 8.75), "edd_ratio": np.full(n, 10 ** -0.9)}
+    band = 1 + np.arange(t.size) % 2
+    diff, static = gen.flux(2332, p, np.arange(n + 1) * t.size, np.tile(t, n), np.tile(band, n),
+                            np.random.default_rng(0))
+    rel = (diff / static).reshape(n, t.size // 2, 2).transpose(0, 2, 1)  # (object, g/r, visit)
+    rms_g, rms_r = rel[:, 0].std(axis=1), rel[:, 1].std(axis=1)
+    assert 0.05 < float(np.median(rms_g)) < 0.25
+    ratio = float(np.median(rms_g / rms_r))  # (λg / λr)**-0.479 = 1.13 for the pivots
+    assert 1.05 < ratio < 1.25
+    brightened = rel[:, 1, -100:].mean(axis=1) > rel[:, 1, :100].mean(axis=1)
+    assert 0.25 < float(brightened.mean()) < 0.75  # no one-way drift
+    corr = [np.corrcoef(rel[i, 0], rel[i, 1])[0, 1] for i in range(n)]
+    assert float(np.median(corr)) > 0.9
+
+
+def test_lynx_drw_is_stationary_with_rms_sf_over_root_two() -> None:
+    from broker.sim.gen_lynx import _drw
+    rng = np.random.default_rng(1)
+    walks = np.stack([_drw(np.arange(0.0, 4000.0, 10.0), np.array([200.0]), np.array([0.3]), rng)[:, 0]
+                      for _ in range(40)])
+    assert float(walks.std()) == pytest.approx(0.3 / np.sqrt(2.0), rel=0.1)
+    assert abs(float(walks.mean())) < 0.05
+
+
 def test_lynx_eclipsing_binary_is_periodic_and_only_dims() -> None:
     gen = gz.get("lightcurvelynx")
     rng = np.random.default_rng(5)
