@@ -15,7 +15,7 @@ from broker.sim import generators as gz
 from broker.sim import models_transient as mt
 from broker.sim import taxonomy as tx
 from broker.sim.cli import cli_main
-from broker.sim.gen_redback import pivot_wavelengths
+from broker.sim.gen_redback import SN2_CSM, SN2_RSG, pivot_wavelengths
 from broker.sim.photometry import distance_modulus, njy_to_mag
 from consumers.archive import iter_archive
 
@@ -27,11 +27,11 @@ GRID: dict[int, tuple[float, float, float]] = {
     2224: (-40.0, 300.0, 0.5), 2242: (-150.0, 400.0, 1.0), 2243: (-100.0, 400.0, 1.0),
     2246: (-300.0, 800.0, 2.0),
 }
-# (generator, class, fixed parameters): redback's SN II has two models, each is checked
+# (generator, class, fixed parameters): redback's SN II has three models, each is checked
 CASES: list[tuple[str, int, dict[str, float]]] = [
     (name, code, {}) for name in gz.names() for code in sorted(gz.get(name).classes)
     if code in mt.SPEC and (name, code) != ("redback", 2224)]
-CASES += [("redback", 2224, {"model": 0.0}), ("redback", 2224, {"model": 1.0})]
+CASES += [("redback", 2224, {"model": m}) for m in (0.0, 1.0, 2.0)]
 
 
 def _pair(name: str, code: int, z: tuple[float, float], band: tuple[int, int],
@@ -269,5 +269,11 @@ def test_redback_sn_ii_follow_the_observed_luminosity_function() -> None:
     m_abs = njy_to_mag(peak) - distance_modulus(z) + 2.5 * np.log10(1.0 + z)
     assert -17.2 < np.median(m_abs) < -15.5
     assert 0.05 < np.mean(m_abs < -18.5) < 0.22
-    iin = p["model"] > 0.5  # the interaction models are the bright ones
+    iin = p["model"] == SN2_CSM  # the interaction models are the bright ones
     assert np.median(m_abs[iin]) < -18.5 < -17.0 < np.median(m_abs[~iin])
+    # II-P/L from red supergiants hold a plateau: r within 1 mag of its peak 50 rest-frame days
+    # after explosion (Anderson et al. 2014: plateaus of 60-120 d). Regression: every non-IIn
+    # redback SN II was Piro's shock-cooling spike, at < 0.3 of its peak by then.
+    rsg = p["model"] == SN2_RSG
+    at50 = diff.reshape(n, -1)[:, 50] / peak
+    assert 0.6 < rsg.mean() < 0.85 and np.median(at50[rsg]) > 0.4
