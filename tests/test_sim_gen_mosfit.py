@@ -106,3 +106,12 @@ def test_sn_ibc_is_extended_smoothly_beyond_the_emulator() -> None:
         # the step into the tail is no larger than the emulator's own day-to-day changes before it
         inside = np.abs(np.diff(np.log10(f[i_lo:i_hi + 1])))
         assert abs(np.log10(f[i_hi + 1] / f[i_hi])) <= max(inside.max(), 0.012)
+
+
+def test_drawing_a_sn_ibc_leaves_autograd_on() -> None:
+    """Regression: MOSFiT's SEDONA emulator switches autograd off process-wide when it loads, so
+    the model tests that ran after this file in one session failed with "does not require grad"."""
+    torch = pytest.importorskip("torch")
+    gen = gz.get("mosfit")
+    gen.sample(2223, np.random.default_rng(0), np.full(2, 0.05), T0, T0 + 1.0)
+    assert torch.is_grad_enabled()

@@ -135,7 +135,15 @@ def rest_sed(code: int, params: dict[str, float]) -> np.ndarray:
     held within 0.0098-0.03 mag/day (the ⁵⁶Co decay rate at full trapping, and the fastest
     late declines of stripped-envelope SNe at 60-150 d, Wheeler et al. 2015).
     """
-    sed = _source(code).compute_sed(parameters=params)
+    import torch  # MOSFiT's SEDONA emulator runs in torch; imported only when this generator is used
+
+    grad = torch.is_grad_enabled()
+    try:
+        sed = _source(code).compute_sed(parameters=params)
+    finally:
+        # Why: loading the SEDONA emulator calls torch.set_grad_enabled(False) for the whole
+        # process, so a model trained later in it (a test session, a notebook) got no gradients.
+        torch.set_grad_enabled(grad)
     sed = np.clip(np.nan_to_num(np.asarray(sed, dtype=np.float64), nan=0.0, posinf=0.0), 0.0, None)
     if MODELS[code] != "sesn_sedona":
         return sed
