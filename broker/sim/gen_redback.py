@@ -59,6 +59,9 @@ IIN_FRACTION = 0.12
 IIB_FRACTION = 0.14
 #: ``model`` values of a redback SN II.
 SN2_RSG, SN2_CSM, SN2_IIB = 0.0, 1.0, 2.0
+#: Uniform ranges of the SN II draws that :func:`_red_supergiant` maps to its own parameters.
+SN2_MEJ, SN2_VEJ = (5.0, 15.0), (3000.0, 6000.0)
+SN2_LOG10_ENERGY, SN2_LOG10_RADIUS = (50.5, 51.3), (13.0, 14.0)
 MSUN_G = 1.989e33
 # code: (evaluated rest-frame days after explosion, days before the window it may explode)
 SPAN: dict[int, tuple[float, float]] = {
@@ -115,12 +118,12 @@ def _draw(code: int, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
                 "vej": vej, "kappa": np.full(n, 0.07 if code == 2223 else 0.1),
                 "kappa_gamma": np.full(n, 0.03), "temperature_floor": u(3000.0, 5000.0, n)}
     if code == 2224:
-        mej, pick = u(5.0, 15.0, n), u(0, 1, n)
+        mej, pick = u(*SN2_MEJ, n), u(0, 1, n)
         model = np.where(pick < IIN_FRACTION, SN2_CSM,
                          np.where(pick < IIN_FRACTION + IIB_FRACTION, SN2_IIB, SN2_RSG))
         p = {"model": model, "mej": mej, "f_nickel": logu(0.01, 0.1) / mej,
-             "vej": u(3000.0, 6000.0, n), "log10_mass": u(-1.5, -0.5, n),
-             "log10_radius": u(13.0, 14.0, n), "log10_energy": u(50.5, 51.3, n),
+             "vej": u(*SN2_VEJ, n), "log10_mass": u(-1.5, -0.5, n),
+             "log10_radius": u(*SN2_LOG10_RADIUS, n), "log10_energy": u(*SN2_LOG10_ENERGY, n),
              "kappa": np.full(n, 0.34), "kappa_gamma": np.full(n, 0.03),
              "temperature_floor": u(4000.0, 6000.0, n), "csm_mass": u(0.1, 3.0, n),
              "rho": logu(1e-13, 1e-11), "r0": u(10.0, 100.0, n),
@@ -155,15 +158,18 @@ def _red_supergiant(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     Msun (median 0.03 in Anderson 2019) as drawn.  v_s* and f_rho follow Sapir & Waxman 2017 for
     an n = 3/2 envelope.
     """
-    m_env = 5.0 + 7.0 * (p["mej"] - 5.0) / 10.0
-    m_core = 1.5 + 1.5 * (p["vej"] - 3000.0) / 3000.0
-    energy = 0.5e51 * 4.0 ** ((p["log10_energy"] - 50.5) / 0.8)
+    def unit(key: str, span: tuple[float, float]) -> np.ndarray:
+        return (p[key] - span[0]) / (span[1] - span[0])  # the draw's uniform on [0, 1)
+
+    m_env = 5.0 + 7.0 * unit("mej", SN2_MEJ)
+    m_core = 1.5 + 1.5 * unit("vej", SN2_VEJ)
+    energy = 0.5e51 * 4.0 ** unit("log10_energy", SN2_LOG10_ENERGY)
     mej = m_env + m_core
     f_rho = np.sqrt(m_env / m_core)
     return {"rsg_m_env": m_env, "rsg_mej": mej, "rsg_f_rho": f_rho,
             "rsg_v_shock": 1.05 * f_rho ** -0.19 * np.sqrt(energy / (mej * MSUN_G)) / 1e5,
             "rsg_f_nickel": p["f_nickel"] * p["mej"] / mej,
-            "rsg_radius": 2.8 + 4.2 * (p["log10_radius"] - 13.0)}
+            "rsg_radius": 2.8 + 4.2 * unit("log10_radius", SN2_LOG10_RADIUS)}
 
 
 def _call(code: int, p: dict[str, np.ndarray], i: int, t: np.ndarray, nu: np.ndarray) -> np.ndarray:
