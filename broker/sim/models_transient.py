@@ -25,7 +25,7 @@ from .photometry import LAMBDA_EFF, bb_band, bb_ref, distance_modulus, mag_to_nj
 
 # code: (M mean, M sd, rise days, fall days, T_peak, T_min, tau_T days, shape, z_max)
 SPEC: dict[int, tuple[float, float, float, float, float, float, float, str, float]] = {
-    2222: (-19.3, 0.12, 2.7, 22.0, 11000.0, 5500.0, 45.0, "bazin", 0.9),
+    2222: (-19.3, 0.12, 2.7, 28.0, 11000.0, 5500.0, 45.0, "bazin", 0.9),
     2223: (-17.5, 0.6, 3.5, 16.0, 6500.0, 4000.0, 12.0, "bazin", 0.5),
     2224: (-16.9, 0.8, 2.0, 200.0, 13000.0, 5500.0, 12.0, "plateau", 0.35),
     2242: (-21.3, 0.5, 15.0, 50.0, 15000.0, 7000.0, 60.0, "bazin", 2.5),
@@ -46,11 +46,7 @@ SPEC: dict[int, tuple[float, float, float, float, float, float, float, str, floa
 #: 0.75 mag in r; intrinsic g - r about 0.3-0.4 at r maximum and ~0.8 two weeks later (Stritzinger
 #: et al. 2018, A&A 609, A135), so 6,500 K at peak cooling towards 4,000 K (tau 12 d). redback's
 #: Arnett and MOSFiT's SEDONA SNe Ibc were compared only afterwards (docs/models.md).
-#: SN Ia joined them on 2026-12-05 (with :data:`FE_BLANKET` and :data:`RADIOACTIVE_TAIL`): with the
-#: radius held, the cooling dimmed the red bands so much that the template faded by 0.88 mag in r in
-#: 15 d (observed ~0.6-0.7: Hamuy et al. 1996; Folatelli et al. 2010) and by 0.06-0.07 mag/d in g, r
-#: and i from +40 to +100 d, twice the observed rates; its 28 d Bazin fall is now 22 d.
-SHAPE_AT_6200: frozenset[int] = frozenset({2222, 2223, 2224})
+SHAPE_AT_6200: frozenset[int] = frozenset({2223, 2224})
 
 #: Near-UV line blanketing of SN Ia and Ibc photospheres, ``depth / (1 + exp((lambda_rest - centre)
 #: / width))`` magnitudes at the band's rest-frame effective wavelength: (depth mag, centre Å,
@@ -67,41 +63,6 @@ BLANKET: dict[int, tuple[float, float, float]] = {
     2222: (2.4, 3250.0, 300.0),
     2223: (2.4, 3250.0, 300.0),
 }
-
-
-#: Post-maximum Fe II blanketing of SN Ia in the rest-frame B/g band, added to :data:`BLANKET`:
-#: (depth mag, centre Å, width Å, phase of full depth d, e-fold of its recession d), the phases times
-#: the stretch. The depth grows from 0 at peak to full at that phase (a smoothstep), then recedes.
-#: Why: a SN Ia reddens by ~1 mag in B - V (g - r in ZTF's SNe Ia) from maximum to +30 d as Fe II
-#: lines blanket the blue, then turns bluer again by ~0.011 mag/d (the Lira law: Lira 1995; Phillips
-#: et al. 1999, AJ 118, 1766), far more than a cooling blackbody gives (the template reached g - r
-#: 0.43 at +30 d). Values from those relations, compared only afterwards with the held-out
-#: generators (docs/models.md, "SN Ia templates that redden and fade at observed rates").
-FE_BLANKET: dict[int, tuple[float, float, float, float, float]] = {
-    2222: (0.7, 5200.0, 250.0, 30.0, 50.0),
-}
-#: Radioactive tail of SN Ia: (onset phase d, transition width d, e-fold d), times the stretch. The
-#: Bazin decline (e-fold ``tau_fall``) turns over smoothly into the tail's slower one. Why: from +40 to
-#: +100 d SNe Ia fade by ~0.015 mag/d in B, ~0.026 in V, ~0.03 in R and ~0.04 in I as the ejecta go
-#: nebular on Co-56 decay with gamma-ray escape (Leibundgut 2000, A&ARv 10, 179); the template faded
-#: by 0.06-0.07 mag/d in every band, so a nearby SN Ia followed for months looked like no SN Ia it knew.
-RADIOACTIVE_TAIL: dict[int, tuple[float, float, float]] = {
-    2222: (40.0, 8.0, 42.0),
-}
-
-
-def fe_blanketing(code: int, band: np.ndarray, z: np.ndarray, ph: np.ndarray,
-                  stretch: np.ndarray) -> np.ndarray:
-    """Flux factor (<= 1) of :data:`FE_BLANKET` per point at rest-frame phase ``ph`` (1 if none)."""
-    if code not in FE_BLANKET:
-        return np.ones(np.broadcast(band, ph).shape)
-    depth, centre, width, t_full, recede = FE_BLANKET[code]
-    x = np.clip(ph / (t_full * stretch), 0.0, None)
-    grow = np.where(x < 1.0, x * x * (3.0 - 2.0 * x),
-                    np.exp(-np.maximum(ph - t_full * stretch, 0.0) / (recede * stretch)))
-    lam = LAMBDA_EFF[band] / (1.0 + z)
-    dm = depth * grow / (1.0 + np.exp(np.clip((lam - centre) / width, -50.0, 50.0)))
-    return np.power(10.0, -0.4 * dm)
 
 
 def blanketing(code: int, band: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -218,11 +179,6 @@ def shape(code: int, ph: np.ndarray, tr: np.ndarray, tf: np.ndarray,
     x = ph + shift
     log_peak = -shift / tf - np.logaddexp(0.0, -shift / tr)
     val = np.exp(np.minimum(-x / tf - np.logaddexp(0.0, -x / tr) - log_peak, 50.0))
-    if code in RADIOACTIVE_TAIL:  # the Bazin decline turns over into the tail's (softplus in phase)
-        onset, width, efold = RADIOACTIVE_TAIL[code]
-        s = tf / SPEC[code][3]
-        soft = width * s * np.logaddexp(0.0, (ph - onset * s) / (width * s))
-        val = val * np.exp(np.minimum((1.0 / tf - 1.0 / (efold * s)) * soft, 50.0))
     if kind == "plateau":  # drop off the plateau to a radioactive tail
         drop = 1.0 / (1.0 + np.exp(np.clip((ph - t_plat) / 6.0, -50, 50)))
         tail = 0.08 * np.exp(-np.maximum(ph - t_plat, 0.0) / 110.0)
@@ -247,8 +203,7 @@ def flux(code: int, p: dict[str, np.ndarray], obj: np.ndarray, t: np.ndarray,
     ref_peak = bb_ref(tpk)
     ref = bb_ref(temp) if code in SHAPE_AT_6200 else ref_peak
     blanket = blanketing(code, band, z)
-    late_lines = fe_blanketing(code, band, z, ph, p["stretch"][obj])
-    colour = (1.0 + z) ** 3 * bb_band(band, temp / (1.0 + z)) / ref * blanket * late_lines
+    colour = (1.0 + z) ** 3 * bb_band(band, temp / (1.0 + z)) / ref * blanket
     if code not in SECOND_MAX:
         return f_ref * lum * colour
     at_peak = (1.0 + z) ** 3 * bb_band(band, tpk / (1.0 + z)) / ref_peak * blanket
