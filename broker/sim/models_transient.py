@@ -104,45 +104,6 @@ def second_maximum(code: int, ph: np.ndarray, band: np.ndarray, z: np.ndarray,
     return amp * ramp * np.exp(-0.5 * (dt / width) ** 2)
 
 
-#: TDE decline against peak luminosity: ``(slope, Delta L40 at SPEC's mean M, scatter dex, lowest,
-#: highest)``, where ``Delta L40 = log10(L(+40 d) / L_peak)`` and brighter TDEs fade more slowly,
-#: ``log10 L_peak = 44.1 + slope (Delta L40 + 0.5)`` (Hinkle et al. 2020, ApJL 894, L10; 15 TDEs).
-#: Each TDE's Delta L40 follows from its peak magnitude (anchored so the mean TDE has -0.5) plus the
-#: scatter, and sets its t^-5/3 decline time; its rise time scales with it, keeping the half-light
-#: rise / decline ratio at ~0.6 (the value observed TDEs share: 34 ZTF-era TDEs, Zhang 2026, arXiv
-#: 2603.27897). Why: with one 45 d decline stretched by +-15 % every template TDE lost half its light
-#: 18-26 d after peak, while observed TDEs' decay times span about a decade (van Velzen et al. 2021,
-#: ApJ 908, 4), and held-out MOSFiT TDEs (median 67 d) were called SLSN or AGN. Set from those
-#: papers, not fitted to MOSFiT (docs/models.md, "Template TDEs that fade at observed rates").
-TDE_DECLINE: tuple[float, float, float, float, float] = (1.1, -0.5, 0.15, -1.2, -0.12)
-#: Spread (ln) of the other classes' stretch ``s``; TDEs reuse their unit normal for the scatter.
-STRETCH_SD = 0.15
-
-
-def tde_stretch(mag: np.ndarray, unit: np.ndarray) -> np.ndarray:
-    """Stretch of each TDE's rise and decline times against :data:`SPEC`'s, from its peak magnitude.
-
-    Parameters
-    ----------
-    mag : numpy.ndarray
-        Peak absolute magnitudes, shape ``(n,)``.
-    unit : numpy.ndarray
-        Standard-normal draws for the scatter of :data:`TDE_DECLINE`, shape ``(n,)``.
-
-    Returns
-    -------
-    numpy.ndarray
-        Factor on :data:`SPEC`'s rise and decline times, shape ``(n,)``, so that the decline time
-        (``fall`` times it) gives the drawn ``Delta L40``.
-    """
-    slope, anchor, scatter, lo, hi = TDE_DECLINE
-    m_mu, fall = SPEC[2243][0], SPEC[2243][3]
-    dl40 = np.clip(anchor - 0.4 * (mag - m_mu) / slope + scatter * unit, lo, hi)
-    # (1 + 40 / fall) ** (-5/3) = 10 ** dl40 for the shape's t^-5/3 tail (see :func:`shape`).
-    tau = 40.0 / (np.power(10.0, -0.6 * dl40) - 1.0)
-    return tau / fall
-
-
 def sample_params(code: int, rng: np.random.Generator, z: np.ndarray,
                   t_lo: float, t_hi: float) -> dict[str, np.ndarray]:
     """Draw model parameters for ``z.size`` transients peaking in ``[t_lo, t_hi]``.
@@ -152,12 +113,10 @@ def sample_params(code: int, rng: np.random.Generator, z: np.ndarray,
     """
     m_mu, m_sd, rise, fall, tpk, tmin, tau_t, _, _ = SPEC[code]
     n = z.size
-    s = rng.normal(1.0, 0.1, n) if code == 2222 else rng.lognormal(0.0, STRETCH_SD, n)
+    s = rng.normal(1.0, 0.1, n) if code == 2222 else rng.lognormal(0.0, 0.15, n)
     mag = rng.normal(m_mu, m_sd, n)
     if code == 2222:  # Phillips: broader is brighter
         mag = mag - 1.1 * (s - 1.0)
-    if code == 2243:  # the same draws as before, so a seeded run's other objects do not move
-        s = tde_stretch(mag, np.log(s) / STRETCH_SD)
     dil = 1.0 + z
     t_peak = rng.uniform(t_lo - 2.0 * min(fall, 50.0) * dil, t_hi + 3.0 * rise * dil)
     return {
