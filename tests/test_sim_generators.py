@@ -15,7 +15,7 @@ from broker.sim import generators as gz
 from broker.sim import models_transient as mt
 from broker.sim import taxonomy as tx
 from broker.sim.cli import cli_main
-from broker.sim.gen_redback import SN2_CSM, SN2_RSG, pivot_wavelengths
+from broker.sim.gen_redback import SN2_CSM, SN2_IIB, SN2_RSG, pivot_wavelengths
 from broker.sim.photometry import distance_modulus, njy_to_mag
 from consumers.archive import iter_archive
 
@@ -31,7 +31,7 @@ GRID: dict[int, tuple[float, float, float]] = {
 CASES: list[tuple[str, int, dict[str, float]]] = [
     (name, code, {}) for name in gz.names() for code in sorted(gz.get(name).classes)
     if code in mt.SPEC and (name, code) != ("redback", 2224)]
-CASES += [("redback", 2224, {"model": m}) for m in (0.0, 1.0, 2.0)]
+CASES += [("redback", 2224, {"model": m}) for m in (SN2_RSG, SN2_CSM, SN2_IIB)]
 
 
 def _pair(name: str, code: int, z: tuple[float, float], band: tuple[int, int],
