@@ -29,6 +29,10 @@ model, and only the held-out generator's alerts are enriched (``enrich_archive(o
 The last line is ``key=value`` pairs: ``logo_<figure>_<min|mean|max>`` for the pooled temperature,
 ``logo_widest_...`` and ``logo_anomaly_...`` for the others (with ``logo_anomaly_<generator>_beta``),
 and ``logo_<generator>_<figure>``.
+
+``--in-distribution`` adds each cell's reference: a model trained on *every* generator, scored with
+the held-out one on the generator's test split (``logo_indist_...``, ``logo_test_...``). Why: a cell
+below the goal is a generator the others disagree with, or classes that are hard even in training.
 """
 
 from __future__ import annotations
@@ -122,28 +126,16 @@ def heldout_figures(df: pl.DataFrame, class_ids: tuple[int, ...], seen: set[int]
 
 def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, float]:
     """Train, enrich and score for each held-out generator; print the tables; return the figures."""
-    from models.train import cli_main as train_main
-
     archive = Path(a.archive)
     truth = pl.read_parquet(archive / "truth.parquet")
     train_df = pl.read_parquet(archive / "training" / "train.parquet")
-    gens = [g for g in (a.generators.split(",") if a.generators else sorted(truth["generator"].unique().to_list()))
-            if g]  # fmt: skip
-    hosts = str(archive / "hosts") if (archive / "hosts").is_dir() else None
-    alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive
+    gens = [g for g in (a.generators or ",".join(sorted(truth["generator"].unique().to_list()))).split(",") if g]
     rows: dict[str, dict[str, dict[str, float]]] = {"pooled": {}, "widest": {}, "anomaly": {}}
     names: dict[int, str] = {}
     served: dict[str, tuple[pl.DataFrame, tuple[int, ...], set[int]]] = {}
     for g in gens:
         t0 = time.perf_counter()
-        ck = work / f"without_{g}.pt"
-        argv = ["--data", str(archive / "training"), "--exclude-generator", g, "--steps", str(a.steps),
-                "--max-objects", str(a.objects), "--threads", str(a.threads), "--photoz", a.photoz,
-                "--out", str(ck), *extra]  # fmt: skip
-        if a.reuse and ck.is_file():
-            print(f"without {g}: reusing {ck}", flush=True)
-        elif train_main(argv) != 0:
-            raise RuntimeError(f"training without {g} failed")
+        ck = _trained(a, extra, work / f"without_{g}.pt", g)
         if a.luminosity:
             ck = with_luminosity(ck, archive, g, a.graft_from, a.luminosity_split)
         meta = torch.load(ck, map_location="cpu", weights_only=True)
@@ -155,18 +147,20 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
         t_wide = float(m.get("temperature_widest_generator", t_served))
         print(f"without {g}: trained in {time.perf_counter() - t0:.0f} s on {meta['train']['generators']}; "
               f"T pooled {t_pool:.3f}, widest-generator {t_wide:.3f}", flush=True)
-        settings = Settings.load(model=str(ck), host_catalog=hosts, torch_threads=a.threads,
-                                 batch_size=a.batch_size)  # fmt: skip
-        own = truth.filter(pl.col("generator") == g)["diaObjectId"].to_list()
-        run = enrich_archive(alerts, settings, None, a.max_alerts, object_ids=own)
-        df = join_truth(run.alerts, truth).filter(pl.col("generator") == g) if run.alerts.height else pl.DataFrame()
+        df = _served(a, ck, truth, pl.col("generator") == g)
         if a.alerts_out and df.height:
             Path(a.alerts_out).mkdir(parents=True, exist_ok=True)
             df.write_parquet(Path(a.alerts_out) / f"without_{g}.parquet")
         for variant, ratio in (("pooled", t_served / t_pool), ("widest", t_served / t_wide)):
             rows[variant][g] = heldout_figures(df, ids, seen, ratio) if df.height else dict.fromkeys(FIGURES, NAN)
         served[g] = (df, ids, seen)
+        if a.in_distribution:
+            test = df.filter(pl.col("split") == "test") if df.height else df
+            rows.setdefault("test", {})[g] = heldout_figures(test, ids, seen, t_served / t_pool) if test.height \
+                else dict.fromkeys(FIGURES, NAN)  # fmt: skip
         print(f"without {g}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    if a.in_distribution:
+        rows["indist"] = in_distribution(a, extra, work, gens, truth, set(train_df["class_code"].to_list()))
     # anomaly-widened temperature: beta cross-fitted on the OTHER held-out generators' alerts only
     sets = {h: scored(d, i) for h, (d, i, _) in served.items() if d.height}
     for g, (df, ids, seen) in served.items():
@@ -174,16 +168,58 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
         rows["anomaly"][g] = ({**heldout_figures(df, ids, seen, beta=beta), "beta": beta} if df.height
                               else dict.fromkeys(FIGURES, NAN))  # fmt: skip
     for variant, per_gen in rows.items():
-        how = ("T (1 + beta * anomaly score) per alert, beta fitted on the other held-out generators"
-               if variant == "anomaly" else f"temperature {variant}")
-        print(f"\nheld-out generator, {how} (alerts of that generator; classified, class in taxonomy)")
+        how = {"anomaly": "held-out generator, T (1 + beta * anomaly score) per alert, beta fitted on the others",
+               "test": "held-out generator, temperature pooled, its test split only",
+               "indist": "in distribution: one model trained on every generator, test split"}.get(
+            variant, f"held-out generator, temperature {variant}")  # fmt: skip
+        print(f"\n{how} (alerts of that generator; classified, class in taxonomy)")
         print_table([(g, int(m.get("alerts", 0)), int(m.get("classified", 0)), *(m[f] for f in FIGURES))
                      for g, m in per_gen.items()], ("held out", "alerts", "classified", "macro-F1", ">=5 det.",
                                                     "seen classes", "ECE", "right if p>=0.9"))  # fmt: skip
     print("\nper-class F1 (temperature pooled; classes the held-out generator makes)")
-    print_table([(g, names.get(int(k[6:]), k[6:]), v) for g, m in rows["pooled"].items()
-                 for k, v in m.items() if k.startswith("class_")], ("held out", "class", "F1"))  # fmt: skip
+    print_table([(g, names.get(int(k[6:]), k[6:]), v, rows.get("indist", {}).get(g, {}).get(k, NAN))
+                 for g, m in rows["pooled"].items() for k, v in m.items() if k.startswith("class_")],
+                ("held out", "class", "F1", "F1 in distribution (test split)"))  # fmt: skip
     return summary(rows)
+
+
+def _trained(a: argparse.Namespace, extra: list[str], ck: Path, held_out: str | None) -> Path:
+    """``ck``, trained on the archive without generator ``held_out`` (None: with every one) unless reused."""
+    from models.train import cli_main as train_main
+
+    what = f"without {held_out}" if held_out else "with every generator"
+    argv = ["--data", str(Path(a.archive) / "training"), *(["--exclude-generator", held_out] if held_out else []),
+            "--steps", str(a.steps), "--max-objects", str(a.objects), "--threads", str(a.threads),
+            "--photoz", a.photoz, "--out", str(ck), *extra]  # fmt: skip
+    if a.reuse and ck.is_file():
+        print(f"{what}: reusing {ck}", flush=True)
+    elif train_main(argv) != 0:
+        raise RuntimeError(f"training {what} failed")
+    return ck
+
+
+def _served(a: argparse.Namespace, ck: Path, truth: pl.DataFrame, keep: pl.Expr) -> pl.DataFrame:
+    """The ``run`` path's outputs from checkpoint ``ck`` for the alerts of the ``truth`` objects ``keep``
+    selects in archive ``a.archive``, truth joined (empty when none was served)."""
+    archive = Path(a.archive)
+    hosts = str(archive / "hosts") if (archive / "hosts").is_dir() else None
+    alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive
+    settings = Settings.load(model=str(ck), host_catalog=hosts, torch_threads=a.threads, batch_size=a.batch_size)
+    run = enrich_archive(alerts, settings, None, a.max_alerts, object_ids=truth.filter(keep)["diaObjectId"].to_list())
+    return join_truth(run.alerts, truth).filter(keep) if run.alerts.height else pl.DataFrame()
+
+
+def in_distribution(a: argparse.Namespace, extra: list[str], work: Path, gens: list[str], truth: pl.DataFrame,
+                    seen: set[int]) -> dict[str, dict[str, float]]:
+    """Figures of one model trained on every generator, per generator of ``gens``, on its test split."""
+    ck = _trained(a, extra, work / "with_all.pt", None)
+    meta = torch.load(ck, map_location="cpu", weights_only=True)
+    ids, m = tuple(int(c) for c in meta["taxonomy"]["class_ids"]), meta["metrics"]
+    ratio = float(m["temperature"]) / float(m.get("temperature_pooled", m["temperature"]))
+    df = _served(a, ck, truth, (pl.col("split") == "test") & pl.col("generator").is_in(gens))
+    own = {g: df.filter(pl.col("generator") == g) if df.height else df for g in gens}
+    return {g: heldout_figures(d, ids, seen, ratio) if d.height else dict.fromkeys(FIGURES, NAN)
+            for g, d in own.items()}
 
 
 def with_luminosity(ck: Path, archive: Path, held_out: str, graft_from: str, split: str = "validation,test") -> Path:
@@ -244,6 +280,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--graft-from", default=str(DEFAULT_WEIGHTS), help="checkpoint whose served photo-z is grafted")
     p.add_argument("--luminosity-split", default="validation,test", help="truth splits the prior is fitted on")
     p.add_argument("--alerts-out", help="write each held-out generator's served alerts (truth joined) to this folder")
+    p.add_argument("--in-distribution", action="store_true",
+                   help="also train one model on every generator (with_all.pt in --work) and score it and each "
+                        "held-out model on each generator's test split")
     a, extra = p.parse_known_args(argv)
     t0 = time.perf_counter()
     if a.work:

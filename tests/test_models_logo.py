@@ -164,6 +164,17 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         assert (tmp_path / "w" / f"without_{g}.pt").stat().st_mtime_ns == stamp[g]
         served = pl.read_parquet(tmp_path / "served" / f"without_{g}.parquet")
         assert served.height > 0 and set(served["generator"]) == {g} and "anomaly_score" in served.columns
+    # --in-distribution adds a model trained on every generator, scored with the held-out ones on each test split
+    assert logo_main(["--archive", str(sim), "--steps", "2", "--objects", "60", "--work", str(tmp_path / "w"),
+                      "--reuse", "--in-distribution", *TINY]) == 0  # fmt: skip
+    indist = capsys.readouterr().out
+    kv_in = dict(item.split("=", 1) for item in indist.strip().splitlines()[-1].split())
+    assert torch.load(tmp_path / "w" / "with_all.pt", weights_only=True)["train"]["generators"] == "sncosmo,templates"
+    assert "in distribution: one model trained on every generator, test split" in indist
+    assert "held-out generator, temperature pooled, its test split only" in indist
+    for g in ("sncosmo", "templates"):
+        assert kv_in[f"logo_{g}_f1"] == kv[f"logo_{g}_f1"]  # the held-out cells are what they were
+        assert 0.0 <= float(kv_in[f"logo_indist_{g}_f1"]) <= 1.0 and 0.0 <= float(kv_in[f"logo_test_{g}_f1"]) <= 1.0
     # --luminosity serves each model with the prior fitted without its held-out generator
     calls: list[tuple[str, str]] = []
 
