@@ -21,18 +21,19 @@ taxonomy:
 Three temperatures are compared with the same weights: ``pooled`` (validation NLL, the default),
 ``widest`` (the largest per-generator validation temperature,
 :func:`models.generator_split.widest_generator_temperature`) and ``anomaly`` (each alert's
-temperature times ``1 + beta * anomaly score``, :func:`widened`, with ``beta`` fitted by NLL on the
-*other* held-out generators' alerts only, :func:`fit_beta`: a model is less certain where its input
+temperature times ``1 + beta * anomaly score``, :func:`models.logo_figures.widened`, with ``beta`` fitted by NLL on the
+*other* held-out generators' alerts only, :func:`~models.logo_figures.fit_beta`: a model is less certain where its input
 is strange, and how much less is learnt from generators other than the one scored). All are
-applied to the served probabilities (:func:`retemper`, exact), so the archive is enriched once per
+applied to the served probabilities (:func:`~models.logo_figures.retemper`, exact), so the archive is enriched once per
 model, and only the held-out generator's alerts are enriched (``enrich_archive(object_ids=...)``).
 The last line is ``key=value`` pairs: ``logo_<figure>_<min|mean|max>`` for the pooled temperature,
 ``logo_widest_...`` and ``logo_anomaly_...`` for the others (with ``logo_anomaly_<generator>_beta``),
 and ``logo_<generator>_<figure>``.
 
-``--in-distribution`` adds each cell's reference: a model trained on *every* generator, scored with
-the held-out one on the generator's test split (``logo_indist_...``, ``logo_test_...``). Why: a cell
-below the goal is a generator the others disagree with, or classes that are hard even in training.
+``--in-distribution`` adds each cell's reference: a model trained on *every* generator, scored on
+the generator's test split beside the held-out model (``logo_indist_...``, ``logo_test_...``), or on
+all alerts of ``--in-distribution-archive`` (the same generators and options, another seed: a larger
+sample). Why: a cell below the goal is a generator the others disagree with, or hard even in training.
 """
 
 from __future__ import annotations
@@ -42,86 +43,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 
-from broker.annotations import STATE_CLASSIFIED
 from broker.settings import Settings
-from models.evaluate_served import NAN, _fmt, probabilities
-from models.metrics import confident, ece, print_table
+from models.evaluate_served import NAN, _fmt
+from models.logo_figures import FIGURES, fit_beta, heldout_figures, scored, summary
+from models.metrics import print_table
 from models.predictor import DEFAULT_WEIGHTS
 from models.served import enrich_archive, join_truth
-
-FIGURES = ("f1", "f1_ge5", "f1_seen", "ece", "p90_right")
-#: Anomaly widening slopes tried (:func:`fit_beta`).
-BETAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
-
-
-def retemper(p: np.ndarray, ratio: float | np.ndarray) -> np.ndarray:
-    """Probabilities ``softmax(logits / T)`` re-served at temperature ``T' = T / ratio`` (one ratio, or one per row).
-
-    ``log p = logits / T - c`` per row, so ``softmax(ratio * log p) = softmax(logits / T')`` exactly.
-    """
-    r = np.asarray(ratio, np.float64)
-    lp = (r[:, None] if r.ndim else r) * np.log(np.clip(p, 1e-300, None))
-    e = np.exp(lp - lp.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-def scored(df: pl.DataFrame, class_ids: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Served probabilities (n, K), true class index, detections and anomaly score (NaN: 0) of the
-    alerts of ``df`` that the gate classified and whose true class is in the taxonomy."""
-    ok = df.filter((pl.col("classification_state") == STATE_CLASSIFIED) & pl.col("class_code").is_in(list(class_ids)))
-    p = probabilities(ok, class_ids)
-    fin = np.isfinite(p).all(1) if p.shape[1] else np.zeros(ok.height, bool)
-    y = np.array([class_ids.index(int(c)) for c in ok["class_code"].to_list()], np.int64)[fin]
-    a = ok["anomaly_score"].fill_null(0.0).to_numpy().astype(np.float64)[fin]
-    return p[fin], y, ok["n_det"].to_numpy()[fin], np.where(np.isfinite(a), np.maximum(a, 0.0), 0.0)
-
-
-def widened(p: np.ndarray, anomaly: np.ndarray, beta: float) -> np.ndarray:
-    """Probabilities re-served at ``T (1 + beta * anomaly)`` per alert: less certain where the input is strange."""
-    return p if beta == 0.0 else retemper(p, 1.0 / (1.0 + beta * anomaly))
-
-
-def fit_beta(others: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
-    """The :data:`BETAS` value minimising the mean over ``(p, y, anomaly)`` sets of their mean NLL."""
-    def nll(p: np.ndarray, y: np.ndarray) -> float:
-        return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)))) if len(y) else 0.0
-
-    cost = [np.mean([nll(widened(p, a, b), y) for p, y, a in others]) for b in BETAS]
-    return float(BETAS[int(np.argmin(cost))])
-
-
-def heldout_figures(df: pl.DataFrame, class_ids: tuple[int, ...], seen: set[int], ratio: float = 1.0,
-                    beta: float = 0.0) -> dict[str, float]:
-    """LOGO figures of the alerts ``df`` (one held-out generator, truth joined); see the module docstring.
-
-    ``ratio`` re-serves the probabilities at another temperature (:func:`retemper`), ``beta``
-    widens each alert's by its anomaly score (:func:`widened`).
-    """
-    from sklearn.metrics import f1_score
-
-    p, y, n_det, anomaly = scored(df, class_ids)
-    res: dict[str, float] = {"alerts": float(df.height), "classified": float(len(y))}
-    if not len(y):
-        return {**res, **dict.fromkeys(FIGURES, NAN)}
-    p = widened(p if ratio == 1.0 else retemper(p, ratio), anomaly, beta)
-    hat = p.argmax(1)
-    present = sorted(set(y.tolist()))
-    seen_present = [k for k in present if class_ids[k] in seen]
-
-    def f1(sel: np.ndarray, labels: list[int]) -> float:
-        return float(f1_score(y[sel], hat[sel], labels=labels, average="macro", zero_division=0)) \
-            if labels and sel.any() else NAN
-
-    every = np.ones(len(y), bool)
-    res.update({"f1": f1(every, present), "f1_ge5": f1(n_det >= 5, sorted(set(y[n_det >= 5].tolist()))),
-                "f1_seen": f1(every, seen_present), "ece": ece(p, y), "p90_right": confident(p, y)[1]})
-    per = f1_score(y, hat, labels=present, average=None, zero_division=0)
-    res.update({f"class_{class_ids[k]}": float(v) for k, v in zip(present, per, strict=True)})
-    return res
 
 
 def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, float]:
@@ -147,15 +77,16 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
         t_wide = float(m.get("temperature_widest_generator", t_served))
         print(f"without {g}: trained in {time.perf_counter() - t0:.0f} s on {meta['train']['generators']}; "
               f"T pooled {t_pool:.3f}, widest-generator {t_wide:.3f}", flush=True)
-        df = _served(a, ck, truth, pl.col("generator") == g)
+        df = _served(a, archive, ck, truth, pl.col("generator") == g)
         if a.alerts_out and df.height:
             Path(a.alerts_out).mkdir(parents=True, exist_ok=True)
             df.write_parquet(Path(a.alerts_out) / f"without_{g}.parquet")
         for variant, ratio in (("pooled", t_served / t_pool), ("widest", t_served / t_wide)):
             rows[variant][g] = heldout_figures(df, ids, seen, ratio) if df.height else dict.fromkeys(FIGURES, NAN)
         served[g] = (df, ids, seen)
-        if a.in_distribution:
-            test = df.filter(pl.col("split") == "test") if df.height else df
+        if a.in_distribution:  # the held-out model on the alerts the in-distribution one is scored on
+            test = _reference(a, ck, truth, [g]) if a.in_distribution_archive else \
+                df.filter(pl.col("split") == "test") if df.height else df  # fmt: skip
             rows.setdefault("test", {})[g] = heldout_figures(test, ids, seen, t_served / t_pool) if test.height \
                 else dict.fromkeys(FIGURES, NAN)  # fmt: skip
         print(f"without {g}: done in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -167,10 +98,11 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
         beta = fit_beta([(p, y, an) for h, (p, y, _, an) in sets.items() if h != g])
         rows["anomaly"][g] = ({**heldout_figures(df, ids, seen, beta=beta), "beta": beta} if df.height
                               else dict.fromkeys(FIGURES, NAN))  # fmt: skip
+    where = f"alerts of {a.in_distribution_archive}" if a.in_distribution_archive else "test split"
     for variant, per_gen in rows.items():
         how = {"anomaly": "held-out generator, T (1 + beta * anomaly score) per alert, beta fitted on the others",
-               "test": "held-out generator, temperature pooled, its test split only",
-               "indist": "in distribution: one model trained on every generator, test split"}.get(
+               "test": f"held-out generator, temperature pooled, {where} only",
+               "indist": f"in distribution: one model trained on every generator, {where}"}.get(
             variant, f"held-out generator, temperature {variant}")  # fmt: skip
         print(f"\n{how} (alerts of that generator; classified, class in taxonomy)")
         print_table([(g, int(m.get("alerts", 0)), int(m.get("classified", 0)), *(m[f] for f in FIGURES))
@@ -198,10 +130,9 @@ def _trained(a: argparse.Namespace, extra: list[str], ck: Path, held_out: str | 
     return ck
 
 
-def _served(a: argparse.Namespace, ck: Path, truth: pl.DataFrame, keep: pl.Expr) -> pl.DataFrame:
-    """The ``run`` path's outputs from checkpoint ``ck`` for the alerts of the ``truth`` objects ``keep``
-    selects in archive ``a.archive``, truth joined (empty when none was served)."""
-    archive = Path(a.archive)
+def _served(a: argparse.Namespace, archive: Path, ck: Path, truth: pl.DataFrame, keep: pl.Expr) -> pl.DataFrame:
+    """The ``run`` path's outputs from checkpoint ``ck`` for the alerts of ``archive``'s ``truth`` objects
+    that ``keep`` selects, truth joined (empty when none was served)."""
     hosts = str(archive / "hosts") if (archive / "hosts").is_dir() else None
     alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive
     settings = Settings.load(model=str(ck), host_catalog=hosts, torch_threads=a.threads, batch_size=a.batch_size)
@@ -209,14 +140,25 @@ def _served(a: argparse.Namespace, ck: Path, truth: pl.DataFrame, keep: pl.Expr)
     return join_truth(run.alerts, truth).filter(keep) if run.alerts.height else pl.DataFrame()
 
 
+def _reference(a: argparse.Namespace, ck: Path, truth: pl.DataFrame, gens: list[str]) -> pl.DataFrame:
+    """Served alerts of ``gens`` that the in-distribution figures read: the archive's test split, or
+    every alert of ``--in-distribution-archive`` (new objects of the same generators: no split was seen)."""
+    keep = pl.col("generator").is_in(gens)
+    if not a.in_distribution_archive:
+        return _served(a, Path(a.archive), ck, truth, keep & (pl.col("split") == "test"))
+    src = Path(a.in_distribution_archive)
+    return _served(a, src, ck, pl.read_parquet(src / "truth.parquet"), keep)
+
+
 def in_distribution(a: argparse.Namespace, extra: list[str], work: Path, gens: list[str], truth: pl.DataFrame,
                     seen: set[int]) -> dict[str, dict[str, float]]:
-    """Figures of one model trained on every generator, per generator of ``gens``, on its test split."""
+    """Figures of one model trained on every generator, per generator of ``gens``, on its test split
+    (or on every alert of ``--in-distribution-archive``)."""
     ck = _trained(a, extra, work / "with_all.pt", None)
     meta = torch.load(ck, map_location="cpu", weights_only=True)
     ids, m = tuple(int(c) for c in meta["taxonomy"]["class_ids"]), meta["metrics"]
     ratio = float(m["temperature"]) / float(m.get("temperature_pooled", m["temperature"]))
-    df = _served(a, ck, truth, (pl.col("split") == "test") & pl.col("generator").is_in(gens))
+    df = _reference(a, ck, truth, gens)
     own = {g: df.filter(pl.col("generator") == g) if df.height else df for g in gens}
     return {g: heldout_figures(d, ids, seen, ratio) if d.height else dict.fromkeys(FIGURES, NAN)
             for g, d in own.items()}
@@ -240,23 +182,6 @@ def with_luminosity(ck: Path, archive: Path, held_out: str, graft_from: str, spl
                         "--split", split, "--out", str(out)]) != 0:  # fmt: skip
         raise RuntimeError(f"fitting the luminosity prior without {held_out} failed")
     return out
-
-
-def summary(rows: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
-    """``key=value`` figures: min/mean/max over held-out generators of each figure, per variant."""
-    res: dict[str, float] = {}
-    for variant, per_gen in rows.items():
-        pre = "logo_" if variant == "pooled" else f"logo_{variant}_"
-        for f in FIGURES:
-            v = np.array([m[f] for m in per_gen.values()], float)
-            v = v[np.isfinite(v)]
-            for agg in ("min", "mean", "max"):
-                res[f"{pre}{f}_{agg}"] = float(getattr(np, agg)(v)) if v.size else NAN
-        for g, m in per_gen.items():
-            res.update({f"{pre}{g}_{f}": m[f] for f in FIGURES})
-            if "beta" in m:
-                res[f"{pre}{g}_beta"] = m["beta"]
-    return res
 
 
 def cli_main(argv: list[str] | None = None) -> int:
@@ -283,7 +208,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-distribution", action="store_true",
                    help="also train one model on every generator (with_all.pt in --work) and score it and each "
                         "held-out model on each generator's test split")
+    p.add_argument("--in-distribution-archive", help="score the --in-distribution model on every alert of this "
+                   "archive instead (same generators and options, another seed)")
     a, extra = p.parse_known_args(argv)
+    a.in_distribution = a.in_distribution or bool(a.in_distribution_archive)
     t0 = time.perf_counter()
     if a.work:
         Path(a.work).mkdir(parents=True, exist_ok=True)

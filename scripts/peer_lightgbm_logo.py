@@ -14,7 +14,7 @@ light curves and ``--early-views`` random early cuts (what ``alertbroker train``
 :func:`models.train_data.class_data`). The cell's alerts are read from the archive and featurized
 by :func:`broker.features.featurize`, the stream's own featurizer, with the Bazin fits
 (:data:`PEER_FEATURES`); the summary features of each alert are LightGBM's input. Both sides are scored by
-:func:`models.evaluate_logo.heldout_figures` on the same alerts (those our gate classified, true
+:func:`models.logo_figures.heldout_figures` on the same alerts (those our gate classified, true
 class in the taxonomy)::
 
     python scripts/peer_lightgbm_logo.py --archive /tmp/logo29g \\
@@ -39,8 +39,8 @@ from broker.decode import BatchDecoder
 from broker.features import FeatureConfig, featurize
 from broker.schemas import SchemaStore
 from models.evaluate import _lgbm_classifier
-from models.evaluate_logo import FIGURES, heldout_figures
 from models.generator_split import GeneratorFilter
+from models.logo_figures import FIGURES, heldout_figures
 from models.metrics import print_table
 from models.train_data import class_data
 

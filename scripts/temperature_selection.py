@@ -1,7 +1,7 @@
 """Would one global temperature, chosen on a selection set, calibrate the served classes elsewhere?
 
 Serves each archive through ``enrich()`` (:func:`models.served.enrich_archive`, as ``alertbroker eval
-served``), re-tempers the served probabilities exactly (:func:`models.evaluate_logo.retemper`: the
+served``), re-tempers the served probabilities exactly (:func:`models.logo_figures.retemper`: the
 served ``softmax(logits / T)`` at ``T / ratio``), picks the ratio with the lowest ECE on the first
 archive and reports ECE and the p >= 0.9 accuracy on every archive before and after::
 
@@ -21,7 +21,7 @@ import polars as pl
 
 from broker.settings import Settings
 from consumers.app import make_predictor
-from models.evaluate_logo import retemper, scored
+from models.logo_figures import retemper, scored
 from models.metrics import confident, ece
 from models.served import enrich_archive, join_truth
 
