@@ -109,9 +109,10 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
                      for g, m in per_gen.items()], ("held out", "alerts", "classified", "macro-F1", ">=5 det.",
                                                     "seen classes", "ECE", "right if p>=0.9"))  # fmt: skip
     print("\nper-class F1 (temperature pooled; classes the held-out generator makes)")
-    print_table([(g, names.get(int(k[6:]), k[6:]), v, rows.get("indist", {}).get(g, {}).get(k, NAN))
+    ref = [rows.get(v, {}) for v in ("test", "indist")]  # held out and in distribution, on the same alerts
+    print_table([(g, names.get(int(k[6:]), k[6:]), v, *(r.get(g, {}).get(k, NAN) for r in ref))
                  for g, m in rows["pooled"].items() for k, v in m.items() if k.startswith("class_")],
-                ("held out", "class", "F1", "F1 in distribution (test split)"))  # fmt: skip
+                ("held out", "class", "F1", f"F1 held out, {where}", f"F1 in distribution, {where}"))  # fmt: skip
     return summary(rows)
 
 
@@ -159,6 +160,9 @@ def in_distribution(a: argparse.Namespace, extra: list[str], work: Path, gens: l
     ids, m = tuple(int(c) for c in meta["taxonomy"]["class_ids"]), meta["metrics"]
     ratio = float(m["temperature"]) / float(m.get("temperature_pooled", m["temperature"]))
     df = _reference(a, ck, truth, gens)
+    if a.alerts_out and df.height:
+        Path(a.alerts_out).mkdir(parents=True, exist_ok=True)
+        df.write_parquet(Path(a.alerts_out) / "with_all.parquet")
     own = {g: df.filter(pl.col("generator") == g) if df.height else df for g in gens}
     return {g: heldout_figures(d, ids, seen, ratio) if d.height else dict.fromkeys(FIGURES, NAN)
             for g, d in own.items()}
@@ -204,7 +208,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                         "other generators' validation and test alerts (alertbroker train-luminosity)")
     p.add_argument("--graft-from", default=str(DEFAULT_WEIGHTS), help="checkpoint whose served photo-z is grafted")
     p.add_argument("--luminosity-split", default="validation,test", help="truth splits the prior is fitted on")
-    p.add_argument("--alerts-out", help="write each held-out generator's served alerts (truth joined) to this folder")
+    p.add_argument("--alerts-out", help="write each held-out generator's served alerts (truth joined) to this folder "
+                   "(and the --in-distribution model's, with_all.parquet)")
     p.add_argument("--in-distribution", action="store_true",
                    help="also train one model on every generator (with_all.pt in --work) and score it and each "
                         "held-out model on each generator's test split")

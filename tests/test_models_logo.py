@@ -180,7 +180,7 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     simulate(300, seed=3, out_dir=sim2, progress=False, generators="templates,sncosmo",
              conditions=Conditions(randomise=True))
     assert logo_main(["--archive", str(sim), "--work", str(tmp_path / "w"), "--reuse", "--in-distribution-archive",
-                      str(sim2), *TINY]) == 0  # fmt: skip
+                      str(sim2), "--alerts-out", str(tmp_path / "served2"), *TINY]) == 0  # fmt: skip
     other = capsys.readouterr().out
     kv_2 = dict(item.split("=", 1) for item in other.strip().splitlines()[-1].split())
     assert f"one model trained on every generator, alerts of {sim2}" in other and "reusing" in other
@@ -191,6 +191,7 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         rows = other.split(f"{title}alerts of {sim2}")[1].split("\n\n")[0].splitlines()[2:]  # the table's rows
         scored_alerts = {row.split()[0]: int(row.split()[1]) for row in rows}
         assert scored_alerts == dict(made.iter_rows()) and sum(scored_alerts.values()) > 0  # every split, every alert
+    assert pl.read_parquet(tmp_path / "served2" / "with_all.parquet").height == sum(scored_alerts.values())
     # --luminosity serves each model with the prior fitted without its held-out generator
     calls: list[tuple[str, str]] = []
 
