@@ -23,6 +23,9 @@ class in the taxonomy)::
 A third column scores the plainest served combination, the mean of the two sides' probabilities
 (equal weights, fixed before looking: no weight is fitted on a held-out generator).
 
+``--in-distribution TRAIN_ARCHIVE`` gives the same comparison for ``eval logo --in-distribution``'s
+reference model: LightGBM trained on every generator, beside ``with_all.parquet``.
+
 The last line is ``key=value`` figures, ``<generator>_<ours|lgbm|mean>_<figure>``.
 """
 
@@ -94,32 +97,44 @@ def mean_served(a: pl.DataFrame, b: pl.DataFrame, ids: tuple[int, ...]) -> pl.Da
     return a.with_columns([((a[f"p_{c}"] + b[f"p_{c}"]) / 2).alias(f"p_{c}") for c in ids])
 
 
-def compare(df: pl.DataFrame, archive: Path, early_views: int, seed: int, max_objects: int) -> dict[str, float]:
-    """Train the cell's LightGBM, score both sides on its alerts; the figures of both, prefixed."""
-    gens = df["generator"].drop_nulls().unique().to_list()
-    if len(gens) != 1:
+def compare(df: pl.DataFrame, archive: Path, early_views: int, seed: int, max_objects: int,
+            train_archive: Path | None = None) -> dict[str, float]:
+    """Train the cell's LightGBM, score both sides on its alerts; the figures of both, prefixed.
+
+    With ``train_archive`` (``--in-distribution``) LightGBM is trained once on *every* generator of
+    that archive's training split and both sides are scored per generator of ``df`` (e.g. ``eval
+    logo``'s ``with_all.parquet``, served from ``archive``); keys are then ``indist_<generator>_...``.
+    """
+    gens = sorted(str(g) for g in df["generator"].drop_nulls().unique().to_list())
+    if train_archive is None and len(gens) != 1:
         raise SystemExit(f"a served table must hold one held-out generator's alerts, not {gens}")
-    g = str(gens[0])
     ids = class_ids(df)
     t0 = time.perf_counter()
-    train = class_data(archive / "training", "train", ids, early_views, seed, max_objects,
-                       filt=GeneratorFilter(exclude=(g,)), features=PEER_FEATURES)  # fmt: skip
+    filt = None if train_archive is not None else GeneratorFilter(exclude=(gens[0],))
+    train = class_data((train_archive or archive) / "training", "train", ids, early_views, seed, max_objects,
+                       filt=filt, features=PEER_FEATURES)  # fmt: skip
     clf = _lgbm_classifier(train, seed)
     seen = {ids[k] for k in np.unique(train.label[train.label >= 0])}
     alerts = archive / "alerts" if (archive / "alerts").is_dir() else archive
     feats = alert_features(alerts, set(df["diaSourceId"].to_list()), PEER_FEATURES)
-    peer = lgbm_served(df, clf, feats, ids)
-    ours, lgbm = heldout_figures(df, ids, seen), heldout_figures(peer, ids, seen)
-    both = heldout_figures(mean_served(df, peer, ids), ids, seen)
-    print(f"\nwithout {g}: LightGBM trained on {int((train.label >= 0).sum())} light curves and cuts of the other "
-          f"generators in {time.perf_counter() - t0:.0f} s; {int(ours['classified'])} classified alerts of {g}")
-    print_table([(f, ours[f], lgbm[f], both[f]) for f in FIGURES], ("figure", "ours", "LightGBM", "mean"))
-    classes = sorted(k for k in ours if k.startswith("class_"))
-    nan = float("nan")
-    print_table([(k[6:], ours[k], lgbm.get(k, nan), both.get(k, nan)) for k in classes],
-                ("class", "F1 ours", "F1 LightGBM", "F1 mean"))
-    return {f"{g}_{side}_{f}": fig[f] for side, fig in (("ours", ours), ("lgbm", lgbm), ("mean", both))
-            for f in FIGURES}
+    how = "every generator" if train_archive is not None else "the other generators"
+    res: dict[str, float] = {}
+    for g in gens:
+        own = df.filter(pl.col("generator") == g)
+        peer = lgbm_served(own, clf, feats, ids)
+        ours, lgbm = heldout_figures(own, ids, seen), heldout_figures(peer, ids, seen)
+        both = heldout_figures(mean_served(own, peer, ids), ids, seen)
+        print(f"\n{g}: LightGBM trained on {int((train.label >= 0).sum())} light curves and cuts of {how} in "
+              f"{time.perf_counter() - t0:.0f} s; {int(ours['classified'])} classified alerts of {g}")
+        print_table([(f, ours[f], lgbm[f], both[f]) for f in FIGURES], ("figure", "ours", "LightGBM", "mean"))
+        classes = sorted(k for k in ours if k.startswith("class_"))
+        nan = float("nan")
+        print_table([(k[6:], ours[k], lgbm.get(k, nan), both.get(k, nan)) for k in classes],
+                    ("class", "F1 ours", "F1 LightGBM", "F1 mean"))
+        pre = f"indist_{g}" if train_archive is not None else g
+        res |= {f"{pre}_{side}_{f}": fig[f] for side, fig in (("ours", ours), ("lgbm", lgbm), ("mean", both))
+                for f in FIGURES}
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,10 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--early-views", type=int, default=2, help="random early cuts per training object, as train")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-objects", type=int, default=0, help="training objects (0 = all)")
+    p.add_argument("--in-distribution", metavar="TRAIN_ARCHIVE",
+                   help="train on every generator of this archive instead (for eval logo's with_all.parquet, "
+                        "served from --archive, e.g. its --in-distribution-archive)")
     a = p.parse_args(argv)
     res: dict[str, float] = {}
+    train = Path(a.in_distribution) if a.in_distribution else None
     for f in a.served:
-        res |= compare(pl.read_parquet(f), Path(a.archive), a.early_views, a.seed, a.max_objects)
+        res |= compare(pl.read_parquet(f), Path(a.archive), a.early_views, a.seed, a.max_objects, train)
     print(" ".join(f"{k}={v:.4f}" for k, v in res.items()))
     return 0
 

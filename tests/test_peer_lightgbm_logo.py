@@ -67,7 +67,7 @@ def test_side_by_side_in_one_cell(cell: tuple[Path, pl.DataFrame], tmp_path: Pat
     kv = {k: float(v) for k, v in (item.split("=", 1) for item in out.strip().splitlines()[-1].split())}
     assert kv["galactic_ours_f1"] == 1.0 and kv["galactic_ours_p90_right"] == 1.0  # the truth predictor
     assert 0.0 <= kv["galactic_lgbm_f1"] <= 1.0 and 0.0 <= kv["galactic_lgbm_ece"] <= 1.0
-    assert "without galactic: LightGBM trained on" in out and "F1 LightGBM" in out and "F1 mean" in out
+    assert "cuts of the other generators" in out and "F1 LightGBM" in out and "F1 mean" in out
     # the truth's one-hot answer holds half the mean: its argmax stays the truth unless LightGBM ties it
     assert kv["galactic_lgbm_f1"] <= kv["galactic_mean_f1"] <= 1.0
 
@@ -109,3 +109,16 @@ def test_a_table_of_two_generators_is_refused(cell: tuple[Path, pl.DataFrame]) -
                           .alias("generator"))  # fmt: skip
     with pytest.raises(SystemExit, match="one held-out generator"):
         peer.compare(two, sim, 0, 0, 0)
+
+
+def test_in_distribution_trains_on_every_generator_and_scores_each(cell: tuple[Path, pl.DataFrame],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    sim, df = cell
+    two = df.with_columns(pl.when(pl.int_range(df.height) % 2 == 0).then(pl.lit("a")).otherwise(pl.lit("b"))
+                          .alias("generator"))  # fmt: skip
+    res = peer.compare(two, sim, 1, 0, 0, train_archive=sim)
+    out = capsys.readouterr().out
+    assert out.count("cuts of every generator") == 2
+    for g in ("a", "b"):
+        assert res[f"indist_{g}_ours_f1"] == 1.0  # the truth predictor, on each half
+        assert 0.0 <= res[f"indist_{g}_lgbm_f1"] <= 1.0
