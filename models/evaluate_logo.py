@@ -21,11 +21,12 @@ taxonomy:
 Three temperatures are compared with the same weights: ``pooled`` (validation NLL, the default),
 ``widest`` (the largest per-generator validation temperature,
 :func:`models.generator_split.widest_generator_temperature`) and ``anomaly`` (each alert's
-temperature times ``1 + beta * anomaly score``, :func:`models.logo_figures.widened`, with ``beta`` fitted by NLL on the
-*other* held-out generators' alerts only, :func:`~models.logo_figures.fit_beta`: a model is less certain where its input
-is strange, and how much less is learnt from generators other than the one scored). All are
-applied to the served probabilities (:func:`~models.logo_figures.retemper`, exact), so the archive is enriched once per
-model, and only the held-out generator's alerts are enriched (``enrich_archive(object_ids=...)``).
+temperature times ``1 + beta * anomaly score``, :func:`models.logo_figures.widened`, with ``beta``
+fitted by NLL on the *other* held-out generators' alerts only, :func:`~models.logo_figures.fit_beta`:
+a model is less certain where its input is strange, and how much less is learnt from generators
+other than the one scored). All are applied to the served probabilities
+(:func:`~models.logo_figures.retemper`, exact), so the archive is enriched once per model, and only
+the held-out generator's alerts are enriched (``enrich_archive(object_ids=...)``).
 The last line is ``key=value`` pairs: ``logo_<figure>_<min|mean|max>`` for the pooled temperature,
 ``logo_widest_...`` and ``logo_anomaly_...`` for the others (with ``logo_anomaly_<generator>_beta``),
 and ``logo_<generator>_<figure>``.
@@ -109,10 +110,11 @@ def run_logo(a: argparse.Namespace, extra: list[str], work: Path) -> dict[str, f
                      for g, m in per_gen.items()], ("held out", "alerts", "classified", "macro-F1", ">=5 det.",
                                                     "seen classes", "ECE", "right if p>=0.9"))  # fmt: skip
     print("\nper-class F1 (temperature pooled; classes the held-out generator makes)")
-    ref = [rows.get(v, {}) for v in ("test", "indist")]  # held out and in distribution, on the same alerts
+    ref = [rows[v] for v in ("test", "indist") if v in rows]  # held out and in distribution, on the same alerts
     print_table([(g, names.get(int(k[6:]), k[6:]), v, *(r.get(g, {}).get(k, NAN) for r in ref))
                  for g, m in rows["pooled"].items() for k, v in m.items() if k.startswith("class_")],
-                ("held out", "class", "F1", f"F1 held out, {where}", f"F1 in distribution, {where}"))  # fmt: skip
+                ("held out", "class", "F1", *([f"F1 held out, {where}", f"F1 in distribution, {where}"] if ref
+                                              else [])))  # fmt: skip
     return summary(rows)
 
 
@@ -217,6 +219,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                    "archive instead (same generators and options, another seed)")
     a, extra = p.parse_known_args(argv)
     a.in_distribution = a.in_distribution or bool(a.in_distribution_archive)
+    if a.in_distribution and a.luminosity:  # the reference model carries no prior: the columns would differ
+        p.error("--in-distribution compares the models as trained; drop --luminosity")
     t0 = time.perf_counter()
     if a.work:
         Path(a.work).mkdir(parents=True, exist_ok=True)

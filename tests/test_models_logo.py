@@ -210,3 +210,9 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     served = dict(item.split("=", 1) for item in last.split())
     truth = pl.read_parquet(sim / "truth.parquet").filter(pl.col("generator") == "sncosmo")
     assert int(served["served_alerts"]) == int(truth["n_alerts"].sum()) > 0
+
+
+def test_in_distribution_refuses_the_luminosity_prior(tmp_path: Path) -> None:
+    # the reference model is served as trained, so a prior on the held-out side only would skew the comparison
+    with pytest.raises(SystemExit):
+        logo_main(["--archive", str(tmp_path), "--in-distribution-archive", str(tmp_path), "--luminosity"])
