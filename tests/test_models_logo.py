@@ -186,8 +186,8 @@ def test_eval_logo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert f"one model trained on every generator, alerts of {sim2}" in other and "reusing" in other
     assert "logo_test_sncosmo_f1" in kv_2 and "logo_indist_sncosmo_f1" in kv_2
     made = pl.read_parquet(sim2 / "truth.parquet").group_by("generator").agg(pl.col("n_alerts").sum())
-    for title in ("held-out generator, temperature pooled, ", "in distribution: one model trained on every generator, "
-                  ):
+    titles = ("held-out generator, temperature pooled, ", "in distribution: one model trained on every generator, ")
+    for title in titles:
         rows = other.split(f"{title}alerts of {sim2}")[1].split("\n\n")[0].splitlines()[2:]  # the table's rows
         scored_alerts = {row.split()[0]: int(row.split()[1]) for row in rows}
         assert scored_alerts == dict(made.iter_rows()) and sum(scored_alerts.values()) > 0  # every split, every alert
