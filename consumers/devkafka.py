@@ -64,6 +64,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 message.max.bytes=20971520
 replica.fetch.max.bytes=20971520
+# 24 h by message timestamp: a record produced with an older CreateTime is deleted at the next 5-minute check
 log.retention.hours=24
 """
 
