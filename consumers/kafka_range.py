@@ -6,6 +6,8 @@ message at or after it is the partition's high watermark when the range is compu
 low watermark, an open ``until`` the high watermark (or None, unbounded, for a live run). Timestamps are the
 messages' own (the producer's ``CreateTime`` unless the topic uses ``LogAppendTime``); within a partition the
 cut is by offset, so a message whose timestamp is out of order with its neighbours goes with its offset.
+Deleted messages (retention, delete-records) have no timestamp left: a range whose start is a low watermark
+above 0 may have lost its beginning, and a warning names those partitions.
 """
 
 from __future__ import annotations
@@ -65,16 +67,22 @@ def time_ranges(consumer: Any, topics: list[str], time_range: TimeRange | None, 
     starts = _offsets_at(consumer, tps, tr.start_ms, timeout) if tr.start_ms is not None else {}
     ends = _offsets_at(consumer, tps, tr.end_ms, timeout) if tr.end_ms is not None else {}
     out: Ranges = {}
+    cut: list[str] = []
     for tp in tps:
         low, high = marks[tp]
         start = starts.get(tp, low)
         start = high if start < 0 else max(start, low)
+        if tr.start_ms is not None and 0 < low == start < high:
+            cut.append(f"{tp[0]}:{tp[1]} (offsets below {low})")  # its oldest kept message is already in range
         end: int | None = ends.get(tp, high)
         if open_end and tr.end_ms is None:
             end = None
         elif end is not None and end < 0:
             end = high
         out[tp] = (start, end if end is None else max(start, end))
+    if cut:  # why: the timestamps of deleted messages are gone, so the range silently shrinks otherwise
+        log.warning("the time range may begin before the oldest message Kafka still keeps; deleted (retention or "
+                    "delete-records), not processed: %s", ", ".join(cut))  # fmt: skip
     return out
 
 

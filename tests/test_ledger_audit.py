@@ -236,3 +236,36 @@ def test_64_bit_ids_survive_the_json_outputs(tmp_path: Path, store: SchemaStore)
     assert subscribe.main([str(tmp_path / "out"), "--format", "jsonl"], out, io.StringIO()) == 0
     ids = [json.loads(line)["diaSourceId"] for line in out.getvalue().splitlines()]
     assert sorted(int(i) for i in ids) == want  # as strings (exact for any reader, JavaScript included)
+
+
+def test_a_time_range_cut_by_retention_is_named(kafka_bootstrap: str, topic_prefix: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """Messages deleted from the head of a partition leave no timestamp: a range starting before them says so."""
+    from confluent_kafka.admin import AdminClient
+
+    from consumers.kafka_range import time_ranges
+    from consumers.timerange import TimeRange, ms_to_mjd
+
+    topic = f"{topic_prefix}-cut"
+    create_topics(kafka_bootstrap, [topic], partitions=1)
+    t0 = (int(time.time()) // 3600 - 2) * 3_600_000
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(40):
+        p.produce(topic, b"x", partition=0, timestamp=t0 + i * 60_000)
+    assert p.flush(30) == 0
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept referenced: its thread resolves the futures
+    done = admin.delete_records([TopicPartition(topic, 0, 10)])
+    assert [f.result(30).low_watermark for f in done.values()] == [10]  # offsets 0..9 deleted, as retention would
+    c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{topic_prefix}-g"})
+    try:
+        with caplog.at_level("WARNING", logger="consumers.kafka_range"):
+            early = time_ranges(c, [topic], TimeRange(ms_to_mjd(t0), ms_to_mjd(t0 + 30 * 60_000)))
+        named = [r.getMessage() for r in caplog.records if "oldest message Kafka still keeps" in r.getMessage()]
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="consumers.kafka_range"):
+            late = time_ranges(c, [topic], TimeRange(ms_to_mjd(t0 + 20 * 60_000), ms_to_mjd(t0 + 30 * 60_000)))
+    finally:
+        c.close()
+    assert early[(topic, 0)] == (10, 30) and late[(topic, 0)] == (20, 30)
+    assert len(named) == 1 and f"{topic}:0 (offsets below 10)" in named[0]
+    assert not [r for r in caplog.records if "oldest message" in r.getMessage()], "a range inside what is kept"
