@@ -149,6 +149,12 @@ def test_audit_against_a_parquet_dump_keeps_64_bit_ids(kafka_bootstrap: str, nig
         main(["audit", "--source", f"{k}/{dst}", "--outputs", str(floats)])
 
 
+def _hours_ago(hours: int) -> int:
+    """Epoch ms of the hour ``hours`` before now. Why not a fixed date: the dev broker deletes segments whose
+    timestamps are past its 24 h retention at its next 5-minute check, so a test's topics would empty mid-run."""
+    return (int(time.time()) // 3600 - hours) * 3_600_000
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
@@ -158,10 +164,7 @@ def test_time_range_run_processes_exactly_the_range_and_audits_clean(
     topics = [f"{topic_prefix}-v10", f"{topic_prefix}-v11"]  # one topic per schema major version, as Rubin does
     dst, group = f"{topic_prefix}-out", f"{topic_prefix}-g"
     create_topics(kafka_bootstrap, [*topics, dst, f"{dst}-dlq", f"{dst}-scores", f"{dst}-ledger"], partitions=2)
-    # One alert a minute, over 2 topics x 2 partitions, from 6 h ago (on the hour). Why not a fixed date: the
-    # dev broker deletes segments whose timestamps are past its 24 h retention at its next 5-minute check,
-    # so a run that straddled one found the topics empty (offsets_for_times -1) after the worker finished.
-    t0, n = (int(time.time()) // 3600 - 6) * 3_600_000, 240
+    t0, n = _hours_ago(6), 240  # one alert a minute, over 2 topics x 2 partitions
     alerts = stream(n, n_history=2, seed=8)
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     for i, m in enumerate(alerts):
@@ -248,7 +251,7 @@ def test_a_time_range_cut_by_retention_is_named(kafka_bootstrap: str, topic_pref
 
     topic = f"{topic_prefix}-cut"
     create_topics(kafka_bootstrap, [topic], partitions=1)
-    t0 = (int(time.time()) // 3600 - 2) * 3_600_000
+    t0 = _hours_ago(2)
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     for i in range(40):
         p.produce(topic, b"x", partition=0, timestamp=t0 + i * 60_000)
@@ -257,10 +260,11 @@ def test_a_time_range_cut_by_retention_is_named(kafka_bootstrap: str, topic_pref
     done = admin.delete_records([TopicPartition(topic, 0, 10)])
     assert [f.result(30).low_watermark for f in done.values()] == [10]  # offsets 0..9 deleted, as retention would
     c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{topic_prefix}-g"})
+    warning = "oldest message Kafka still keeps"
     try:
         with caplog.at_level("WARNING", logger="consumers.kafka_range"):
             early = time_ranges(c, [topic], TimeRange(ms_to_mjd(t0), ms_to_mjd(t0 + 30 * 60_000)))
-        named = [r.getMessage() for r in caplog.records if "oldest message Kafka still keeps" in r.getMessage()]
+        named = [r.getMessage() for r in caplog.records if warning in r.getMessage()]
         caplog.clear()
         with caplog.at_level("WARNING", logger="consumers.kafka_range"):
             late = time_ranges(c, [topic], TimeRange(ms_to_mjd(t0 + 20 * 60_000), ms_to_mjd(t0 + 30 * 60_000)))
@@ -268,4 +272,4 @@ def test_a_time_range_cut_by_retention_is_named(kafka_bootstrap: str, topic_pref
         c.close()
     assert early[(topic, 0)] == (10, 30) and late[(topic, 0)] == (20, 30)
     assert len(named) == 1 and f"{topic}:0 (offsets below 10)" in named[0]
-    assert not [r for r in caplog.records if "oldest message" in r.getMessage()], "a range inside what is kept"
+    assert not [r for r in caplog.records if warning in r.getMessage()], "a range inside what is kept"
