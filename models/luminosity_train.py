@@ -11,7 +11,8 @@ switched off; for each alert the gate classified, the classifier's probabilities
 inputs (peak absolute magnitude and ``log10`` of the served photo-z median, computed from the same
 tokens by the model's :meth:`~models.physics.PhysicsDensity.inputs`) are kept with the true class.
 The prior is fitted on the objects of ``--split`` (default: those the classifier did not train on),
-optionally without one generator's (``--exclude-generator``: the leave-one-generator-out grid), and
+optionally without some generators' (``--exclude-generator``, comma-separated and checked against
+the archive as ``train``'s: the leave-one-generator-out grid, or a model trained without them), and
 a copy of ``--init`` whose only change is the ``luminosity.`` buffers (checked) is written.
 """
 
@@ -30,6 +31,7 @@ from broker.batch import AlertBatch
 from broker.predict import Predictions
 from broker.settings import Settings
 from models.checkpoint import load_checkpoint, report_part, save_part
+from models.generator_split import GeneratorFilter, filter_generators
 from models.heads import PHOTOZ_COLUMNS
 from models.luminosity import fit_prior
 from models.model import MultimodalModel
@@ -87,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulator output (alerts/, hosts/, truth.parquet); repeat to pool several")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--split", default="validation,test", help="truth splits fitted on (comma-separated; 'all')")
-    p.add_argument("--exclude-generator", default="", help="leave this generator's objects out of the fit")
+    p.add_argument("--exclude-generator", default="",
+                   help="comma-separated generators whose objects are left out of the fit (as train's)")
     p.add_argument("--l2", type=float, default=1e-3, help="ridge penalty on the prior's weights")
     return p
 
@@ -104,9 +107,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     keep = pl.col("class_code").is_in(ids)
     if a.split != "all":
         keep &= pl.col("split").is_in(a.split.split(","))
-    if a.exclude_generator:
-        keep &= pl.col("generator") != a.exclude_generator
-    df = df.filter(keep)
+    df = filter_generators(df.filter(keep), GeneratorFilter.parse(a.exclude_generator, None))
     probs = np.stack(df["probs"].to_list()).astype(np.float64)
     x = df.select("abs_mag", "log_z").to_numpy().astype(np.float64)
     y = np.array([ids.index(int(c)) for c in df["class_code"]])

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -96,11 +97,11 @@ def test_served_probabilities_use_a_fitted_prior_and_survive_a_checkpoint(tmp_pa
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """600 objects, seed 2, with hosts: a simulated night as the fit reads it (about 3 s)."""
+    """600 objects, seed 2, two generators, with hosts: a simulated night as the fit reads it (about 3 s)."""
     from broker.sim import simulate
 
     out = tmp_path_factory.mktemp("lum") / "sim"
-    simulate(600, seed=2, out_dir=out, progress=False)
+    simulate(600, seed=2, out_dir=out, progress=False, generators="templates,galactic")
     return out
 
 
@@ -108,7 +109,7 @@ def test_command_fits_on_served_alerts_and_changes_nothing_else(night: Path, tmp
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "lum.pt"
     assert cli_main(["--init", str(DEFAULT_WEIGHTS), "--archive", str(night), "--out", str(out),
-                     "--split", "all", "--exclude-generator", "none-such"]) == 0
+                     "--split", "all"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     kv = dict(item.split("=", 1) for item in lines[-2].split())
     assert kv["other_weights_identical"] == "1" and float(kv["rows"]) >= 50
@@ -125,9 +126,22 @@ def test_logo_grafts_the_photoz_and_fits_without_the_held_out_generator(night: P
     ck = tmp_path / "without_x.pt"
     model, meta = load_checkpoint(DEFAULT_WEIGHTS)  # a model as the grid trains them: no photo-z student
     save_checkpoint(ck, MultimodalModel(replace(model.cfg, photoz_student=0)), meta["taxonomy"], {}, "0" * 16, {})
-    out = with_luminosity(ck, night, "none-such", str(DEFAULT_WEIGHTS), split="all")
+    out = with_luminosity(ck, night, "galactic", str(DEFAULT_WEIGHTS), split="all")
     assert out == tmp_path / "without_x_lum.pt" and (tmp_path / "without_x_pz.pt").is_file()
     new, new_meta = load_checkpoint(out)
     assert new.luminosity.is_fitted and new.photoz_student is not None
-    assert new_meta["train"]["luminosity"]["exclude_generator"] == "none-such"
+    fit = new_meta["train"]["luminosity"]
+    assert fit["exclude_generator"] == "galactic"
+    truth = pl.read_parquet(night / "truth.parquet")
+    assert truth.filter(pl.col("generator") == "galactic").height > 0  # so the exclusion drops objects
+    templates_alerts = int(truth.filter(pl.col("generator") == "templates")["n_alerts"].sum())
+    assert 0 < fit["alerts"] <= templates_alerts  # only the templates' alerts were fitted on
     assert new_meta["train"]["graft"]["from"] == str(DEFAULT_WEIGHTS)
+
+
+def test_the_fit_refuses_a_generator_the_archive_does_not_hold(night: Path, tmp_path: Path) -> None:
+    # Why: an exclusion that names nothing used to fit on every generator without a word, so a
+    # leave-one-generator-out prior could have seen its held-out generator.
+    with pytest.raises(ValueError, match="none-such"):
+        cli_main(["--init", str(DEFAULT_WEIGHTS), "--archive", str(night), "--out", str(tmp_path / "x.pt"),
+                  "--split", "all", "--exclude-generator", "galactic,none-such"])
