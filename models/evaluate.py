@@ -227,15 +227,20 @@ def cli_main(argv: list[str] | None = None) -> int:
         from models.evaluate_cutouts import cli_main as cutouts_main
 
         return cutouts_main(args[1:])
+    if args[:1] == ["compare"]:
+        from models.evaluate_compare import cli_main as compare_main
+
+        return compare_main(args[1:])
     if args[:1] == ["gyro"]:
         from models.evaluate_gyro import cli_main as gyro_main
 
         return gyro_main(args[1:])
     p = argparse.ArgumentParser(prog="alertbroker eval", description=__doc__.split("\n")[0])
     p.add_argument("task", choices=("classify", "photoz", "anomaly", "served", "logo", "gyro", "photoz-transfer",
-                                    "cutouts"),
+                                    "cutouts", "compare"),
                    help="served: per alert through the serving path (see 'eval served --help'); "
-                        "logo: leave-one-generator-out (see 'eval logo --help'); photoz-transfer: "
+                        "logo: leave-one-generator-out (see 'eval logo --help'); compare: two models' served "
+                        "alerts, paired (see 'eval compare --help'); photoz-transfer: "
                         "checkpoints on DC2 and the broad sample (see 'eval photoz-transfer --help')")
     p.add_argument("--data", help="training-table directory (classify, anomaly)")
     p.add_argument("--checkpoint", default=str(DEFAULT_WEIGHTS))
