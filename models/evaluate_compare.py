@@ -60,7 +60,7 @@ def align(a: pl.DataFrame, b: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame,
     ids_a, ids_b = class_ids_of(a), class_ids_of(b)
     if ids_a != ids_b:
         raise ValueError(f"the tables serve different taxonomies: A {ids_a}, B {ids_b}")
-    a, b = a.sort("diaSourceId"), b.sort("diaSourceId")
+    a, b = a.sort("diaSourceId", maintain_order=True), b.sort("diaSourceId", maintain_order=True)
     if a.height != b.height or not a["diaSourceId"].equals(b["diaSourceId"]):
         raise ValueError(f"the tables hold different alerts (A {a.height}, B {b.height} rows): "
                          "score the same archive with both models")
