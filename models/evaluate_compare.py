@@ -26,23 +26,17 @@ import numpy as np
 import polars as pl
 
 from broker.annotations import STATE_CLASSIFIED
-from broker.sim.taxonomy import CLASSES
-from models.evaluate_served import _fmt, class_metrics, per_class, probabilities
+from broker.sim.taxonomy import name_of
+from models.evaluate_served import _fmt, class_ids_of, class_metrics, per_class, probabilities
 from models.metrics import print_table
 from models.served_intervals import LEVEL, REPS, resamples
 
 #: :func:`class_metrics` figures compared (ECE: lower is better; the others: higher).
 FIGURES = ("f1", "acc", "ece", "p90_right")
-NAMES = {c.code: c.name for c in CLASSES}
 #: Prefix of the rows that count answers of a class with no true alert in the set.
 ABSENT = "answers, absent class: "
 #: One compared figure: ``(name, A, B, B - A, lo, hi, share of resamples with B - A > 0)``.
 Row = tuple[str, float, float, float, float, float, float]
-
-
-def class_ids_of(df: pl.DataFrame) -> tuple[int, ...]:
-    """The taxonomy of a served table: its ``p_<code>`` columns, in column order."""
-    return tuple(int(c[2:]) for c in df.columns if c.startswith("p_") and c[2:].isdigit())
 
 
 def align(a: pl.DataFrame, b: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, tuple[int, ...]]:
@@ -80,7 +74,7 @@ def figures(df: pl.DataFrame, ids: tuple[int, ...]) -> dict[str, float]:
     known = df.filter(pl.col("class_code").is_in(list(ids)))
     m = class_metrics(known, ids)
     out = {k: m[k] for k in FIGURES}
-    names = tuple(NAMES.get(c, str(c)) for c in ids)
+    names = tuple(name_of(c) for c in ids)
     ok = known.filter(pl.col("classification_state") == STATE_CLASSIFIED)
     p = probabilities(ok, ids)
     answer = p[np.isfinite(p).all(1)].argmax(1) if p.shape[1] else np.zeros(0, int)

@@ -58,6 +58,11 @@ VIEWS: dict[str, tuple[int, int]] = {"all": (0, 1 << 30), "<=3": (0, 3), "<=5": 
 NAN = float("nan")
 
 
+def class_ids_of(df: pl.DataFrame) -> tuple[int, ...]:
+    """The model's classes, in the order of a served table's ``p_<code>`` columns (``broker.flatten``)."""
+    return tuple(int(c[2:]) for c in df.columns if c.startswith("p_") and c[2:].isdigit())
+
+
 def probabilities(df: pl.DataFrame, class_ids: tuple[int, ...]) -> np.ndarray:
     """``(n, K)`` served probabilities in the model's class order (absent columns read 0)."""
     cols = [df[f"p_{c}"].fill_null(NAN).to_numpy() if f"p_{c}" in df.columns else np.zeros(df.height)

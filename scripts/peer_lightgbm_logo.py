@@ -42,6 +42,7 @@ from broker.decode import BatchDecoder
 from broker.features import FeatureConfig, featurize
 from broker.schemas import SchemaStore
 from models.evaluate import _lgbm_classifier
+from models.evaluate_served import class_ids_of as class_ids
 from models.generator_split import GeneratorFilter
 from models.logo_figures import FIGURES, heldout_figures
 from models.metrics import print_table
@@ -50,11 +51,6 @@ from models.train_data import class_data
 #: The peer reads every summary feature the stream can compute, the per-band Bazin fits included
 #: (Fink's and ALeRCE's classifiers use them), though the shipped model is trained without them.
 PEER_FEATURES = FeatureConfig(bazin=True)
-
-
-def class_ids(df: pl.DataFrame) -> tuple[int, ...]:
-    """The model's classes, in the order of the served table's ``p_<code>`` columns."""
-    return tuple(int(c[2:]) for c in df.columns if c.startswith("p_") and c[2:].isdigit())
 
 
 def alert_features(alerts: Path, ids: set[int], config: FeatureConfig | None = None) -> dict[int, np.ndarray]:
