@@ -66,13 +66,13 @@ def default_side_uri(sink: str, suffix: str) -> str:
 
 
 def make_predictor(settings: Settings) -> Predictor:
-    """The model named by ``settings.model``: the shipped default, a checkpoint path, or none."""
+    """The model named by ``settings.model``: a shipped model, a checkpoint or ensemble manifest path, or none."""
     if settings.model == "none":
         return NullPredictor()
-    from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor
+    from models.predictor import SHIPPED_MODELS, load_predictor
 
-    path = DEFAULT_WEIGHTS if settings.model == "default" else Path(settings.model)
-    if settings.model == "default" and not path.exists():
+    path = SHIPPED_MODELS.get(settings.model, Path(settings.model))
+    if settings.model in SHIPPED_MODELS and not path.exists():
         log.warning("no shipped weights at %s: scores will be null (train them: see docs/models.md)", path)
         return NullPredictor()
     import torch
@@ -80,8 +80,7 @@ def make_predictor(settings: Settings) -> Predictor:
     device = settings.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return MultimodalPredictor.from_checkpoint(path, device=device, threads=settings.torch_threads,
-                                               attribution=settings.attribution)
+    return load_predictor(path, device=device, threads=settings.torch_threads, attribution=settings.attribution)
 
 
 def make_featurizer(settings: Settings, predictor: Predictor) -> Featurizer | None:

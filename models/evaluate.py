@@ -37,7 +37,7 @@ import torch
 
 from models.data import TokenData, dc2_path, photometry_tokens, read_photometry
 from models.metrics import ece, photoz_stats, plot_confusion, plot_curves, plot_photoz, print_table, recall_at
-from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor
+from models.predictor import MultimodalPredictor, load_predictor
 from models.train_data import class_data
 
 CUTS = (1, 2, 3, 5, 10)
@@ -243,7 +243,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                         "alerts, paired (see 'eval compare --help'); photoz-transfer: "
                         "checkpoints on DC2 and the broad sample (see 'eval photoz-transfer --help')")
     p.add_argument("--data", help="training-table directory (classify, anomaly)")
-    p.add_argument("--checkpoint", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--checkpoint", default="default",
+                   help="a shipped model (default, cascade, ensemble), a checkpoint (.pt) or ensemble manifest (.json)")
     p.add_argument("--plots", default="docs/img", help="folder for the PNG plots")
     p.add_argument("--max-objects", type=int, default=0, help="cap per split (0 = all)")
     p.add_argument("--threads", type=int, default=2)
@@ -251,7 +252,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     a = p.parse_args(args)
     if a.task != "photoz" and not a.data:
         p.error(f"{a.task} needs --data")
-    pred = MultimodalPredictor.from_checkpoint(a.checkpoint, threads=a.threads)
+    pred = load_predictor(a.checkpoint, threads=a.threads)
     plots = Path(a.plots)
     plots.mkdir(parents=True, exist_ok=True)
     if a.task == "classify":

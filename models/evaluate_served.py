@@ -240,7 +240,9 @@ def cli_main(argv: list[str] | None = None, predictor: Predictor | None = None) 
     p.add_argument("--archive", required=True,
                    help="alert archive: a simulator output dir (its alerts/ is read), a dir, file or tar")
     p.add_argument("--truth", help="truth.parquet (default: ARCHIVE/truth.parquet)")
-    p.add_argument("--checkpoint", default="default", help="'default' (shipped), a checkpoint path, or 'none'")
+    p.add_argument("--checkpoint", default="default",
+                   help="a shipped model (default, cascade, ensemble), a checkpoint (.pt) or ensemble manifest "
+                        "(.json) path, or 'none'")
     p.add_argument("--host-catalog", help="HATS galaxy catalog (default: ARCHIVE/hosts if present; 'none': off)")
     p.add_argument("--max-alerts", type=int, default=0, help="read at most this many messages (0 = all)")
     p.add_argument("--split", default="all", choices=("all", "train", "validation", "test"),

@@ -175,16 +175,12 @@ class MultimodalModel(nn.Module):
         mixture summary of this pass cost ~20-50 µs per alert.
         """
         out = self.forward(**tokens)
-        probs = torch.softmax(out["logits"].float() / self.temperature, -1)
+        probs, inputs = self._probs(out, tokens, host_z)
         ctx = anomaly_context(out)
         anomaly = self.anomaly_score(ctx, tokens["lc"], tokens["lc_mask"])
         parts = {}
-        if host_z is not None and self.reads_host_z:  # one pass over the inputs for the prior and the score
-            x, n_det = self.physics.inputs_fp32(tokens["lc"], tokens["lc_mask"], tokens["feat"], tokens["feat_mask"],
-                                                host_z)  # fmt: skip
-            probs = self.luminosity(probs, x[:, :2], n_det)  # (abs_mag, log_z): physics.INPUTS starts with them
-        if host_z is not None and self.cfg.physics.score != "off":
-            phys = self.physics.score(x, n_det)
+        if inputs is not None and self.cfg.physics.score != "off":
+            phys = self.physics.score(*inputs)
             parts = {"anomaly_base": anomaly, "anomaly_physics": phys}
             anomaly = combine_physics(anomaly, phys, self.cfg.physics.score)
         res = {"probs": probs, "anomaly": anomaly, **parts, "emb": out["emb"].float(),
@@ -195,6 +191,29 @@ class MultimodalModel(nn.Module):
         if self.real_bogus is not None:
             res["real"] = self.real_bogus.probability(out["rb_logit"])
         return res
+
+    @torch.no_grad()
+    def class_probs(self, host_z: Tensor | None = None, **tokens: Tensor) -> Tensor:
+        """Calibrated class probabilities (n, K) alone: :meth:`infer`'s ``probs``, no other head.
+
+        Why: a member of a served ensemble (:mod:`models.ensemble`) contributes only its classes;
+        :meth:`infer` would also run its anomaly forest, embedding and forecast, to be thrown away.
+        """
+        return self._probs(self.forward(**tokens), tokens, host_z)[0]
+
+    def _probs(self, out: dict[str, Tensor], tokens: dict[str, Tensor], host_z: Tensor | None
+               ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Tempered probabilities (n, K), with the luminosity prior where the model reads ``host_z``.
+
+        Returns the probabilities and the prior's inputs ``(x, n_det)`` (None without ``host_z``), which
+        the physics score reads too: one pass over the inputs for both.
+        """
+        probs = torch.softmax(out["logits"].float() / self.temperature, -1)
+        if host_z is None or not self.reads_host_z:
+            return probs, None
+        x, n_det = self.physics.inputs_fp32(tokens["lc"], tokens["lc_mask"], tokens["feat"], tokens["feat_mask"],
+                                            host_z)  # fmt: skip
+        return self.luminosity(probs, x[:, :2], n_det), (x, n_det)  # (abs_mag, log_z): physics.INPUTS starts with them
 
     def anomaly_score(self, ctx: Tensor, lc: Tensor, lc_mask: Tensor) -> Tensor:
         """The served anomaly score (n,): forest, neighbour, or both (``cfg.neighbours.score``).

@@ -19,6 +19,7 @@ the torch thread count is ``threads``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,16 @@ CUDA_BF16 = False
 #: Held by ``tests/test_models_train.py::test_cpu_gpu_parity`` and ``scripts/gpu_parity.py``.
 CUDA_PARITY_TOL = {"probs": 0.05, "anomaly": 0.5, "photoz": 0.05}
 
-#: Shipped default checkpoint (``alertbroker train``, see docs/models.md).
+#: Shipped default checkpoint (``alertbroker train``, see docs/models.md); also the primary of the
+#: shipped ensembles, whose photo-z, anomaly score and embedding they serve.
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
+#: The shipped models by name (``--model NAME``): the default checkpoint alone, and two ensemble
+#: manifests (:mod:`models.ensemble`) over it and three more seeds of its recipe: ``cascade``
+#: consults them where the default is unsure (top p < 0.9), ``ensemble`` for every alert. Why the
+#: default is the single model (speed, issue 12's goal): docs/models.md, "A seed ensemble".
+SHIPPED_MODELS: dict[str, Path] = {"default": DEFAULT_WEIGHTS,
+                                   "cascade": DEFAULT_WEIGHTS.with_name("cascade.json"),
+                                   "ensemble": DEFAULT_WEIGHTS.with_name("ensemble.json")}
 
 
 def _tokens(features: Any) -> dict[str, np.ndarray]:
@@ -90,7 +99,14 @@ class MultimodalPredictor:
         Serve the photo-z of an alert's host with the checkpoint's alert-selection prior
         (:mod:`models.photoz_prior`); False gives the field posterior (catalogue galaxies).
     attribution : bool
-        Also compute the modality attribution (``Settings.attribution``).
+        Also compute the modality attribution (``Settings.attribution``); with ``members``, it
+        explains the primary model's classification.
+    members : sequence of MultimodalModel
+        Seed-ensemble members (:mod:`models.ensemble`, which checks them): the served class
+        probabilities are the mean of ``model``'s and theirs; every other output is ``model``'s.
+    consult_below : float or None
+        With ``members``: consult them only for alerts whose top probability from ``model`` is below
+        this (a cascade: ``model``'s confident answers stand, at a fraction of the cost); None: always.
     """
 
     name: str | None = "alertbroker-multimodal"
@@ -98,7 +114,8 @@ class MultimodalPredictor:
     def __init__(self, model: MultimodalModel, meta: dict[str, Any], device: str = "cpu",
                  threads: int = 1, batch_size: int = 1024, min_detections: int = 1,
                  min_host_bands: int = 3, attribution: bool = False, photoz_selection: bool = True,
-                 bf16: bool | None = None) -> None:
+                 bf16: bool | None = None, members: Sequence[MultimodalModel] = (),
+                 consult_below: float | None = None) -> None:
         self.device = torch.device(device)
         #: bf16 autocast on CUDA (``bf16=None``: the default, :data:`CUDA_BF16`); never on CPU.
         self.bf16 = self.device.type == "cuda" and (CUDA_BF16 if bf16 is None else bool(bf16))
@@ -107,7 +124,11 @@ class MultimodalPredictor:
         self.model = model.to(self.device).eval()
         self.meta = meta
         tax = meta["taxonomy"]
+        self.members = [m.to(self.device).eval() for m in members]
+        self.consult_below = consult_below
         self.version: str | None = f"{meta['format_version']}.{meta['token_layout']}+{meta['data_hash']}"
+        if self.members:
+            self.version += f"+{meta['ensemble']['tag']}"
         self.taxonomy: str | None = tax["name"]
         self.class_ids: tuple[int, ...] = tuple(int(c) for c in tax["class_ids"])
         self.class_names: tuple[str, ...] = tuple(tax["class_names"])
@@ -188,7 +209,8 @@ class MultimodalPredictor:
                 out = self.model.infer(with_photoz=False, host_z=hz, **tb)  # photo-z: the host path above
                 if attr is not None:
                     attr[idx, 0] = self.attributor.classification(tb, out["probs"])  # type: ignore[union-attr]
-            probs[idx] = out["probs"].float().cpu().numpy()
+                p = self._consult(out["probs"].float(), tb, hz)
+            probs[idx] = p.cpu().numpy()
             anomaly[idx] = out["anomaly"].float().cpu().numpy()
             for key, arr in parts.items():
                 arr[idx] = out[key].float().cpu().numpy()
@@ -200,6 +222,20 @@ class MultimodalPredictor:
         read = np.asarray(tokens["img_mask"], np.float32) if "img" in keys else np.zeros(n, np.float32)
         return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding, attribution=attr,
                            forecast=forecast, real_bogus=p_real, cutouts_read=read, extra=parts)
+
+    def _consult(self, p: torch.Tensor, tb: dict[str, torch.Tensor], hz: torch.Tensor | None) -> torch.Tensor:
+        """The ensemble's probabilities (n, K): ``p`` (the primary's) averaged with the members' where consulted."""
+        if not self.members:
+            return p
+        rows = None if self.consult_below is None else torch.nonzero(p.max(1).values < self.consult_below)[:, 0]
+        if rows is None:
+            return torch.stack([p, *(m.class_probs(host_z=hz, **tb).float() for m in self.members)]).mean(0)
+        if len(rows):
+            sub = {k: v[rows] for k, v in tb.items()}
+            hs = None if hz is None else hz[rows]
+            p = p.clone()
+            p[rows] = torch.stack([p[rows], *(m.class_probs(host_z=hs, **sub).float() for m in self.members)]).mean(0)
+        return p
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Score a batch; ``features`` from :func:`broker.features.featurize` (computed if None)."""
@@ -213,6 +249,17 @@ class MultimodalPredictor:
         return self.predict_tokens(tokens, _flux_scale(features))
 
 
+def load_predictor(path: str | Path, device: str = "cpu", **kw: Any) -> MultimodalPredictor:
+    """The predictor of a shipped model's name (:data:`SHIPPED_MODELS`), a checkpoint (``.pt``) or an
+    ensemble manifest (``.json``, :mod:`models.ensemble`)."""
+    path = SHIPPED_MODELS.get(str(path), path)
+    if Path(path).suffix == ".json":
+        from models.ensemble import load_ensemble  # imports this module
+
+        return load_ensemble(path, device=device, **kw)
+    return MultimodalPredictor.from_checkpoint(path, device=device, **kw)
+
+
 def load_default(device: str = "cpu", threads: int = 1, **kw: Any) -> MultimodalPredictor:
-    """The shipped default predictor (``models/weights/default.pt``)."""
-    return MultimodalPredictor.from_checkpoint(DEFAULT_WEIGHTS, device=device, threads=threads, **kw)
+    """The shipped default predictor (:data:`DEFAULT_WEIGHTS`)."""
+    return load_predictor(DEFAULT_WEIGHTS, device=device, threads=threads, **kw)

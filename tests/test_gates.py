@@ -43,14 +43,14 @@ def test_gate_states() -> None:
     assert set(states) <= set(CLASSIFICATION_STATES)
 
 
-@pytest.fixture(scope="module")
-def real_enriched(store: SchemaStore) -> tuple[list[bytes], list[bytes]]:
+@pytest.fixture(scope="module", params=["default", "cascade"])
+def real_enriched(store: SchemaStore, request: pytest.FixtureRequest) -> tuple[list[bytes], list[bytes]]:
     from broker.features import FeatureConfig, featurize
-    from models.predictor import DEFAULT_WEIGHTS, MultimodalPredictor
+    from models.predictor import load_predictor
 
     values = [p.read_bytes() for p in sorted(REAL.glob("*.bin"))]
     assert len(values) == 75
-    pred = MultimodalPredictor.from_checkpoint(DEFAULT_WEIGHTS, device="cpu", threads=1)
+    pred = load_predictor(request.param, device="cpu", threads=1)  # the shipped model, and its seed ensemble
     enricher = Enricher(BatchDecoder(store), pred, featurizer=functools.partial(featurize, config=FeatureConfig()))
     res = enricher.enrich(values)
     assert res.dead == [] and res.covers(len(values))
