@@ -87,3 +87,21 @@ def adversarial_loss(critic: GeneratorCritic, emb: Tensor, label: Tensor, group:
     if not bool(known.any()):
         return emb.sum() * 0.0
     return F.cross_entropy(critic(emb[known], label[known], strength).float(), group[known])
+
+
+def make_critic(weight: float, d_model: int, n_classes: int, n_rows: int | None, train_groups: np.ndarray | None,
+                device: torch.device, log: Any) -> tuple[GeneratorCritic | None, np.ndarray | None]:
+    """The generator critic and each of the ``n_rows`` training rows' generator index, when ``weight > 0``.
+
+    Raises
+    ------
+    ValueError
+        With a weight but no generator for every training row.
+    """
+    if weight <= 0 or n_rows is None:
+        return None, None
+    if train_groups is None or len(train_groups) != n_rows:
+        raise ValueError("--adversarial-weight needs the generator of every training row")
+    idx, names = group_index(train_groups)
+    log(f"generator critic over {len(names)} generators ({', '.join(names)}), weight {weight}")
+    return GeneratorCritic(d_model, n_classes, len(names)).to(device), idx

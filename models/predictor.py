@@ -127,8 +127,8 @@ class MultimodalPredictor:
         self.members = [m.to(self.device).eval() for m in members]
         self.consult_below = consult_below
         self.version: str | None = f"{meta['format_version']}.{meta['token_layout']}+{meta['data_hash']}"
-        if self.members:
-            self.version += f"+{meta['ensemble']['tag']}"
+        if self.members:  # the ensemble's tag (models.ensemble): which checkpoints, consulted when
+            self.version += "+" + meta.get("ensemble", {}).get("tag", f"ens{1 + len(self.members)}")
         self.taxonomy: str | None = tax["name"]
         self.class_ids: tuple[int, ...] = tuple(int(c) for c in tax["class_ids"])
         self.class_names: tuple[str, ...] = tuple(tax["class_names"])

@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from broker.features.registry import FEATURE_INDEX
-from models.adversarial import GeneratorCritic, adversarial_loss, group_index, ramp
+from models.adversarial import adversarial_loss, make_critic, ramp
 from models.augment import Augment
 from models.data import TokenData
+from models.distill import EnsembleTeacher, soft_cross_entropy
 from models.generator_split import widest_generator_temperature
 from models.heads import fit_sigma_scale, fit_temperature, mixture_nll
 from models.metrics import photoz_stats
@@ -63,6 +64,8 @@ class TrainConfig:
     augment_colour: float = Augment.colour
     adversarial_weight: float = 0.0
     lc_dropout: float = 0.0
+    distill_from: str = ""
+    distill_weight: float = 0.0
 
 
 def batch_tensors(td: TokenData, idx: np.ndarray, device: torch.device, images: bool = False,
@@ -119,15 +122,16 @@ def run_model(model: MultimodalModel, td: TokenData, device: torch.device, bs: i
 def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
           cls_val: TokenData | None, z_data: TokenData | None, device: torch.device,
           log: Any = print, init: dict[str, torch.Tensor] | None = None,
-          val_groups: np.ndarray | None = None, train_groups: np.ndarray | None = None
-          ) -> tuple[MultimodalModel, dict[str, float]]:
+          val_groups: np.ndarray | None = None, train_groups: np.ndarray | None = None,
+          class_ids: list[int] | None = None) -> tuple[MultimodalModel, dict[str, float]]:
     """Train and calibrate a model; returns it with validation metrics.
 
     ``init`` is a state dict to start from (``--init``); its calibration and
     anomaly buffers are refitted, and keys this model lacks are ignored. ``val_groups``
     (generator of each ``cls_val`` row) enables ``cfg.temperature_fit = "widest-generator"``;
     ``train_groups`` (generator of each ``cls_train`` row) enables ``cfg.adversarial_weight``
-    (:mod:`models.adversarial`).
+    (:mod:`models.adversarial`); ``class_ids`` (the taxonomy's) is checked against a
+    ``cfg.distill_from`` teacher's (:mod:`models.distill`).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -156,7 +160,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
     if cfg.steps == 0:
         return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed, val_groups,
                          cfg.temperature_fit)
-    critic, group_idx = _critic(model_cfg, cfg, cls_train, train_groups, device, log)
+    critic, group_idx = make_critic(cfg.adversarial_weight, model_cfg.encoder.d_model, model_cfg.n_classes,
+                                    None if cls_train is None else len(cls_train), train_groups, device, log)
+    teacher = EnsembleTeacher.load(cfg.distill_from, class_ids or [], device) if cfg.distill_weight > 0 else None
     params = [*model.parameters(), *(critic.parameters() if critic is not None else ())]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
@@ -169,6 +175,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
             idx = np.sort(rng.choice(pool, bs))
             tok = batch_tensors(cls_train, idx, device, images, rng, cfg.image_dropout)
             hide = torch.zeros_like(tok["lc_mask"])
+            target = teacher(tok) if teacher is not None else None  # the whole view, before any masking
             if cfg.contrastive_weight > 0:  # on the unmasked tokens: whole modalities are masked
                 loss = loss + cfg.contrastive_weight * contrastive_loss(model, tok)
             if cfg.lc_dropout > 0:  # why: models.ssl.drop_light_curves
@@ -180,6 +187,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
             y = torch.as_tensor(cls_train.label[idx], device=device)
             known = y >= 0  # artefacts have no class
             loss = loss + F.cross_entropy(out["logits"].float()[known], y[known], weight=class_w)
+            if target is not None:  # why: models.distill
+                loss = loss + cfg.distill_weight * soft_cross_entropy(out["logits"][known], target[known])
             if "rb_logit" in out and cls_train.real is not None:
                 real = torch.as_tensor(cls_train.real[idx], device=device)
                 loss = loss + F.binary_cross_entropy_with_logits(out["rb_logit"].float(), real)
@@ -209,20 +218,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
             log(f"step {step}/{cfg.steps} loss {loss.item():.4f}{critic_note} ({time.time() - t0:.0f} s)")
     return calibrate(model, cls_train, cls_val, z_cal, cls_idx, device, log, cfg.seed, val_groups,
                          cfg.temperature_fit)
-
-
-def _critic(model_cfg: ModelConfig, cfg: TrainConfig, cls_train: TokenData | None,
-            train_groups: np.ndarray | None, device: torch.device, log: Any
-            ) -> tuple[GeneratorCritic | None, np.ndarray | None]:  # fmt: skip
-    """The generator critic and each training row's generator index, when ``cfg.adversarial_weight > 0``."""
-    if cfg.adversarial_weight <= 0 or cls_train is None:
-        return None, None
-    if train_groups is None or len(train_groups) != len(cls_train):
-        raise ValueError("--adversarial-weight needs the generator of every training row")
-    idx, names = group_index(train_groups)
-    log(f"generator critic over {len(names)} generators ({', '.join(names)}), weight {cfg.adversarial_weight}")
-    critic = GeneratorCritic(model_cfg.encoder.d_model, model_cfg.n_classes, len(names)).to(device)
-    return critic, idx
 
 
 def calibrate(model: MultimodalModel, cls_train: TokenData | None, cls_val: TokenData | None,

@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
              "adversarial_weight": "weight of the class-conditional generator critic, gradient reversed "
                                    "(models.adversarial); 0 = off",
              "lc_dropout": "share of training rows whose whole light curve is masked for the step, so the "
-                           "classes are also learnt from host and feature tokens alone (models.ssl); 0 = off"}
+                           "classes are also learnt from host and feature tokens alone (models.ssl); 0 = off",
+             "distill_from": "teacher: an ensemble manifest (.json, e.g. models/weights/ensemble.json) or a "
+                             "checkpoint, whose mean probabilities the model also learns (models.distill)",
+             "distill_weight": "weight of the distillation loss (needs --distill-from); 0 = off"}
     choices: dict[str, tuple[str, ...]] = {"temperature_fit": ("pooled", "widest-generator")}
     for name, default in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=helps.get(name),
@@ -152,7 +155,15 @@ def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
         if photoz_only:  # nothing but the photo-z path was trained: no feature norm, no class head
             init = {k: v for k, v in init.items() if not k.startswith(PHOTOZ_ONLY_DROP)}
     log(f"training on {device}: {len(cls_train or [])} light curves, {len(z_data or [])} galaxies")
-    model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init, val_groups, train_groups)
+    if cfg.distill_weight > 0 and not (cfg.distill_from and cls_train is not None):
+        print("alertbroker train: --distill-weight needs --distill-from and --data", file=sys.stderr)
+        return 2
+    try:
+        model, metrics = train(mcfg, cfg, cls_train, cls_val, z_data, device, log, init, val_groups, train_groups,
+                               list(taxonomy["class_ids"]))
+    except ValueError as e:  # a distillation teacher of another taxonomy, or an unreadable manifest
+        print(f"alertbroker train: {e}", file=sys.stderr)
+        return 2
     parts = [p for td in (cls_train, z_data) if td is not None
              for p in (td.tokens["lc"], td.tokens["host"], td.tokens["feat"], td.label, td.z)]
     info = {**asdict(cfg), "data": f"simulate({a.simulate}, seed={a.sim_seed})" if a.simulate

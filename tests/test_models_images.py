@@ -114,13 +114,9 @@ def test_the_shipped_model_loads_without_the_image_modality() -> None:
 
 @pytest.fixture(scope="module")
 def survey(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.test_models_train import _table
+    from tests.test_models_train import write_survey
 
-    d = tmp_path_factory.mktemp("survey_img")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 60), ("validation", 30), ("test", 30)):
-        _table(rng, n, split).write_parquet(d / f"{split}.parquet")
-    return d
+    return write_survey(tmp_path_factory.mktemp("survey_img"), (("train", 60), ("validation", 30), ("test", 30)))
 
 
 def _train(survey: Path, name: str, *extra: str) -> Path:

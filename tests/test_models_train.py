@@ -42,6 +42,14 @@ def _table(rng: np.random.Generator, n: int, split: str) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def write_survey(d: Path, sizes: tuple[tuple[str, int], ...], seed: int = 0) -> Path:
+    """A tiny labelled survey (``_table`` per split, ``sizes``: (split, objects) pairs) in ``d``."""
+    rng = np.random.default_rng(seed)
+    for split, n in sizes:
+        _table(rng, n, split).write_parquet(d / f"{split}.parquet")
+    return d
+
+
 @pytest.fixture(scope="module")
 def survey(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("survey")
