@@ -58,8 +58,9 @@ CUDA_PARITY_TOL = {"probs": 0.05, "anomaly": 0.5, "photoz": 0.05}
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
 #: The shipped models by name (``--model NAME``): the default checkpoint alone, and two ensemble
 #: manifests (:mod:`models.ensemble`) over it and three more seeds of its recipe: ``cascade``
-#: consults them where the default is unsure (top p < 0.9), ``ensemble`` for every alert. Why the
-#: default is the single model (speed, issue 12's goal): docs/models.md, "A seed ensemble".
+#: consults them where the default is unsure (its manifest's ``consult_below``), ``ensemble`` for
+#: every alert. Why the default is the single model (speed, issue 12's goal): docs/models.md,
+#: "A seed ensemble".
 SHIPPED_MODELS: dict[str, Path] = {"default": DEFAULT_WEIGHTS,
                                    "cascade": DEFAULT_WEIGHTS.with_name("cascade.json"),
                                    "ensemble": DEFAULT_WEIGHTS.with_name("ensemble.json")}

@@ -76,7 +76,7 @@ def test_settings_name_the_shipped_models() -> None:
     single = make_predictor(Settings.load(model="default", device="cpu"))
     assert isinstance(single, MultimodalPredictor) and single.members == [] and single.version is not None
     versions = {single.version}
-    for name, below in (("cascade", 0.9), ("ensemble", None)):
+    for name, below in (("cascade", read_manifest(CASCADE)[2]["consult_below"]), ("ensemble", None)):
         pred = make_predictor(Settings.load(model=name, device="cpu"))
         assert isinstance(pred, MultimodalPredictor) and len(pred.members) == 3 and pred.consult_below == below
         assert pred.version is not None and pred.version.startswith(single.version + "+ens4-")
@@ -163,8 +163,9 @@ def test_bench_times_archive_alerts_and_reports_the_consulted_share(
     assert bench_main(["--archive", str(tmp_path / "night"), "--alerts", "64", "--batches", "16",
                        "--seconds", "0.05", "--checkpoint", "cascade"]) == 0
     out = capsys.readouterr().out
-    assert "alerts of" in out and "members consulted where the primary's top p < 0.9:" in out
-    share = float(out.split("top p < 0.9: ")[1].split()[0])
+    below = read_manifest(CASCADE)[2]["consult_below"]  # the threshold lives in the manifest only
+    assert "alerts of" in out and f"members consulted where the primary's top p < {below}:" in out
+    share = float(out.split(f"top p < {below}: ")[1].split()[0])
     assert 0.0 <= share <= 1.0 and "models_cpu_alerts_per_s_16=" in out
 
 
