@@ -145,9 +145,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     metrics_host: str = Field(default="127.0.0.1", description="address of /metrics, /healthz, /readyz")
     torch_threads: int = 1
-    model: str = Field(default="default", description="'default' (shipped weights), 'cascade' or 'ensemble' (the "
-                       "shipped seed ensembles: docs/models.md), a checkpoint (.pt) or ensemble manifest (.json) "
-                       "path, or 'none'")
+    model: str = Field(default="default", description="'default' (shipped weights), 'default-2026-12-04' (the "
+                       "previous default), 'cascade' or 'ensemble' (the shipped seed ensembles: docs/models.md), a "
+                       "checkpoint (.pt) or ensemble manifest (.json) path, or 'none'")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     attribution: bool = Field(
         default=False, description="publish annotations.attribution (modality attribution, docs/attribution.md); "

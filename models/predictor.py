@@ -53,15 +53,17 @@ CUDA_BF16 = False
 #: Held by ``tests/test_models_train.py::test_cpu_gpu_parity`` and ``scripts/gpu_parity.py``.
 CUDA_PARITY_TOL = {"probs": 0.05, "anomaly": 0.5, "photoz": 0.05}
 
-#: Shipped default checkpoint (``alertbroker train``, see docs/models.md); also the primary of the
-#: shipped ensembles, whose photo-z, anomaly score and embedding they serve.
+#: Shipped default checkpoint (``alertbroker train``, see docs/models.md).
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
-#: The shipped models by name (``--model NAME``): the default checkpoint alone, and two ensemble
-#: manifests (:mod:`models.ensemble`) over it and three more seeds of its recipe: ``cascade``
-#: consults them where the default is unsure (its manifest's ``consult_below``), ``ensemble`` for
-#: every alert. Why the default is the single model (speed, issue 12's goal): docs/models.md,
-#: "A seed ensemble".
+#: The shipped models by name (``--model NAME``): the default checkpoint alone; the default of
+#: 2026-12-04 to 2026-12-06 (trained on three generators; it did better than the current default on
+#: the one generator neither trained on, docs/models.md "Distilled on six generators"); and two
+#: ensemble manifests (:mod:`models.ensemble`) over that previous default and three more seeds of its
+#: recipe, whose photo-z, anomaly score and embedding are that primary's: ``cascade`` consults the
+#: seeds where the primary is unsure (its manifest's ``consult_below``), ``ensemble`` for every alert.
+#: Why the default is a single model (speed, issue 12's goal): docs/models.md, "A seed ensemble".
 SHIPPED_MODELS: dict[str, Path] = {"default": DEFAULT_WEIGHTS,
+                                   "default-2026-12-04": DEFAULT_WEIGHTS.parent / "members" / "default_2026-12-04.pt",
                                    "cascade": DEFAULT_WEIGHTS.with_name("cascade.json"),
                                    "ensemble": DEFAULT_WEIGHTS.with_name("ensemble.json")}
 

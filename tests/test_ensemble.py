@@ -50,7 +50,8 @@ def _probs(pred: MultimodalPredictor, tokens: dict[str, np.ndarray]) -> np.ndarr
 @pytest.mark.parametrize("manifest", [ENSEMBLE, CASCADE], ids=["every alert", "cascade"])
 def test_shipped_ensembles_average_their_checkpoints(manifest: Path, tokens: dict[str, np.ndarray]) -> None:
     primary_file, member_files, spec = read_manifest(manifest)
-    assert primary_file.resolve() == DEFAULT_WEIGHTS.resolve() and len(member_files) == 3
+    # the primary is the previous default (since 2026-12-06 the default is a model distilled from this ensemble)
+    assert primary_file.resolve() == SHIPPED_MODELS["default-2026-12-04"].resolve() and len(member_files) == 3
     ens = load_predictor(manifest)
     assert len(ens.members) == 3 and ens.version is not None and "+ens4-" in ens.version
     assert ens.consult_below == spec["consult_below"]
@@ -75,14 +76,16 @@ def test_shipped_ensembles_average_their_checkpoints(manifest: Path, tokens: dic
 def test_settings_name_the_shipped_models() -> None:
     single = make_predictor(Settings.load(model="default", device="cpu"))
     assert isinstance(single, MultimodalPredictor) and single.members == [] and single.version is not None
-    versions = {single.version}
+    previous = make_predictor(Settings.load(model="default-2026-12-04", device="cpu"))
+    assert isinstance(previous, MultimodalPredictor) and previous.members == [] and previous.version is not None
+    versions = {single.version, previous.version}
     for name, below in (("cascade", read_manifest(CASCADE)[2]["consult_below"]), ("ensemble", None)):
         pred = make_predictor(Settings.load(model=name, device="cpu"))
         assert isinstance(pred, MultimodalPredictor) and len(pred.members) == 3 and pred.consult_below == below
-        assert pred.version is not None and pred.version.startswith(single.version + "+ens4-")
+        assert pred.version is not None and pred.version.startswith(previous.version + "+ens4-")
         assert pred.version == load_predictor(SHIPPED_MODELS[name]).version
         versions.add(pred.version)
-    assert len(versions) == 3
+    assert len(versions) == 4
 
 
 def test_ensemble_of_a_copy_serves_the_primary(tmp_path: Path, tokens: dict[str, np.ndarray]) -> None:
@@ -177,7 +180,7 @@ def test_the_wheel_carries_every_file_of_the_shipped_manifests() -> None:
     cfg = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     patterns = cfg["tool"]["setuptools"]["package-data"]["models"]
     package = DEFAULT_WEIGHTS.parents[1].resolve()  # models/
-    needed = {DEFAULT_WEIGHTS, CASCADE, ENSEMBLE}
+    needed = {DEFAULT_WEIGHTS, CASCADE, ENSEMBLE, *SHIPPED_MODELS.values()}
     for manifest in (CASCADE, ENSEMBLE):
         primary, members, _ = read_manifest(manifest)
         needed |= {primary, *members}
