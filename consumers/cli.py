@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from broker.settings import Settings
 from consumers.archive_walk import EXPORT_FORMATS
 from consumers.commands import (
     _settings,
@@ -88,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Kafka transactions: outputs and offsets commit atomically (read with read_committed)")
     p.add_argument("--dedup", action="store_true",
                    help="drop repeats of a diaSourceId over the last dedup_window ids (state in dedup_path)")
-    p.add_argument("--model", help="a shipped model's name (default, default-2026-12-04, cascade, ensemble: "
-                   "docs/models.md), a checkpoint (.pt) or ensemble manifest (.json) path, or 'none'")
+    p.add_argument("--model", help=Settings.model_fields["model"].description)  # the names live in one place
     p.add_argument("--host-catalog", help="HATS / HEALPix-partitioned Parquet galaxy catalog for host matching")
     _add_time_range(p, "Kafka: publication time, every partition; files: observation time")
     p.set_defaults(func=cmd_run)
