@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_delegate("models.photoz_student_train", "cli_main"))
 
+    p = sub.add_parser("train-photoz-lc", help="train the light curve's redshift likelihood that joins the served "
+                       "photo-z of transients (frozen checkpoint)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_delegate("models.photoz_lc_train", "cli_main"))
+
     p = sub.add_parser("train-photoz-prior", help="fit the alert-selection prior of the served photo-z "
                        "(frozen checkpoint)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -15,12 +15,12 @@ output into unique, redundant and synergistic parts (partial information decompo
   ``S`` alone makes ``y*`` less likely than knowing nothing (misinformation).
 * photo-z: ``i(S) = log2(w_0 / w_S)``, ``w`` the half-width ``(q84 - q16) / 2`` of the served
   photo-z PDF: the entropy reduction of a Gaussian of that width, read from the served summary
-  (no mixture densities are published). The served photo-z reads the host magnitudes alone
-  (``MultimodalModel.photoz_from_host``: the light curve pushed it out of distribution), so for the
-  SERVED photo-z ``w_S = w_host`` if the host is in ``S`` and ``w_0`` otherwise. Its decomposition is
-  therefore all host by construction: it is published so the photo-z field says what it is worth
-  (bits over the model's prior) and in the same terms as the class, and it changes by itself if the
-  serving path ever reads another modality.
+  (no mixture densities are published). The served photo-z reads the host magnitudes
+  (``MultimodalModel.photoz_from_host``) and, for a classified transient of a model with a
+  light-curve redshift network, the feature tokens too (:mod:`models.photoz_lc`: host mixture times
+  the network's likelihood); so ``w_S`` is read from the host-only summary for ``S = {host}``, the
+  network's own summary for ``S = {features}``, the served one for the whole set, and a modality
+  the photo-z did not read gives ``i = 0``. Without the network the decomposition is all host.
 
 **Decomposition** (Williams & Beer redundancy lattice with the minimum-mutual-information (MMI)
 redundancy, Barrett 2015, collapsed to five numbers). With ``r_m = max(i({m}), 0)`` the single-
@@ -165,13 +165,25 @@ class Attributor:
             single[at, col] = torch.log2(p.gather(1, top[at])[:, 0].clamp_min(1e-30)) - log0[at]
         return mmi_parts(total.double().cpu().numpy(), single.double().cpu().numpy())
 
-    def photoz(self, photoz: np.ndarray, device: torch.device) -> np.ndarray:
-        """Parts (n, 5) in bits for served photo-z summaries (n, 8) (NaN rows stay NaN)."""
+    def photoz(self, photoz: np.ndarray, device: torch.device, host: np.ndarray | None = None,
+               features: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """Parts (n, 5) in bits for served photo-z summaries (n, 8) (NaN rows stay NaN).
+
+        ``host``: the host-only summaries (default ``photoz``: the served photo-z read the host alone);
+        ``features``: the light-curve redshift network's own summaries (:mod:`models.photoz_lc`, which
+        reads the feature tokens), NaN rows where it did not join the served photo-z.
+        """
         _, w0 = self.empty(device)
-        w = (photoz[:, _Q84] - photoz[:, _Q16]).astype(np.float64) / 2
-        info = np.log2(w0 / np.clip(w, 1e-6, None))
-        info[~np.isfinite(w)] = np.nan
-        single = np.zeros((len(w), 3))
-        single[:, 1] = info  # the served photo-z reads the host alone: see the module docstring
-        return mmi_parts(info, single)
+
+        def info(z: np.ndarray) -> np.ndarray:
+            w = (z[:, _Q84] - z[:, _Q16]).astype(np.float64) / 2
+            i = np.log2(w0 / np.clip(w, 1e-6, None))
+            i[~np.isfinite(w)] = np.nan
+            return i
+
+        single = np.zeros((len(photoz), 3))
+        single[:, 1] = info(photoz if host is None else host)
+        if features is not None:
+            single[:, 2] = info(features)  # NaN (not joined) counts as none in mmi_parts
+        return mmi_parts(info(photoz), single)
 

@@ -145,6 +145,20 @@ def with_new_part(model: MultimodalModel, cfg: ModelConfig, prefix: str) -> Mult
     return new.eval()
 
 
+def start_part(init: str | Path, prefix: str, threads: int, seed: int
+               ) -> tuple[MultimodalModel, dict[str, Any], dict[str, torch.Tensor], float]:  # fmt: skip
+    """The frozen checkpoint a part under ``prefix`` is fitted on (``threads`` torch threads, seeded):
+    the model, its description, a copy of every weight outside ``prefix`` for :func:`save_part`'s
+    check, and the start time for :func:`report_part`. Loaded with any feature settings: the parts
+    fitted this way read their inputs through the checkpoint's own."""
+    torch.set_num_threads(max(threads, 1))
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    model, meta = load_checkpoint(init, any_features=True)
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    return model, meta, before, t0
+
+
 def save_part(path: str | Path, model: MultimodalModel, meta: dict[str, Any], train: dict[str, Any],
               before: dict[str, torch.Tensor], prefix: str | tuple[str, ...]) -> bool:
     """Write a checkpoint whose part under ``prefix`` was fitted on a frozen one (``meta``: that one's

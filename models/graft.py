@@ -1,8 +1,10 @@
 """``alertbroker graft``: copy the parts that do not read the encoder from one checkpoint to another.
 
 Why: the served photo-z is the distilled host-only student (:mod:`models.photoz_student`) times the
-alert-selection prior (:mod:`models.photoz_prior`). Neither reads the encoder: the student's inputs
-are the host's magnitude tokens, the prior's the redshift. A classifier trained without the joint
+alert-selection prior (:mod:`models.photoz_prior`), and for some classes the light curve's
+likelihood (:mod:`models.photoz_lc`). None reads the encoder: the student's inputs are the host's
+magnitude tokens, the prior's the redshift, the likelihood's the summary-feature tokens (and it
+serves classes by index, so it moves only between checkpoints of one taxonomy). A classifier trained without the joint
 photo-z loss (``alertbroker train --photoz none``) has no photo-z teacher to distil, but it can serve
 the student and prior of another checkpoint unchanged, bit for bit, with the same photo-z figures.
 Parts that read the encoder's embedding (forecast, anomaly, neighbours, physics) cannot move this
@@ -26,8 +28,9 @@ from pathlib import Path
 from models.checkpoint import load_checkpoint, report_part, save_part
 from models.model import MultimodalModel
 
-#: Parts that may be grafted: state-dict prefix -> the ModelConfig field that sizes it ("" if none).
-GRAFTABLE: dict[str, str] = {"photoz_student.": "photoz_student", "photoz_prior.": ""}
+#: Parts that may be grafted: state-dict prefix -> the ModelConfig fields that size it.
+GRAFTABLE: dict[str, tuple[str, ...]] = {"photoz_student.": ("photoz_student",), "photoz_prior.": (),
+                                         "photoz_lc.": ("photoz_lc", "photoz_lc_members")}
 
 
 def graft(source: MultimodalModel, target: MultimodalModel, parts: tuple[str, ...]) -> MultimodalModel:
@@ -45,7 +48,9 @@ def graft(source: MultimodalModel, target: MultimodalModel, parts: tuple[str, ..
     if source.cfg.n_components != target.cfg.n_components:
         raise ValueError(f"photo-z mixtures differ: {source.cfg.n_components} against "
                          f"{target.cfg.n_components} components")
-    sized = {GRAFTABLE[p]: getattr(source.cfg, GRAFTABLE[p]) for p in parts if GRAFTABLE[p]}
+    if "photoz_lc." in parts and source.photoz_lc is not None and source.cfg.n_classes != target.cfg.n_classes:
+        raise ValueError("the light-curve photo-z serves classes by index: the taxonomies differ")
+    sized = {f: getattr(source.cfg, f) for p in parts for f in GRAFTABLE[p]}
     new = MultimodalModel(dataclasses.replace(target.cfg, **sized))
     src = source.state_dict()
     new.load_state_dict({**{k: v for k, v in target.state_dict().items() if not k.startswith(parts)},
@@ -71,6 +76,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     parts = tuple(f"{p}." for p in a.part) if a.part else tuple(GRAFTABLE)
     source, smeta = load_checkpoint(a.source, any_features=True)  # only its photo-z parts are taken
     target, tmeta = load_checkpoint(a.into)
+    if source.photoz_lc is not None and "photoz_lc." in parts and smeta["taxonomy"] != tmeta["taxonomy"]:
+        raise SystemExit("the light-curve photo-z serves classes by index: --from and --into taxonomies differ")
     new = graft(source, target, parts)
     names = [p.rstrip(".") for p in parts]
     train = {**tmeta.get("train", {}), **{n: smeta["train"][n] for n in names if n in smeta.get("train", {})},

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from broker.features.core import LEGACY_SETTINGS, FeatureConfig
+from broker.features.registry import FEATURE_NAMES
 from broker.tokens import FEAT_FIELDS, HOST_KIND_MAG, LC_FIELDS
 from models.anomaly import DESCRIPTORS, AnomalyForest, ForestConfig
 from models.embedding import EmbeddingProjection
@@ -24,6 +25,7 @@ from models.heads import HostPath, MixtureHead, ReconHead, mixture_summary
 from models.images import RealBogusHead
 from models.luminosity import LuminosityPrior
 from models.neighbours import NeighbourBank, NeighbourConfig
+from models.photoz_lc import LcRedshift
 from models.photoz_prior import SelectionPrior
 from models.photoz_student import HostPhotozStudent
 from models.physics import PhysicsConfig, PhysicsDensity
@@ -58,6 +60,8 @@ class ModelConfig:
     photoz_student : int
         Hidden width of the distilled host-only photo-z network that serves the photo-z
         (:mod:`models.photoz_student`); 0: none, the encoder's host path serves it.
+    photoz_lc, photoz_lc_members : int
+        Hidden width (0: none) and networks of the light curve's redshift likelihood (:mod:`models.photoz_lc`).
     features : dict
         The featurizer settings the model was trained on
         (:meth:`broker.features.FeatureConfig.settings`): serving featurizes with them, and
@@ -74,6 +78,8 @@ class ModelConfig:
     real_bogus: bool = False
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     photoz_student: int = 0
+    photoz_lc: int = 0
+    photoz_lc_members: int = 4
     features: dict[str, bool | int | float] = field(default_factory=lambda: FeatureConfig().settings())
 
     def __post_init__(self) -> None:
@@ -97,6 +103,7 @@ class ModelConfig:
                    real_bogus=bool(d.get("real_bogus", False)),
                    physics=PhysicsConfig.from_dict(d.get("physics", {})),
                    photoz_student=int(d.get("photoz_student", 0)),
+                   photoz_lc=int(d.get("photoz_lc", 0)), photoz_lc_members=int(d.get("photoz_lc_members", 4)),
                    features=dict(d.get("features", LEGACY_SETTINGS)))
 
 
@@ -135,6 +142,9 @@ class MultimodalModel(nn.Module):
         # served host-only photo-z, distilled from photoz_mixture_from_host (models.photoz_student)
         self.photoz_student = (HostPhotozStudent(cfg.n_components, cfg.photoz_student) if cfg.photoz_student
                                else None)  # fmt: skip
+        # the light curve's redshift likelihood, times the host's for transients (models.photoz_lc)
+        self.photoz_lc = (LcRedshift(len(FEATURE_NAMES), cfg.photoz_lc, cfg.photoz_lc_members, n_classes=cfg.n_classes)
+                          if cfg.photoz_lc else None)  # fmt: skip
         # the alert-selection prior of the served photo-z (identity until fitted: models.photoz_prior)
         self.photoz_prior = SelectionPrior()
         # class probabilities given the luminosity at the served photo-z (identity until fitted: models.luminosity)
@@ -237,27 +247,30 @@ class MultimodalModel(nn.Module):
         return self.cfg.physics.score != "off" or self.luminosity.is_fitted
 
     @torch.no_grad()
-    def photoz_from_host(self, host: Tensor, host_mask: Tensor, selection: bool = True) -> Tensor:
+    def photoz_from_host(self, host: Tensor, host_mask: Tensor, selection: bool = True,
+                         with_mixture: bool = False) -> Tensor:
         """Calibrated photo-z summary (n, 8) from the host tokens alone.
 
         Why: the photo-z head is trained on DC2 galaxies with the light-curve and feature tokens
-        masked. Served with an alert's light curve and features present, its inputs are out of
-        distribution (on simulated hosted transients: sigma_NMAD 0.133 and 38 % outliers, against
-        0.038 and 6.3 % host-only), so serving uses the path it was trained on.
+        masked; served with them present, its inputs are out of distribution (simulated hosted
+        transients: sigma_NMAD 0.133, 38 % outliers; host-only 0.038, 6.3 %). Only the magnitude
+        tokens are kept: DC2 galaxies have no separation or light-radius tokens, and adding them
+        raised the served outliers from 3 % to 22-26 % (docs/models.md).
 
-        Only the magnitude tokens are kept: the DC2 training galaxies have no separation or
-        directional-light-radius tokens, and adding them to a served alert's host raised the
-        outlier fraction from 3 % to 22-26 % (``alertbroker eval served``, see docs/models.md).
-
-        With a distilled :class:`~models.photoz_student.HostPhotozStudent` (``cfg.photoz_student``)
-        the student serves it; :meth:`photoz_mixture_from_host` is the encoder's path it learned from.
-        With ``selection`` a fitted :class:`~models.photoz_prior.SelectionPrior` multiplies the mixture
-        by the redshift selection of alerted hosts before it is summarised (identity when unfitted);
-        without it the summary is the field galaxy's posterior (catalogue galaxies, not alert hosts).
+        A distilled :class:`~models.photoz_student.HostPhotozStudent` (``cfg.photoz_student``) serves
+        it if present; :meth:`photoz_mixture_from_host` is the encoder's path it learned from. With
+        ``selection`` a fitted :class:`~models.photoz_prior.SelectionPrior` multiplies the mixture by
+        the redshift selection of alerted hosts (identity when unfitted); without it the summary is
+        the field galaxy's posterior (catalogue galaxies). ``with_mixture`` (with ``selection``)
+        appends that product's ``logw``, ``mu``, ``sigma`` (n, 3M) for :func:`models.photoz_lc.joint_summary`.
         """
         mix = (self.photoz_student(host, host_mask) if self.photoz_student is not None
                else self.photoz_mixture_from_host(host, host_mask))
-        return self.photoz_prior.summary(*mix) if selection else mixture_summary(*mix)
+        if not selection:
+            return mixture_summary(*mix)
+        prior = self.photoz_prior.multiply(*mix)
+        out = mixture_summary(*prior)
+        return torch.cat([out, *(t.float() for t in prior)], 1) if with_mixture else out
 
     def photoz_mixture_from_host(self, host: Tensor, host_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The encoder's calibrated host-only photo-z mixture ``(logw, mu, sigma)``, each (n, M)."""

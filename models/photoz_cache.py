@@ -19,23 +19,27 @@ from broker.tokens import HOST_KIND_MAG
 
 
 class HostPhotozCache:
-    """Photo-z summaries (n, 8) keyed by an alert's host magnitude tokens.
+    """Photo-z summaries (n, ``width``) keyed by an alert's host magnitude tokens.
 
     Parameters
     ----------
     compute : callable
-        ``(host (m, H, 4) tensor, host_mask (m, H) tensor) -> (m, 8) tensor``.
+        ``(host (m, H, 4) tensor, host_mask (m, H) tensor) -> (m, width) tensor``: the 8 summary
+        columns, then (a model with a light-curve photo-z) the host mixture they summarise.
     device : torch.device
         Where ``compute`` runs.
     capacity : int
-        Hosts kept (~200 bytes each: 100,000 hosts are ~20 MB).
+        Hosts kept (~200 bytes each at width 8: 100,000 hosts are ~20 MB; ~300 at width 23).
     chunk : int
         Hosts per ``compute`` call.
+    width : int
+        Columns ``compute`` returns.
     """
 
     def __init__(self, compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
-                 capacity: int = 100_000, chunk: int = 1024) -> None:  # fmt: skip
+                 capacity: int = 100_000, chunk: int = 1024, width: int = 8) -> None:  # fmt: skip
         self.compute, self.device, self.capacity, self.chunk = compute, device, capacity, chunk
+        self.width = width
         self._lru: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.hits = self.misses = 0
 
@@ -51,9 +55,9 @@ class HostPhotozCache:
         return [v.tobytes() + m.tobytes() for v, m in zip(vals, mags, strict=True)]
 
     def __call__(self, host: np.ndarray, host_mask: np.ndarray) -> np.ndarray:
-        """Photo-z (n, 8) float32 for ``host`` (n, H, 4) and ``host_mask`` (n, H)."""
+        """Photo-z (n, ``width``) float32 for ``host`` (n, H, 4) and ``host_mask`` (n, H)."""
         keys = self.keys(host, host_mask)
-        out = np.empty((len(keys), 8), np.float32)
+        out = np.empty((len(keys), self.width), np.float32)
         todo: dict[bytes, list[int]] = {}
         for i, key in enumerate(keys):
             hit = self._lru.get(key)

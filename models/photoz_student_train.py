@@ -18,14 +18,13 @@ through ``enrich()``): ``alertbroker eval served --checkpoint OUT``.
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.checkpoint import load_checkpoint, report_part, save_part, with_new_part
+from models.checkpoint import report_part, save_part, start_part, with_new_part
 from models.data import dc2_path, photometry_tokens, read_photometry
 from models.heads import PHOTOZ_COLUMNS, mixture_summary
 from models.metrics import photoz_stats
@@ -112,11 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``alertbroker train-photoz-student``."""
     a = build_parser().parse_args(argv)
-    torch.set_num_threads(max(a.threads, 1))
-    torch.manual_seed(a.seed)
-    t0 = time.perf_counter()
-    model, meta = load_checkpoint(a.init, any_features=True)  # host photometry only: no summary features
-    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(_PREFIX)}
+    model, meta, before, t0 = start_part(a.init, _PREFIX, a.threads, a.seed)
     path = Path(a.data) if Path(a.data).exists() else dc2_path(a.data)
     td = photometry_tokens(read_photometry(path), 0)
     host, mask = torch.from_numpy(td.tokens["host"]), torch.from_numpy(td.tokens["host_mask"])

@@ -35,9 +35,10 @@ from broker.tokens import HOST_KIND_MAG, LC_FIELDS
 from models.attribution import Attributor
 from models.checkpoint import load_checkpoint
 from models.forecast import to_njy
-from models.heads import PHOTOZ_COLUMNS
+from models.heads import PHOTOZ_COLUMNS, mixture_summary
 from models.model import IMAGE_KEYS, TOKEN_KEYS, MultimodalModel
 from models.photoz_cache import HostPhotozCache
+from models.photoz_lc import joint_summary
 
 log = logging.getLogger(__name__)
 _Q50 = PHOTOZ_COLUMNS.index("q50")
@@ -139,7 +140,13 @@ class MultimodalPredictor:
         self.min_detections = min_detections
         self.min_host_bands = min_host_bands
         self.photoz_selection = photoz_selection
-        self.photoz_cache = HostPhotozCache(self._host_photoz, self.device)
+        #: The light curve's redshift likelihood joins the photo-z of some classes' alerts (models.photoz_lc).
+        self.joint_photoz = model.photoz_lc is not None and photoz_selection
+        width = len(PHOTOZ_COLUMNS) + (3 * model.cfg.n_components if self.joint_photoz else 0)
+        self.photoz_cache = HostPhotozCache(self._host_photoz, self.device, width=width)
+        #: Top classes whose photo-z the light curve joins: those its network was trained on (models.photoz_lc).
+        self.joins = (model.photoz_lc.applies.cpu().numpy().copy() if model.photoz_lc is not None
+                      else np.zeros(len(self.class_ids), bool))  # fmt: skip
         self.attributor = Attributor(self.model) if attribution else None
         #: The model reads cutouts: ``enrich()``'s decoder must read the stamps (``BatchDecoder(cutouts=...)``).
         self.reads_images: bool = bool(model.cfg.encoder.images)
@@ -161,7 +168,7 @@ class MultimodalPredictor:
 
     def _host_photoz(self, host: torch.Tensor, host_mask: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model.photoz_from_host(host, host_mask, self.photoz_selection)
+            return self.model.photoz_from_host(host, host_mask, self.photoz_selection, self.joint_photoz)
 
     def gates(self, tokens: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``can_predict`` per alert: (class/anomaly gate, photo-z gate), bool (n,) each."""
@@ -194,10 +201,10 @@ class MultimodalPredictor:
         todo = np.flatnonzero(cls_ok)
         cuda = self.device.type == "cuda"
         zi = np.flatnonzero(z_ok)
+        host_z = np.empty((0, 0), np.float32)
         if len(zi):  # photo-z from the host tokens alone: the inputs its head was trained on
-            photoz[zi] = self.photoz_cache(tokens["host"][zi], tokens["host_mask"][zi])
-            if attr is not None:
-                attr[zi, 1] = self.attributor.photoz(photoz[zi], self.device)  # type: ignore[union-attr]
+            host_z = self.photoz_cache(tokens["host"][zi], tokens["host_mask"][zi])
+            photoz[zi] = host_z[:, : len(PHOTOZ_COLUMNS)]
         for s in range(0, len(todo), self.batch_size):
             idx = todo[s : s + self.batch_size]
             tb, sub = {}, {k: tokens[k][idx] for k in keys}
@@ -222,9 +229,36 @@ class MultimodalPredictor:
                 p_real[idx] = out["real"].float().cpu().numpy()
             if log10_flux_scale is not None:
                 forecast[idx] = to_njy(out["forecast"].float().cpu().numpy(), log10_flux_scale[idx])
+        if len(zi):  # the classifier read the host-only median (above): the light curve is not counted twice
+            lc_z = self._join_light_curve(photoz, zi, host_z, probs, tokens) if self.joint_photoz else None
+            if attr is not None:
+                attr[zi, 1] = self.attributor.photoz(photoz[zi], self.device, host_z, lc_z)  # type: ignore[union-attr]
         read = np.asarray(tokens["img_mask"], np.float32) if "img" in keys else np.zeros(n, np.float32)
         return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding, attribution=attr,
                            forecast=forecast, real_bogus=p_real, cutouts_read=read, extra=parts)
+
+    def _join_light_curve(self, photoz: np.ndarray, zi: np.ndarray, host_z: np.ndarray, probs: np.ndarray,
+                          tokens: dict[str, np.ndarray]) -> np.ndarray:  # fmt: skip
+        """Serve host x light-curve photo-z (in ``photoz``) for the alerts ``zi`` classified as a class of ``joins``.
+
+        ``host_z`` (len(zi), 8 + 3M) are the cache's rows for ``zi``. Returns the light curve's own
+        summary (len(zi), 8; NaN where not joined) for the attribution.
+        """
+        lc_own = np.full((len(zi), len(PHOTOZ_COLUMNS)), np.nan, np.float32)
+        p = probs[zi]
+        sel = np.flatnonzero(np.isfinite(p).all(1) & self.joins[np.nan_to_num(p).argmax(1)])
+        assert self.model.photoz_lc is not None
+        for s in range(0, len(sel), self.batch_size):
+            j = sel[s : s + self.batch_size]
+            rows = zi[j]
+            feat = torch.from_numpy(np.ascontiguousarray(tokens["feat"][rows])).to(self.device)
+            mask = torch.from_numpy(np.ascontiguousarray(tokens["feat_mask"][rows])).to(self.device)
+            mix = torch.from_numpy(np.ascontiguousarray(host_z[j, len(PHOTOZ_COLUMNS) :])).to(self.device)
+            with torch.no_grad():
+                photoz[rows] = joint_summary(self.model.photoz_lc, mix, feat, mask).float().cpu().numpy()
+                if self.attributor is not None:
+                    lc_own[j] = mixture_summary(*self.model.photoz_lc(feat, mask)).float().cpu().numpy()
+        return lc_own
 
     def _consult(self, p: torch.Tensor, tb: dict[str, torch.Tensor], hz: torch.Tensor | None) -> torch.Tensor:
         """The ensemble's probabilities (n, K): ``p`` (the primary's) averaged with the members' where consulted."""

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -54,6 +55,22 @@ class ServedAlerts:
     class_names: tuple[str, ...] = ()
     host_catalog: str | None = None
     parts: pl.DataFrame | None = None
+
+
+class PassThrough:
+    """A :class:`broker.predict.Predictor` that answers as ``inner`` does (same name, version, taxonomy
+    and featurizer settings); recorders subclass it and keep what they need from each batch."""
+
+    def __init__(self, inner: Predictor) -> None:
+        self.inner = inner
+        self.name, self.version, self.taxonomy = inner.name, inner.version, inner.taxonomy
+        self.class_ids, self.class_names = inner.class_ids, inner.class_names
+        self.reads_images: bool = bool(getattr(inner, "reads_images", False))
+        self.feature_settings = getattr(inner, "feature_settings", None)  # featurize as inner needs
+
+    def predict(self, batch: Any, features: Any | None) -> Any:
+        """``inner.predict``."""
+        return self.inner.predict(batch, features)
 
 
 def make_enricher(settings: Settings, predictor: Predictor | None = None) -> Enricher:

@@ -30,7 +30,7 @@ from broker.predict import Predictions, Predictor
 from broker.sim.taxonomy import BY_CODE
 from models.metrics import recall_at
 from models.model import combine_physics
-from models.served import latest_alerts
+from models.served import PassThrough, latest_alerts
 
 PARTS: tuple[str, ...] = ("anomaly_base", "anomaly_physics")
 #: Score variants of :func:`parts_report`: name -> how it is made from the parts.
@@ -39,15 +39,11 @@ NAN = float("nan")
 SHORT = {2232: "kn", 2246: "pisn", 2901: "parsnip"}  # key names of the usual held-out classes
 
 
-class PartsRecorder:
+class PartsRecorder(PassThrough):
     """A :class:`broker.predict.Predictor` that passes ``inner``'s predictions on and keeps their parts."""
 
     def __init__(self, inner: Predictor) -> None:
-        self.inner = inner
-        self.name, self.version, self.taxonomy = inner.name, inner.version, inner.taxonomy
-        self.class_ids, self.class_names = inner.class_ids, inner.class_names
-        self.reads_images: bool = bool(getattr(inner, "reads_images", False))
-        self.feature_settings = getattr(inner, "feature_settings", None)  # featurize as inner needs
+        super().__init__(inner)
         self._ids: list[np.ndarray] = []
         self._parts: dict[str, list[np.ndarray]] = {k: [] for k in PARTS}
 

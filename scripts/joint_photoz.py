@@ -37,7 +37,7 @@ from broker.settings import Settings
 from models.metrics import photoz_stats
 from models.photoz_prior import mixture_log_density
 from models.predictor import load_default
-from models.served import enrich_archive
+from models.served import PassThrough, enrich_archive
 from models.served_photoz import AGN_CODE, _dc2_validation_ids
 
 #: Components of the light-curve mixture, and the redshift grid of the products.
@@ -45,15 +45,11 @@ COMPONENTS = 6
 Z_GRID = (0.0025, 3.5, 1400)
 
 
-class _Recorder:
+class _Recorder(PassThrough):
     """A predictor that passes the shipped one's answers on and keeps what the photo-z needs."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.name, self.version, self.taxonomy = inner.name, inner.version, inner.taxonomy
-        self.class_ids, self.class_names = inner.class_ids, inner.class_names
-        self.reads_images = False
-        self.feature_settings = getattr(inner, "feature_settings", None)
+        super().__init__(inner)
         self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obj", "summary", "host", "host_mask")}
 
     def predict(self, batch: Any, features: Any) -> Any:
@@ -68,8 +64,11 @@ class _Recorder:
         return self.inner.predict(batch, features)
 
 
-def collect(archive: Path) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
-    """Served alerts of hosted objects whose host was matched: truth rows and feature/host arrays."""
+def collect(archive: Path, exclude: tuple[str, ...] = ()) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """Served alerts of hosted objects whose host was matched: truth rows and feature/host arrays.
+
+    Objects of a generator in ``exclude`` are left out (to keep a generator unseen by the network).
+    """
     from consumers.app import make_predictor
 
     settings = Settings.load(model="default", host_catalog=str(archive / "hosts"), torch_threads=1)
@@ -77,10 +76,11 @@ def collect(archive: Path) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
     enrich_archive(archive / "alerts", settings, rec, 0)
     arr = {k: np.concatenate(v) for k, v in rec.parts.items()}
     truth = pl.read_parquet(archive / "truth.parquet").select("diaObjectId", "class_code", "redshift",
-                                                              "host_galaxy_id", "split")  # fmt: skip
+                                                              "host_galaxy_id", "split", "generator")  # fmt: skip
     df = pl.DataFrame({"diaObjectId": arr["obj"]}).join(truth, on="diaObjectId", how="left", maintain_order="left")
     ok = ((df["redshift"].fill_null(-1.0) > 0) & (df["host_galaxy_id"].fill_null(-1) >= 0)).to_numpy()
     ok &= arr["host_mask"].any(1)
+    ok &= ~df["generator"].is_in(list(exclude)).fill_null(False).to_numpy()
     return df.filter(pl.Series(ok)), {k: v[ok] for k, v in arr.items()}
 
 
@@ -158,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=Path, action="append", required=True)
     p.add_argument("--test", type=Path, action="append", required=True)
     p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--exclude-generator", default="", help="comma-separated generators left out of --train")
     p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)  # features never seen in training
-    parts = [collect(t) for t in a.train]
+    parts = [collect(t, tuple(g for g in a.exclude_generator.split(",") if g)) for t in a.train]
     x = np.concatenate([arr["summary"] for _, arr in parts])
     z = np.concatenate([df["redshift"].to_numpy() for df, _ in parts])
     split = np.concatenate([df["split"].to_numpy() for df, _ in parts])

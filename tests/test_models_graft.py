@@ -52,6 +52,20 @@ def test_graft_refuses_parts_that_read_the_encoder_and_other_mixtures() -> None:
         graft(source, other, ("photoz_student.",))
 
 
+def test_graft_moves_the_light_curve_photoz_within_one_taxonomy() -> None:
+    source, target = _pair()
+    torch.manual_seed(2)
+    source = MultimodalModel(replace(source.cfg, photoz_lc=8, photoz_lc_members=2)).eval()
+    assert source.photoz_lc is not None
+    source.photoz_lc.applies[0] = True
+    new = graft(source, target, ("photoz_lc.",))
+    assert new.cfg.photoz_lc == 8 and new.cfg.photoz_lc_members == 2 and new.photoz_lc is not None
+    for k, v in source.photoz_lc.state_dict().items():
+        assert torch.equal(new.photoz_lc.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="taxonomies differ"):
+        graft(source, MultimodalModel(replace(TINY, n_classes=4)).eval(), ("photoz_lc.",))
+
+
 def test_graft_command_writes_a_checkpoint_that_records_its_origin(tmp_path: Path) -> None:
     source, target = _pair()
     src = save_checkpoint(tmp_path / "src.pt", source, TAX, {}, "s", {"photoz_student": {"hidden": 24}})
@@ -60,7 +74,7 @@ def test_graft_command_writes_a_checkpoint_that_records_its_origin(tmp_path: Pat
     assert cli_main(["--from", str(src), "--into", str(dst), "--out", str(out)]) == 0
     model, meta = load_checkpoint(out)
     assert meta["train"]["seed"] == 3 and meta["train"]["photoz_student"] == {"hidden": 24}
-    assert meta["train"]["graft"]["parts"] == ["photoz_student", "photoz_prior"]
+    assert meta["train"]["graft"]["parts"] == ["photoz_student", "photoz_prior", "photoz_lc"]
     assert meta["data_hash"] == "d" and meta["metrics"] == {"val_macro_f1": 0.5}
     host, mask, _ = _hosts(50)
     assert torch.equal(model.photoz_from_host(host, mask), source.photoz_from_host(host, mask))
