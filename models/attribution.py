@@ -16,8 +16,8 @@ output into unique, redundant and synergistic parts (partial information decompo
 * photo-z: ``i(S) = log2(w_0 / w_S)``, ``w`` the half-width ``(q84 - q16) / 2`` of the served
   photo-z PDF: the entropy reduction of a Gaussian of that width, read from the served summary
   (no mixture densities are published). The served photo-z reads the host magnitudes
-  (``MultimodalModel.photoz_from_host``) and, for a classified transient of a model with a
-  light-curve redshift network, the feature tokens too (:mod:`models.photoz_lc`: host mixture times
+  (``MultimodalModel.photoz_from_host``) and, for an alert whose top class a light-curve redshift
+  network serves (a checkpoint with one), the feature tokens too (:mod:`models.photoz_lc`: host mixture times
   the network's likelihood); so ``w_S`` is read from the host-only summary for ``S = {host}``, the
   network's own summary for ``S = {features}``, the served one for the whole set, and a modality
   the photo-z did not read gives ``i = 0``. Without the network the decomposition is all host.

@@ -142,7 +142,7 @@ class MultimodalModel(nn.Module):
         # served host-only photo-z, distilled from photoz_mixture_from_host (models.photoz_student)
         self.photoz_student = (HostPhotozStudent(cfg.n_components, cfg.photoz_student) if cfg.photoz_student
                                else None)  # fmt: skip
-        # the light curve's redshift likelihood, times the host's for transients (models.photoz_lc)
+        # the light curve's redshift likelihood, times the host's for the classes it serves (models.photoz_lc)
         self.photoz_lc = (LcRedshift(len(FEATURE_NAMES), cfg.photoz_lc, cfg.photoz_lc_members, n_classes=cfg.n_classes)
                           if cfg.photoz_lc else None)  # fmt: skip
         # the alert-selection prior of the served photo-z (identity until fitted: models.photoz_prior)
