@@ -158,9 +158,10 @@ def product(host: Mixture, lc: Mixture, keep: int = KEEP) -> Mixture:
     return lw - torch.logsumexp(lw, 1, keepdim=True), mu, sd
 
 
-def joint_summary(lc: LcRedshift, host_mix: Tensor, feat: Tensor, feat_mask: Tensor) -> Tensor:
+def joint_summary(host_mix: Tensor, lc_mix: Mixture) -> Tensor:
     """Served summary (n, 8) of the host mixture (n, 3M: ``logw``, ``mu``, ``sigma``; the columns ``8:`` of
-    :meth:`models.model.MultimodalModel.photoz_host_parts`) times ``lc``'s likelihood of ``feat`` (n, F, 2)."""
+    :meth:`models.model.MultimodalModel.photoz_from_host` ``(with_mixture=True)``) times an
+    :class:`LcRedshift` likelihood ``lc_mix`` (its output for the same alerts)."""
     m = host_mix.shape[1] // 3
     host = (host_mix[:, :m], host_mix[:, m : 2 * m], host_mix[:, 2 * m :])
-    return mixture_summary(*product(host, lc(feat, feat_mask)))
+    return mixture_summary(*product(host, lc_mix))

@@ -76,6 +76,11 @@ def served_rows(archive: Path, init: Path, exclude: tuple[str, ...], classes: tu
     return df.filter(keep), np.concatenate(rec.parts["value"])[ok], np.concatenate(rec.parts["mask"])[ok]
 
 
+def as_tokens(value: torch.Tensor) -> torch.Tensor:
+    """Feature tokens (n, F, 2) from the recorded values (n, F): the networks read only the values."""
+    return torch.stack([torch.zeros_like(value), value], -1)
+
+
 def flat_weights(z: np.ndarray, train: np.ndarray, max_weight: float, width: float = 0.05) -> np.ndarray:
     """Weights ``1 / pi(z)`` (mean 1), ``pi`` the histogram of ``z[train]``, clipped at ``max_weight`` x median."""
     edges = np.arange(0.0, float(z.max()) + 2 * width, width)
@@ -98,7 +103,7 @@ def fit(lc: LcRedshift, value: torch.Tensor, mask: torch.Tensor, z: torch.Tensor
         v = torch.where(mask[tr], value[tr], torch.nan)
         q25, q50, q75 = (torch.nanquantile(v, q, 0) for q in (0.25, 0.5, 0.75))
         lc.set_scaling(torch.nan_to_num(q50), q75 - q25)
-        x = lc.inputs(torch.stack([torch.zeros_like(value), value], -1), mask)  # the ids are not read
+        x = lc.inputs(as_tokens(value), mask)
     hists = []
     for k, net in enumerate(lc.nets):
         torch.manual_seed(seed + 1000 * k)
@@ -142,7 +147,7 @@ def generator_systematic(value: torch.Tensor, mask: torch.Tensor, z: np.ndarray,
         fit(lc, value[rest], mask[rest], torch.from_numpy(z[rest]).float(), torch.from_numpy(w).float(), train[rest],
             a.epochs, a.seed)  # fmt: skip
         with torch.no_grad():
-            q50 = mixture_summary(*lc(torch.stack([torch.zeros_like(value[held]), value[held]], -1), mask[held]))
+            q50 = mixture_summary(*lc(as_tokens(value[held]), mask[held]))
         bias[g] = float(np.median((q50.numpy()[:, _Q50] - z[held]) / (1 + z[held])))
     return (float(np.sqrt(np.mean(np.square(list(bias.values()))))) if len(bias) > 1 else 0.0), bias
 
@@ -189,7 +194,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     hist = fit(new.photoz_lc, value, mask, torch.from_numpy(z).float(), torch.from_numpy(w).float(), train,
                a.epochs, a.seed)  # fmt: skip
     with torch.no_grad():
-        feat = torch.stack([torch.zeros_like(value), value], -1)[~train]
+        feat = as_tokens(value[~train])
         q50 = mixture_summary(*new.photoz_lc(feat, mask[~train])).numpy()[:, _Q50]
     st = photoz_stats(q50.astype(np.float64), z[~train])
     gen = df["generator"].fill_null("").to_numpy().astype(str)

@@ -255,9 +255,10 @@ class MultimodalPredictor:
             mask = torch.from_numpy(np.ascontiguousarray(tokens["feat_mask"][rows])).to(self.device)
             mix = torch.from_numpy(np.ascontiguousarray(host_z[j, len(PHOTOZ_COLUMNS) :])).to(self.device)
             with torch.no_grad():
-                photoz[rows] = joint_summary(self.model.photoz_lc, mix, feat, mask).float().cpu().numpy()
+                lc_mix = self.model.photoz_lc(feat, mask)
+                photoz[rows] = joint_summary(mix, lc_mix).float().cpu().numpy()
                 if self.attributor is not None:
-                    lc_own[j] = mixture_summary(*self.model.photoz_lc(feat, mask)).float().cpu().numpy()
+                    lc_own[j] = mixture_summary(*lc_mix).float().cpu().numpy()
         return lc_own
 
     def _consult(self, p: torch.Tensor, tb: dict[str, torch.Tensor], hz: torch.Tensor | None) -> torch.Tensor:

@@ -172,8 +172,9 @@ def test_serving_joins_the_light_curve_for_classified_transients_only(tmp_path: 
     np.testing.assert_allclose(h[:, :8], a.photoz, rtol=1e-5, atol=1e-6)
     rows = np.arange(len(h))
     with torch.no_grad():
-        want = joint_summary(joint.photoz_lc, torch.from_numpy(h[rows, 8:]),  # type: ignore[arg-type]
-                             torch.from_numpy(toks["feat"][rows]), torch.from_numpy(toks["feat_mask"][rows]))
+        want = joint_summary(torch.from_numpy(h[rows, 8:]),
+                             joint.photoz_lc(torch.from_numpy(toks["feat"][rows]),  # type: ignore[misc]
+                                             torch.from_numpy(toks["feat_mask"][rows])))
     np.testing.assert_allclose(b.photoz[rows], want.numpy(), rtol=1e-5, atol=1e-5)
     # unclassified alerts (gate not passed) keep the host's photo-z
     pj.min_detections = 10_000
