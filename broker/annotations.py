@@ -28,6 +28,9 @@ reads v2 records by ordinary Avro schema resolution (the new fields are ignored)
   ``forecast`` (flux quantiles per observed band at the next visits, for follow-up planning).
 - v4.0: ``realBogus`` (the model's own P(real), read from the cutouts with the light curve, by a
   model with a real/bogus head) and ``cutoutsRead`` (whether the model read this alert's stamps).
+- v5.0: ``photozIfClass`` (the photo-z *if* the alert is of the named classes, e.g. SN Ia: the host's
+  photo-z times the light curve's redshift likelihood for those classes, for every classified alert
+  whatever its served class).
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ from typing import Any
 
 import fastavro
 
-ANNOTATIONS_VERSION = "4.0"
-ANNOTATIONS_MAJOR = 4
+ANNOTATIONS_VERSION = "5.0"
+ANNOTATIONS_MAJOR = 5
 #: Every annotations major a reader of this code understands (v1 outputs are still read).
-KNOWN_MAJORS: tuple[int, ...] = (1, 2, 3, 4)
+KNOWN_MAJORS: tuple[int, ...] = (1, 2, 3, 4, 5)
 ENRICHED_ID_BASE = 1_000_000
 #: The scores record has not changed since v1: its id stays 2_000_001.
 SCORES_SCHEMA_ID = 2_000_001
@@ -68,6 +71,9 @@ FORECAST_QUANTILE_NAMES: tuple[str, ...] = ("q05", "q16", "q50", "q84", "q95")
 ATTRIBUTION_TARGETS: tuple[str, ...] = ("classification", "photoz")
 ATTRIBUTION_PARTS: tuple[str, ...] = ("lightCurve", "host", "features", "redundant", "synergy")
 
+#: The summary of every published photo-z distribution (``photoz``, ``photozIfClass``), in this order.
+PHOTOZ_COLUMNS: tuple[str, ...] = ("mean", "sigma", "mode", "q05", "q16", "q50", "q84", "q95")
+
 _TS = {"type": "long", "logicalType": "timestamp-millis"}
 _F = ["null", "float"]
 
@@ -84,9 +90,8 @@ _V1_FIELDS: list[dict[str, Any]] = [
                 {"name": "className", "type": "string"},
                 {"name": "probability", "type": "float"}]}}]},
         {"name": "photoz", "default": None, "type": ["null", {
-            "type": "record", "name": "photoz", "fields": [
-                {"name": name, "type": "float"} for name in
-                ("mean", "sigma", "mode", "q05", "q16", "q50", "q84", "q95")]}]},
+            "type": "record", "name": "photoz",
+            "fields": [{"name": name, "type": "float"} for name in PHOTOZ_COLUMNS]}]},
         {"name": "anomalyScore", "type": _F, "default": None, "doc": "Higher = stranger."},
         {"name": "host", "default": None, "type": ["null", {
             "type": "record", "name": "host", "fields": [
@@ -153,9 +158,21 @@ _V4_FIELDS: list[dict[str, Any]] = [
             "stamps that parse); false otherwise."},
 ]  # fmt: skip
 
+_V5_FIELDS: list[dict[str, Any]] = [
+    {"name": "photozIfClass", "default": None, "type": ["null", {
+        "type": "record", "name": "photozIfClass", "fields": [
+            {"name": "classIds", "type": {"type": "array", "items": "int"},
+             "doc": "The taxonomy codes this photo-z assumes (the classes the light-curve likelihood was trained on)."},
+            *({"name": name, "type": "float"} for name in PHOTOZ_COLUMNS)]}],
+     "doc": "Photo-z if the alert is of one of classIds (e.g. SN Ia): the host photo-z (`photoz`) times the light "
+            "curve's redshift likelihood for those classes (time dilation, colour and brightness at their "
+            "luminosity). Given for every classified alert with a host photo-z, whatever its served class, so a "
+            "user's own selection (e.g. SNe Ia for a Hubble diagram) gets it; null without such a model."},
+]  # fmt: skip
+
 #: The fields each annotations major appends to the one before.
 _FIELDS_BY_MAJOR: dict[int, list[dict[str, Any]]] = {1: _V1_FIELDS, 2: _V2_FIELDS, 3: _V3_FIELDS,
-                                                     4: _V4_FIELDS}
+                                                     4: _V4_FIELDS, 5: _V5_FIELDS}
 
 
 def annotations_schema(major: int = ANNOTATIONS_MAJOR) -> dict[str, Any]:

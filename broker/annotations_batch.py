@@ -58,6 +58,8 @@ class AnnotationColumns:
         encoder writes that row (null where it is not finite, per target or band where it says).
     hosts : sequence of HostAnnotation or None, or None
     cutouts_read : ndarray of bool, shape (n,), or None
+    photoz_if_class : ndarray of float, shape (n, 8), or None
+        ``photozIfClass``, ordered as ``photoz``; a row with a NaN is null.
     """
 
     n_det: np.ndarray
@@ -75,6 +77,7 @@ class AnnotationColumns:
     forecast: np.ndarray | None = None
     real_bogus: np.ndarray | None = None
     cutouts_read: np.ndarray | None = None
+    photoz_if_class: np.ndarray | None = None
 
 
 def _present(arr: np.ndarray) -> np.ndarray:
@@ -160,7 +163,7 @@ class BatchAnnotationEncoder:
     """
 
     def __init__(self, one: AnnotationEncoder) -> None:
-        self.prefix, self.class_prefix = one.prefix, one.class_prefix
+        self.prefix, self.class_prefix, self.if_class_prefix = one.prefix, one.class_prefix, one.if_class_prefix
         self._items_head = b"\x02" + zigzag(len(one.class_prefix)) if one.class_prefix else b"\x02"
 
     def encode(self, c: AnnotationColumns, ingest_ms: int, processed_ms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +183,11 @@ class BatchAnnotationEncoder:
         pieces += _attribution(c.attribution, n) + _forecast(c.forecast, n) + _opt_floats(c.real_bogus, n)
         read = np.zeros(n, dtype=bool) if c.cutouts_read is None else c.cutouts_read
         pieces.append(choice(_BOOL, read))
+        if c.photoz_if_class is None:
+            pieces.append(const(b"\x00", n))
+        else:
+            ok = _present(_shaped(c.photoz_if_class, (8,), "photozIfClass"))
+            pieces += union(ok, [const(self.if_class_prefix[1:], n), _floats(c.photoz_if_class)])
         return gather(pieces, n)
 
     @staticmethod

@@ -161,6 +161,8 @@ class AnnotationEncoder:
         None when no model is attached (the null predictor).
     class_ids, class_names : sequence
         The taxonomy, in the column order of the probability arrays.
+    if_class_ids : sequence of int
+        The classes ``photozIfClass`` assumes (``classIds``; empty: the model gives none).
 
     Attributes
     ----------
@@ -168,13 +170,17 @@ class AnnotationEncoder:
         The union branch and the run's constant first fields (version, broker, model, taxonomy).
     class_prefix : list of bytes
         Per class, the bytes of a ``classifications`` item before its probability (code and name).
+    if_class_prefix : bytes
+        The union branch and ``classIds`` of a non-null ``photozIfClass``, before its eight floats.
     """
 
     def __init__(
         self, broker_name: str, broker_version: str, model_name: str | None = None,
         model_version: str | None = None, taxonomy: str | None = None,
-        class_ids: Sequence[int] = (), class_names: Sequence[str] = (),
+        class_ids: Sequence[int] = (), class_names: Sequence[str] = (), if_class_ids: Sequence[int] = (),
     ) -> None:  # fmt: skip
+        ids = b"".join(zigzag(int(c)) for c in if_class_ids)
+        self.if_class_prefix = b"\x02" + (zigzag(len(if_class_ids)) + ids if len(if_class_ids) else b"") + b"\x00"
         self.prefix = (
             b"\x02" + avro_string(ANNOTATIONS_VERSION) + avro_string(broker_name) + avro_string(broker_version)
             + _opt_string(model_name) + _opt_string(model_version) + _opt_string(taxonomy)
@@ -187,7 +193,7 @@ class AnnotationEncoder:
         solar_system: bool = False, reliability: float | None = None, state: str = STATE_NO_MODEL,
         embedding: np.ndarray | None = None, rotation_age: np.ndarray | None = None,
         attribution: np.ndarray | None = None, forecast: np.ndarray | None = None,
-        real_bogus: float | None = None, cutouts_read: bool = False,
+        real_bogus: float | None = None, cutouts_read: bool = False, photoz_if_class: np.ndarray | None = None,
     ) -> bytes:  # fmt: skip
         """Encode one alert's annotations (the current version, ``ANNOTATIONS_VERSION``).
 
@@ -210,6 +216,9 @@ class AnnotationEncoder:
             and None or all-NaN = null.
         real_bogus, cutouts_read
             The v4 fields: the model's P(real) (None or NaN = null) and whether it read the stamps.
+        photoz_if_class : ndarray, shape (8,), or None
+            v5 ``photozIfClass``, ordered as ``photoz`` (its ``classIds`` are the encoder's ``if_class_ids``);
+            None or any NaN = null.
         """
         parts = [self.prefix]
         if probs is None:
@@ -229,6 +238,8 @@ class AnnotationEncoder:
         parts.append(_opt_attribution(attribution))
         parts.append(_opt_forecast(forecast))
         parts.append(_opt_float(real_bogus) + (b"\x01" if cutouts_read else b"\x00"))
+        ok_if = photoz_if_class is not None and not bool(np.isnan(photoz_if_class).any())
+        parts.append(self.if_class_prefix + struct.pack("<8f", *photoz_if_class.tolist()) if ok_if else b"\x00")  # type: ignore[union-attr]
         return b"".join(parts)
 
 

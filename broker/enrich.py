@@ -63,7 +63,8 @@ class Enricher:
     def __post_init__(self) -> None:
         p = self.predictor
         self.annotations = AnnotationEncoder(
-            self.broker_name, self.broker_version, p.name, p.version, p.taxonomy, p.class_ids, p.class_names
+            self.broker_name, self.broker_version, p.name, p.version, p.taxonomy, p.class_ids, p.class_names,
+            tuple(getattr(p, "photoz_if_class_ids", ())),
         )
         self.scores_encoder = ScoresEncoder(
             self.broker_name, self.broker_version, p.name or "none", p.version or "", p.class_ids
@@ -203,8 +204,9 @@ def _columns(preds: Predictions, t: AlertTable, n_det: np.ndarray, n_forced: np.
     """What alerts ``sel`` publish, NaN rows where nothing (their counts and states given).
 
     A moving object gets no transient class, host redshift, anomaly, host, embedding, attribution,
-    forecast or real/bogus; the class only where the gate says ``classified``; the rotation age only
-    with the class; each attribution target only where its value is published.
+    forecast or real/bogus; the class, and the photo-z that assumes a class, only where the gate says
+    ``classified``; the rotation age only with the class; each attribution target only where its value
+    is published.
     """
     classified = np.array([s == STATE_CLASSIFIED for s in states], dtype=bool)
     solar = is_solar_system(t)[sel]
@@ -224,7 +226,7 @@ def _columns(preds: Predictions, t: AlertTable, n_det: np.ndarray, n_forced: np.
         n_det, n_forced, solar, t["reliability"][sel], states, probs, photoz,
         _take(preds.anomaly, sel, other), hosts, _take(preds.embedding, sel, other),
         _take(preds.rotation_age, sel, has["classification"]), attr, _take(preds.forecast, sel, other),
-        _take(preds.real_bogus, sel, other), read,
+        _take(preds.real_bogus, sel, other), read, _take(preds.photoz_if_class, sel, classified),
     )  # fmt: skip
 
 

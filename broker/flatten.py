@@ -6,7 +6,11 @@ Columns (one row per alert; 64-bit ids stay int64 here and become strings in JSO
 best_class, best_class_id, best_prob, p_<classId>..., photoz_mean, photoz_sigma, photoz_q05,
 photoz_q50, photoz_q95, anomaly_score, host_id, host_sep_arcsec, embedding, rotation_log_age,
 rotation_log_age_sigma, rotation_period_days, attr_<target>_<part>..., forecast, real_bogus,
-cutouts_read, solar_system, classification_state, sparkline, _index``
+cutouts_read, photoz_if_class_ids, photoz_if_class_mean, photoz_if_class_sigma, photoz_if_class_q05,
+photoz_if_class_q50, photoz_if_class_q95, solar_system, classification_state, sparkline, _index``
+
+``photoz_if_class_*`` are ``annotations.photozIfClass``: the photo-z if the alert is of the classes
+``photoz_if_class_ids`` (e.g. ``[2222]``, SN Ia), null where the annotation is.
 
 ``attr_<target>_<part>`` (:func:`attribution_columns`: target ``class`` or ``photoz``; part
 ``light_curve``, ``host``, ``features``, ``redundant``, ``synergy``) are the bits of
@@ -137,6 +141,10 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
     cols["forecast"] = pl.Series([(a or {}).get("forecast") for a in anns], dtype=_FORECAST)
     cols["real_bogus"] = pl.Series([(a or {}).get("realBogus") for a in anns], dtype=pl.Float64)
     cols["cutouts_read"] = pl.Series([(a or {}).get("cutoutsRead") for a in anns], dtype=pl.Boolean)
+    if_class = [(a or {}).get("photozIfClass") or {} for a in anns]
+    cols["photoz_if_class_ids"] = pl.Series([z.get("classIds") for z in if_class], dtype=pl.List(pl.Int32))
+    for q in ("mean", "sigma", "q05", "q50", "q95"):
+        cols[f"photoz_if_class_{q}"] = pl.Series([z.get(q) for z in if_class], dtype=pl.Float64)
     cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
     cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)
     cols["sparkline"] = [sparkline(lc, k) for k in range(n)]

@@ -51,6 +51,9 @@ class Predictions:
         P(real) from a real/bogus head (``annotations.realBogus``); NaN = none.
     cutouts_read : ndarray (n,) or None
         1.0 where the model read the alert's cutouts as image tokens, else 0 (``annotations.cutoutsRead``).
+    photoz_if_class : ndarray (n, 8) or None
+        The photo-z if the alert is of the predictor's ``photoz_if_class_ids``, columns as ``photoz``
+        (``annotations.photozIfClass``); NaN rows = none.
     extra : dict
         Further per-alert outputs that are not published.
     """
@@ -65,6 +68,7 @@ class Predictions:
     forecast: np.ndarray | None = None
     real_bogus: np.ndarray | None = None
     cutouts_read: np.ndarray | None = None
+    photoz_if_class: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,6 +88,9 @@ class Predictor(Protocol):
     #: Featurizer settings the model needs (``FeatureConfig.settings()``); None (or absent, in
     #: predictors written before it): the defaults.
     feature_settings: dict[str, bool | int | float] | None
+    #: The classes ``Predictions.photoz_if_class`` assumes (``annotations.photozIfClass.classIds``); empty
+    #: (or absent, in predictors written before it): the predictor gives none.
+    photoz_if_class_ids: tuple[int, ...]
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Score a decoded batch (``features`` from the featurizer stage, if any)."""
@@ -103,6 +110,7 @@ class NullPredictor:
     class_ids: tuple[int, ...] = ()
     class_names: tuple[str, ...] = ()
     feature_settings: dict[str, bool | int | float] | None = None
+    photoz_if_class_ids: tuple[int, ...] = ()
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:
         """Return empty predictions for the batch."""

@@ -41,7 +41,7 @@ from broker.features.registry import FEATURE_INDEX
 from broker.predict import ROTATOR_CODE, Predictions
 from broker.settings import Settings
 from broker.sim import taxonomy as tx
-from models.served import latest_alerts
+from models.served import PassThrough, latest_alerts
 
 NAN = float("nan")
 
@@ -70,6 +70,7 @@ class TruthOracle:
     version: str | None = "0"
     taxonomy: str | None = "alertbroker-sim"
     feature_settings: dict[str, bool | int | float] | None = None  # the default featurizer
+    photoz_if_class_ids: tuple[int, ...] = ()
 
     def __init__(self, truth: pl.DataFrame) -> None:
         self.class_ids: tuple[int, ...] = tuple(tx.codes())
@@ -90,15 +91,11 @@ class TruthOracle:
         return _record(self.seen, batch, features, Predictions(probs=probs))
 
 
-class ServedRecorder:
+class ServedRecorder(PassThrough):
     """The shipped (or any) predictor, recording what :class:`TruthOracle` records."""
 
     def __init__(self, predictor: Any) -> None:
-        self.inner = predictor
-        self.name, self.version, self.taxonomy = predictor.name, predictor.version, predictor.taxonomy
-        self.class_ids: tuple[int, ...] = tuple(predictor.class_ids)
-        self.class_names: tuple[str, ...] = tuple(predictor.class_names)
-        self.feature_settings = getattr(predictor, "feature_settings", None)  # featurize as the inner one needs
+        super().__init__(predictor)
         self.seen: Seen = []
 
     def predict(self, batch: AlertBatch, features: Any | None) -> Predictions:

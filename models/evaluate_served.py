@@ -49,7 +49,7 @@ from models.metrics import confident, ece, print_table
 from models.served import ServedAlerts, enrich_archive, join_truth, latest_alerts
 from models.served_anomaly import PartsRecorder, anomaly_report, auroc_figures, breakdown, parts_report
 from models.served_intervals import REPS, interval_rows, intervals
-from models.served_photoz import photoz_by_class, photoz_report, validation_host_figures
+from models.served_photoz import if_class_report, photoz_by_class, photoz_report, validation_host_figures
 from models.served_realbogus import real_alerts, realbogus_report
 
 #: Detection-count views: name -> (low, high) inclusive bounds on ``n_det``.
@@ -187,6 +187,12 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator
           "validation file; PICZL on real AGN: 0.045 / 5.6 %)")
     print_table(pz_rows, ("class", "alerts", "objects", "sigma_NMAD", "outliers", "bias", "obj sigma", "obj outl.",
                           "obj bias", "val alerts", "val sigma", "val outl.", "val bias"))  # fmt: skip
+    ifc_rows, ifc = if_class_report(real)
+    if ifc_rows:
+        print("\nphotozIfClass per alert (the photo-z if the alert is of its classIds) beside the host's photoz, on "
+              "the same alerts with hosts from the DC2 validation file")
+        print_table(ifc_rows, ("alerts", "view", "n", "host sigma", "host outl.", "host bias", "if-class sigma",
+                               "if-class outl.", "if-class bias"))  # fmt: skip
     an = anomaly_report(real, ids)
     print("\nanomaly per alert (held-out class vs in-taxonomy alerts)")
     print_table([(k, int(m["positives"]), int(m["n"]), m["auroc"], m["recall1"], m["recall5"]) for k, m in an.items()],
@@ -216,6 +222,7 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator
                 "served_heldout_auroc_latest": an.get("latest/held-out", {}).get("auroc", NAN)})  # fmt: skip
     res.update({k: v for k, v in auroc_figures(an).items() if k != "served_heldout_auroc"})
     res.update(an_split)
+    res.update(ifc)
     scored = real.filter(pl.col("class_code").is_in(list(ids)) & pl.col("anomaly_score").is_not_null())
     res["served_false_alarm2"] = float((scored["anomaly_score"] > 2).mean()) if scored.height else NAN  # type: ignore[arg-type]
     if run.parts is not None and df.height:

@@ -30,7 +30,7 @@ from models.model import MultimodalModel
 
 #: Parts that may be grafted: state-dict prefix -> the ModelConfig fields that size it.
 GRAFTABLE: dict[str, tuple[str, ...]] = {"photoz_student.": ("photoz_student",), "photoz_prior.": (),
-                                         "photoz_lc.": ("photoz_lc", "photoz_lc_members")}
+                                         "photoz_lc.": ("photoz_lc", "photoz_lc_members", "photoz_lc_join")}
 
 
 def graft(source: MultimodalModel, target: MultimodalModel, parts: tuple[str, ...]) -> MultimodalModel:

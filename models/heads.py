@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# the published photo-z record's columns are those of Predictions.photoz (stated once, in broker.annotations)
+from broker.annotations import PHOTOZ_COLUMNS as PHOTOZ_COLUMNS
 from models.encoder import time_band_features
 from models.mixture_kernel import mixture_quantiles
 
-#: Columns of the photo-z output (``Predictions.photoz``).
-PHOTOZ_COLUMNS: tuple[str, ...] = ("mean", "sigma", "mode", "q05", "q16", "q50", "q84", "q95")
 QUANTILES: tuple[float, ...] = (0.05, 0.16, 0.50, 0.84, 0.95)
 SIGMA_MIN = 0.003
 

@@ -62,6 +62,10 @@ class ModelConfig:
         (:mod:`models.photoz_student`); 0: none, the encoder's host path serves it.
     photoz_lc, photoz_lc_members : int
         Hidden width (0: none) and networks of the light curve's redshift likelihood (:mod:`models.photoz_lc`).
+    photoz_lc_join : bool
+        Whether that likelihood also joins the served ``photoz`` of alerts whose top class it serves
+        (``train-photoz-lc --join``); either way it gives ``photozIfClass``, the photo-z if the alert
+        is of those classes. Checkpoints written before the flag joined.
     features : dict
         The featurizer settings the model was trained on
         (:meth:`broker.features.FeatureConfig.settings`): serving featurizes with them, and
@@ -80,6 +84,7 @@ class ModelConfig:
     photoz_student: int = 0
     photoz_lc: int = 0
     photoz_lc_members: int = 4
+    photoz_lc_join: bool = False
     features: dict[str, bool | int | float] = field(default_factory=lambda: FeatureConfig().settings())
 
     def __post_init__(self) -> None:
@@ -104,6 +109,7 @@ class ModelConfig:
                    physics=PhysicsConfig.from_dict(d.get("physics", {})),
                    photoz_student=int(d.get("photoz_student", 0)),
                    photoz_lc=int(d.get("photoz_lc", 0)), photoz_lc_members=int(d.get("photoz_lc_members", 4)),
+                   photoz_lc_join=bool(d.get("photoz_lc_join", True)),
                    features=dict(d.get("features", LEGACY_SETTINGS)))
 
 

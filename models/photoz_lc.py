@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -165,3 +166,26 @@ def joint_summary(host_mix: Tensor, lc_mix: Mixture) -> Tensor:
     m = host_mix.shape[1] // 3
     host = (host_mix[:, :m], host_mix[:, m : 2 * m], host_mix[:, 2 * m :])
     return mixture_summary(*product(host, lc_mix))
+
+
+def serve_light_curve(
+    lc: LcRedshift, feat: np.ndarray, feat_mask: np.ndarray, host_mix: np.ndarray, device: torch.device, batch: int,
+    own: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Host x light-curve photo-z summaries (n, 8) of ``n`` alerts, ``batch`` at a time on ``device``.
+
+    ``feat`` (n, F, 2) and ``feat_mask`` (n, F) are the alerts' feature tokens, ``host_mix`` (n, 3M) their
+    host mixtures (:func:`joint_summary`). With ``own`` also the light curve's own summaries (n, 8), for
+    the attribution; else None.
+    """
+    out = np.empty((len(feat), 8), np.float32)
+    mine = np.empty((len(feat), 8), np.float32) if own else None
+    for s in range(0, len(feat), batch):
+        f, m, h = (torch.from_numpy(np.ascontiguousarray(a[s : s + batch])).to(device)
+                   for a in (feat, feat_mask, host_mix))  # fmt: skip
+        with torch.no_grad():
+            lc_mix = lc(f, m)
+            out[s : s + batch] = joint_summary(h, lc_mix).float().cpu().numpy()
+            if mine is not None:
+                mine[s : s + batch] = mixture_summary(*lc_mix).float().cpu().numpy()
+    return out, mine

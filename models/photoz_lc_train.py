@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-weight", type=float, default=3.0, help="clip of 1/pi(z) weights, in medians")
     p.add_argument("--systematic", default="auto", help="dz/(1+z) added in quadrature to the served widths; "
                    "'auto': the rms of each training generator's median when held out (one more fit per generator)")
+    p.add_argument("--join", action="store_true", help="also serve it in the alert's photoz where the top class is "
+                   "one of --classes (default: only in photozIfClass, beside the host's photoz)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     return p
@@ -188,7 +190,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     z = df["redshift"].to_numpy().astype(np.float64)
     train = (df["split"] == "train").to_numpy()
     w = flat_weights(z, train, a.max_weight)
-    new = with_new_part(model, replace(model.cfg, photoz_lc=a.hidden, photoz_lc_members=a.members), _PREFIX)
+    cfg = replace(model.cfg, photoz_lc=a.hidden, photoz_lc_members=a.members, photoz_lc_join=a.join)
+    new = with_new_part(model, cfg, _PREFIX)
     assert new.photoz_lc is not None
     new.photoz_lc.applies.copy_(torch.tensor([n in classes for n in names]))
     hist = fit(new.photoz_lc, value, mask, torch.from_numpy(z).float(), torch.from_numpy(w).float(), train,
@@ -211,7 +214,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             "best_loss": float(np.mean([min(m) for m in hist])), **{f"lc_{k}": v for k, v in st.items()}}  # fmt: skip
     fitted = {"init": str(a.init), "archives": [str(x) for x in a.archive], "exclude_generator": list(exclude),
               "classes": list(classes), "hidden": a.hidden, "members": a.members, "epochs": a.epochs,
-              "max_weight": a.max_weight, "seed": a.seed, "generator_bias": per_gen, **info}  # fmt: skip
+              "max_weight": a.max_weight, "join": a.join, "seed": a.seed, "generator_bias": per_gen,
+              **info}  # fmt: skip
     train_meta = {**meta.get("train", {}), "photoz_lc": fitted}
     return report_part(a.out, info, save_part(a.out, new, meta, train_meta, before, _PREFIX), t0)
 

@@ -35,10 +35,10 @@ from broker.tokens import HOST_KIND_MAG, LC_FIELDS
 from models.attribution import Attributor
 from models.checkpoint import load_checkpoint
 from models.forecast import to_njy
-from models.heads import PHOTOZ_COLUMNS, mixture_summary
+from models.heads import PHOTOZ_COLUMNS
 from models.model import IMAGE_KEYS, TOKEN_KEYS, MultimodalModel
 from models.photoz_cache import HostPhotozCache
-from models.photoz_lc import joint_summary
+from models.photoz_lc import serve_light_curve
 
 log = logging.getLogger(__name__)
 _Q50 = PHOTOZ_COLUMNS.index("q50")
@@ -140,13 +140,16 @@ class MultimodalPredictor:
         self.min_detections = min_detections
         self.min_host_bands = min_host_bands
         self.photoz_selection = photoz_selection
-        #: The light curve's redshift likelihood joins the photo-z of some classes' alerts (models.photoz_lc).
+        #: The light curve's redshift likelihood gives ``photozIfClass`` and may join the served photo-z of
+        #: some classes' alerts (models.photoz_lc; ``cfg.photoz_lc_join``).
         self.joint_photoz = model.photoz_lc is not None and photoz_selection
         width = len(PHOTOZ_COLUMNS) + (3 * model.cfg.n_components if self.joint_photoz else 0)
         self.photoz_cache = HostPhotozCache(self._host_photoz, self.device, width=width)
         #: Top classes whose photo-z the light curve joins: those its network was trained on (models.photoz_lc).
         self.joins = (model.photoz_lc.applies.cpu().numpy().copy() if model.photoz_lc is not None
                       else np.zeros(len(self.class_ids), bool))  # fmt: skip
+        #: The classes ``photozIfClass`` assumes: the same (none without the likelihood).
+        self.photoz_if_class_ids = tuple(np.asarray(self.class_ids)[self.joins].tolist()) if self.joint_photoz else ()
         self.attributor = Attributor(self.model) if attribution else None
         #: The model reads cutouts: ``enrich()``'s decoder must read the stamps (``BatchDecoder(cutouts=...)``).
         self.reads_images: bool = bool(model.cfg.encoder.images)
@@ -229,36 +232,40 @@ class MultimodalPredictor:
                 p_real[idx] = out["real"].float().cpu().numpy()
             if log10_flux_scale is not None:
                 forecast[idx] = to_njy(out["forecast"].float().cpu().numpy(), log10_flux_scale[idx])
+        if_class = np.full((n, 8), np.nan, np.float32) if self.joint_photoz else None
         if len(zi):  # the classifier read the host-only median (above): the light curve is not counted twice
-            lc_z = self._join_light_curve(photoz, zi, host_z, probs, tokens) if self.joint_photoz else None
+            lc_z = None if if_class is None else self._join_light_curve(photoz, zi, host_z, probs, tokens, if_class)
             if attr is not None:
                 attr[zi, 1] = self.attributor.photoz(photoz[zi], self.device, host_z, lc_z)  # type: ignore[union-attr]
         read = np.asarray(tokens["img_mask"], np.float32) if "img" in keys else np.zeros(n, np.float32)
         return Predictions(probs=probs, photoz=photoz, anomaly=anomaly, embedding=embedding, attribution=attr,
-                           forecast=forecast, real_bogus=p_real, cutouts_read=read, extra=parts)
+                           forecast=forecast, real_bogus=p_real, cutouts_read=read, photoz_if_class=if_class,
+                           extra=parts)
 
     def _join_light_curve(self, photoz: np.ndarray, zi: np.ndarray, host_z: np.ndarray, probs: np.ndarray,
-                          tokens: dict[str, np.ndarray]) -> np.ndarray:  # fmt: skip
-        """Serve host x light-curve photo-z (in ``photoz``) for the alerts ``zi`` classified as a class of ``joins``.
+                          tokens: dict[str, np.ndarray], if_class: np.ndarray) -> np.ndarray | None:  # fmt: skip
+        """Host x light-curve photo-z for the classified alerts of ``zi``: into ``if_class`` for all of them,
+        and into the served ``photoz`` for those whose top class is one of ``joins`` (if the model joins).
 
         ``host_z`` (len(zi), 8 + 3M) are the cache's rows for ``zi``. Returns the light curve's own
-        summary (len(zi), 8; NaN where not joined) for the attribution.
+        summary (len(zi), 8; NaN where not joined) for the attribution, None where nothing joins.
         """
-        lc_own = np.full((len(zi), len(PHOTOZ_COLUMNS)), np.nan, np.float32)
         p = probs[zi]
-        sel = np.flatnonzero(np.isfinite(p).all(1) & self.joins[np.nan_to_num(p).argmax(1)])
+        sel = np.flatnonzero(np.isfinite(p).all(1))  # the class gate is open: a light curve to read
         assert self.model.photoz_lc is not None
-        for s in range(0, len(sel), self.batch_size):
-            j = sel[s : s + self.batch_size]
-            rows = zi[j]
-            feat = torch.from_numpy(np.ascontiguousarray(tokens["feat"][rows])).to(self.device)
-            mask = torch.from_numpy(np.ascontiguousarray(tokens["feat_mask"][rows])).to(self.device)
-            mix = torch.from_numpy(np.ascontiguousarray(host_z[j, len(PHOTOZ_COLUMNS) :])).to(self.device)
-            with torch.no_grad():
-                lc_mix = self.model.photoz_lc(feat, mask)
-                photoz[rows] = joint_summary(mix, lc_mix).float().cpu().numpy()
-                if self.attributor is not None:
-                    lc_own[j] = mixture_summary(*lc_mix).float().cpu().numpy()
+        join = bool(self.model.cfg.photoz_lc_join)
+        rows = zi[sel]
+        if_class[rows], own = serve_light_curve(self.model.photoz_lc, tokens["feat"][rows], tokens["feat_mask"][rows],
+                                                host_z[sel, len(PHOTOZ_COLUMNS) :], self.device, self.batch_size,
+                                                own=join and self.attributor is not None)  # fmt: skip
+        if not join:
+            return None
+        served = sel[self.joins[np.nan_to_num(p[sel]).argmax(1)]]
+        photoz[zi[served]] = if_class[zi[served]]
+        lc_own = np.full((len(zi), len(PHOTOZ_COLUMNS)), np.nan, np.float32)  # NaN where not joined
+        if own is not None:
+            on = np.isin(sel, served)
+            lc_own[sel[on]] = own[on]
         return lc_own
 
     def _consult(self, p: torch.Tensor, tb: dict[str, torch.Tensor], hz: torch.Tensor | None) -> torch.Tensor:

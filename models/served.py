@@ -58,8 +58,9 @@ class ServedAlerts:
 
 
 class PassThrough:
-    """A :class:`broker.predict.Predictor` that answers as ``inner`` does (same name, version, taxonomy
-    and featurizer settings); recorders subclass it and keep what they need from each batch."""
+    """A :class:`broker.predict.Predictor` that answers as ``inner`` does (same name, version, taxonomy,
+    featurizer settings and ``photozIfClass`` classes); recorders subclass it and keep what they need
+    from each batch."""
 
     def __init__(self, inner: Predictor) -> None:
         self.inner = inner
@@ -67,6 +68,7 @@ class PassThrough:
         self.class_ids, self.class_names = inner.class_ids, inner.class_names
         self.reads_images: bool = bool(getattr(inner, "reads_images", False))
         self.feature_settings = getattr(inner, "feature_settings", None)  # featurize as inner needs
+        self.photoz_if_class_ids: tuple[int, ...] = tuple(getattr(inner, "photoz_if_class_ids", ()))
 
     def predict(self, batch: Any, features: Any | None) -> Any:
         """``inner.predict``."""

@@ -113,3 +113,47 @@ def validation_host_figures(df: pl.DataFrame) -> dict[str, float]:
         st = _stats(sub)
         out |= {f"served_photoz_{tag}_nmad": st["sigma_nmad"], f"served_photoz_{tag}_bias": st["bias"]}
     return out
+
+
+def if_class_report(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
+    """``photozIfClass`` (the photo-z if the alert is of its ``classIds``) beside the host's, on the same alerts.
+
+    Scored where it is meant to be used: alerts whose *true* class is one of ``classIds`` (e.g. SNe Ia a
+    user selected), with hosts from the DC2 validation file, by detection count; then those the model
+    also serves as one of them, and, to show what it does when the assumption is wrong, the alerts of
+    every other hosted class but AGN.
+
+    Returns
+    -------
+    rows : list of tuple
+        ``(alerts, view, n, host sigma_NMAD, outliers, bias, if-class sigma_NMAD, outliers, bias)``.
+    figures : dict
+        ``served_photoz_ifclass_val_{n,nmad,outliers,bias}`` and ``served_photoz_ifclass_host_val_*`` (the
+        host's on the same alerts): true class in ``classIds``, every detection count. Empty without it.
+    """
+    if "photoz_if_class_q50" not in df.columns:
+        return [], {}
+    has = df.filter(pl.col("photoz_if_class_q50").is_not_null() & pl.col("photoz_q50").is_not_null())
+    if not has.height:
+        return [], {}
+    ids = sorted({int(c) for c in has["photoz_if_class_ids"].explode().drop_nulls().to_list()})
+    val = hosted(has).filter(pl.col("host_galaxy_id").is_in(list(_dc2_validation_ids())))
+    true_in, served_in = pl.col("class_code").is_in(ids), pl.col("best_class_id").is_in(ids)
+    det = pl.col("n_det")
+    truly = "true class in classIds"
+    views = [(truly, "all", true_in), (truly, "<=5 detections", true_in & (det <= 5)),
+             (truly, "6-10 detections", true_in & det.is_between(6, 10)),
+             (truly, ">10 detections", true_in & (det > 10)),
+             ("... and served as one", "all", true_in & served_in),
+             ("other classes but AGN", "all", ~true_in & GROUPS["rest"])]  # fmt: skip
+    rows, figures = [], {}
+    for who, view, cond in views:
+        sub = val.filter(cond)
+        h, c = _stats(sub), _stats(sub, "photoz_if_class_q50")
+        rows.append((who, view, int(c["n"]), h["sigma_nmad"], h["outliers"], h["bias"], c["sigma_nmad"],
+                     c["outliers"], c["bias"]))  # fmt: skip
+        if (who, view) == (truly, "all"):
+            for pre, st in (("served_photoz_ifclass_val", c), ("served_photoz_ifclass_host_val", h)):
+                figures.update({f"{pre}_n": int(st["n"]), f"{pre}_nmad": st["sigma_nmad"],
+                                f"{pre}_outliers": st["outliers"], f"{pre}_bias": st["bias"]})  # fmt: skip
+    return rows, figures

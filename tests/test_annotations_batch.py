@@ -73,7 +73,8 @@ def _reference(e: Enricher, values: list[bytes | None], dec: DecodeResult, preds
             _row(preds.rotation_age, k) if probs is not None else None, attr,
             None if not other or preds.forecast is None else preds.forecast[k],
             None if not other or preds.real_bogus is None else float(preds.real_bogus[k]),
-            preds.cutouts_read is not None and bool(preds.cutouts_read[k] > 0.5))  # fmt: skip
+            preds.cutouts_read is not None and bool(preds.cutouts_read[k] > 0.5),
+            _row(preds.photoz_if_class, k) if states[k] == STATE_CLASSIFIED else None)  # fmt: skip
         raw = values[i]
         assert raw is not None
         sid, body = int(dec.schema_ids[k]), raw[HEADER_SIZE:]
@@ -122,7 +123,8 @@ def _predictions(rng: np.random.Generator, n: int, n_classes: int) -> Prediction
         hosts=_hosts(rng, n), embedding=_maybe(rng, rng.normal(0, 3, (n, 16))),
         rotation_age=_maybe(rng, rng.random((n, 3)) * 10), attribution=_maybe(rng, rng.random((n, 2, 5))),
         forecast=None if rng.random() < 0.2 else fc, real_bogus=_maybe(rng, rng.random(n)),
-        cutouts_read=None if rng.random() < 0.3 else rng.integers(0, 2, n).astype(np.float32))  # fmt: skip
+        cutouts_read=None if rng.random() < 0.3 else rng.integers(0, 2, n).astype(np.float32),
+        photoz_if_class=_maybe(rng, rng.random((n, 8))))  # fmt: skip
 
 
 @dataclass
@@ -132,12 +134,14 @@ class _Named:
     taxonomy: str | None
     class_ids: tuple[int, ...]
     class_names: tuple[str, ...]
+    photoz_if_class_ids: tuple[int, ...] = ()
 
 
 def _enricher(rng: np.random.Generator, store: SchemaStore, scores: bool) -> Enricher:
     k = int(rng.choice([1, 3, 13]))
     ids = tuple(int(x) for x in rng.choice([-(2**40), -5, 0, 63, 64, 2222, 2**40, 2**62], k, replace=k > 8))
-    model = _Named("m", None, "täx", ids, tuple(f"class-{i}-ü" * int(rng.integers(1, 30)) for i in range(k)))
+    model = _Named("m", None, "täx", ids, tuple(f"class-{i}-ü" * int(rng.integers(1, 30)) for i in range(k)),
+                   ids[: int(rng.integers(0, k + 1))])
     return Enricher(BatchDecoder(store), model, broker_version="1.2", scores=scores,  # type: ignore[arg-type]
                     gate=ClassificationGate(min_detections=int(rng.integers(1, 4))))  # fmt: skip
 
@@ -176,7 +180,7 @@ def _columns(rng: np.random.Generator, n: int, n_classes: int) -> AnnotationColu
         rng.integers(0, 2**31, n), rng.integers(0, 300, n), rng.random(n) < 0.3,
         _holes(rng, rng.random(n)), [str(s) for s in rng.choice(CLASSIFICATION_STATES, n)], p.probs, p.photoz,
         p.anomaly, p.hosts, p.embedding, p.rotation_age, p.attribution, p.forecast, p.real_bogus,
-        None if p.cutouts_read is None else p.cutouts_read > 0.5)  # fmt: skip
+        None if p.cutouts_read is None else p.cutouts_read > 0.5, p.photoz_if_class)  # fmt: skip
 
 
 def _f(a: np.ndarray | None, k: int) -> float | None:
@@ -187,7 +191,8 @@ def _f(a: np.ndarray | None, k: int) -> float | None:
 def test_batch_encoders_are_the_per_alert_bytes_and_canonical_avro(seed: int) -> None:
     rng = np.random.default_rng(100 + seed)
     n, ids = 64, (2222, -(2**31), 2**31 - 1)[: seed % 4]  # no class at all too
-    one = AnnotationEncoder("b", "1.2", "m", None, "tax", ids, tuple("ü" * (i + 1) for i in range(len(ids))))
+    one = AnnotationEncoder("b", "1.2", "m", None, "tax", ids, tuple("ü" * (i + 1) for i in range(len(ids))),
+                            ids[: seed % 3])
     c = _columns(rng, n, len(ids))
     data, off = BatchAnnotationEncoder(one).encode(c, -7, 1_700_000_000_456)
     got = [data[off[k] : off[k + 1]].tobytes() for k in range(n)]
@@ -198,7 +203,8 @@ def test_batch_encoders_are_the_per_alert_bytes_and_canonical_avro(seed: int) ->
         want = one.encode(_row(c.probs, k), _row(c.photoz, k), _f(c.anomaly, k), host, int(c.n_det[k]),
                           int(c.n_forced[k]), -7, 1_700_000_000_456, bool(c.solar_system[k]), float(c.reliability[k]),
                           c.states[k], emb, age, attr, fc, _f(c.real_bogus, k),
-                          c.cutouts_read is not None and bool(c.cutouts_read[k]))  # fmt: skip
+                          c.cutouts_read is not None and bool(c.cutouts_read[k]),
+                          _row(c.photoz_if_class, k))  # fmt: skip
         assert got[k] == want
         bio = io.BytesIO()  # what fastavro writes for what it reads: the bytes are canonical Avro
         fastavro.schemaless_writer(bio, _ANN, fastavro.schemaless_reader(io.BytesIO(want), _ANN, None))
@@ -224,7 +230,8 @@ def test_a_prediction_of_the_wrong_shape_is_refused() -> None:
     base = {"n_det": np.ones(2, int), "n_forced": np.ones(2, int), "solar_system": np.zeros(2, bool),
             "reliability": np.ones(2), "states": ["classified"] * 2}  # fmt: skip
     for name, shape in (("probs", (2, 3)), ("photoz", (2, 7)), ("embedding", (2, 15)), ("rotation_age", (2, 4)),
-                        ("attribution", (2, 3, 5)), ("forecast", (2, 6, 3, 4))):  # fmt: skip
+                        ("attribution", (2, 3, 5)), ("forecast", (2, 6, 3, 4)),
+                        ("photoz_if_class", (2, 7))):  # fmt: skip
         with pytest.raises(ValueError, match="shape"):
             enc.encode(AnnotationColumns(**base, **{name: np.zeros(shape)}), 1, 2)  # type: ignore[arg-type]
 

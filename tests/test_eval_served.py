@@ -115,14 +115,24 @@ def test_null_model_leaves_every_alert_no_model(night: Path, capsys: pytest.Capt
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="no shipped weights")
-def test_shipped_model_through_eval_served(night: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert eval_main(["served", "--archive", str(night)]) == 0  # the `alertbroker eval served` entry
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    kv = {k: float(v) for k, v in (item.split("=", 1) for item in last.split())}
+def test_shipped_model_through_eval_served(night: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "alerts.parquet"
+    assert eval_main(["served", "--archive", str(night), "--alerts-out", str(out)]) == 0  # `alertbroker eval served`
+    text = capsys.readouterr().out
+    kv = {k: float(v) for k, v in (item.split("=", 1) for item in text.strip().splitlines()[-1].split())}
     assert sum(kv[f"served_{s}"] for s in STATES) == kv["served_alerts"] > 0
     assert kv["served_no_model"] == 0 and kv["served_classified"] > 0
     for key in ("served_macro_f1", "served_acc", "served_ece", "served_photoz_outliers", "served_heldout_auroc"):
         assert 0 <= kv[key] <= 1
+    # annotations v5: the shipped model gives the photo-z if SN Ia to every classified alert with a host photo-z,
+    # and to no other; the served photoz stays the host's (a SN Ia's joint photo-z is narrower than it)
+    df = pl.read_parquet(out)
+    has = df["photoz_if_class_q50"].is_not_null()
+    assert has.sum() > 0 and "photozIfClass per alert" in text and "served_photoz_ifclass_val_n" in kv
+    assert has.to_list() == ((df["classification_state"] == "classified") & df["photoz_q50"].is_not_null()).to_list()
+    assert {tuple(x) for x in df.filter(has)["photoz_if_class_ids"].to_list()} == {(2222,)}
+    ia = df.filter(has & (pl.col("class_code") == 2222))
+    assert ia.height > 0 and (ia["photoz_if_class_sigma"] < ia["photoz_sigma"]).mean() > 0.9  # type: ignore[operator]
 
 
 def test_temperature_selection_script_retempers_what_was_served(night: Path,

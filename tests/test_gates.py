@@ -99,7 +99,7 @@ def test_v1_records_still_decode_and_are_upgraded(store: SchemaStore) -> None:
     df = flatten(BatchDecoder(store).decode([old]), [old])
     assert df["anomaly_score"][0] == pytest.approx(1.5) and df["classification_state"][0] is None
     new = Enricher(BatchDecoder(store)).enrich([old]).outputs[0].value
-    assert parse_header(new) == enriched_schema_id(1101) == 4_001_101
+    assert parse_header(new) == enriched_schema_id(1101) == 5_001_101
     assert new[HEADER_SIZE : len(msg)] == msg[HEADER_SIZE:]
     _, rec2 = read_message(new, store)
     assert rec2["annotations"]["classificationState"] == "no_model" and rec2["annotations"]["brokerName"] != "old"
@@ -126,7 +126,7 @@ def test_scores_id_is_not_an_enriched_id() -> None:
     assert SCORES_SCHEMA_ID == 2_000_001 and annotations_major(SCORES_SCHEMA_ID) is None
     assert base_schema_id(2_000_001) is None and base_schema_id(1101) is None
     assert base_schema_id(2_000_300) == 300 and base_schema_id(3_001_101) == 1101
-    assert base_schema_id(4_001_101) == 1101 and base_schema_id(5_001_101) is None  # 5: a major not known
+    assert base_schema_id(5_001_101) == 1101 and base_schema_id(6_001_101) is None  # 6: a major not known
 
 
 def test_real_alerts_carry_an_embedding_except_moving_objects(

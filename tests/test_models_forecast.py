@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from broker.annotations import (  # noqa: E402
     ANNOTATIONS_SCHEMA,
+    ANNOTATIONS_VERSION,
     FORECAST_HORIZONS_DAYS,
     FORECAST_QUANTILE_NAMES,
     encode_annotations,
@@ -110,8 +111,9 @@ def test_forecast_bytes_match_fastavro_and_round_trip(fc: np.ndarray | None) -> 
     if fc is not None and np.isfinite(fc).any():
         want_fc = [{"band": b, "dtDays": h, **dict(zip(FORECAST_QUANTILE_NAMES, fc[i, j].tolist(), strict=True))}
                    for i, b in ((1, "g"), (4, "z")) for j, h in enumerate(FORECAST_HORIZONS_DAYS)]
-    rec = {"schemaVersion": "4.0", "brokerName": "b", "brokerVersion": "1.2", "modelName": "m", "modelVersion": None,
-           "taxonomy": "tax", "classifications": None, "photoz": None, "anomalyScore": None, "host": None,
+    rec = {"schemaVersion": ANNOTATIONS_VERSION, "brokerName": "b", "brokerVersion": "1.2", "modelName": "m",
+           "modelVersion": None, "taxonomy": "tax", "classifications": None, "photoz": None, "anomalyScore": None,
+           "host": None,
            "nDetections": 5, "nForced": 7, "ingestTimestamp": 11, "processedTimestamp": 12, "solarSystem": False,
            "reliability": None, "classificationState": "no_model", "embedding": None, "forecast": want_fc}
     assert got == encode_annotations(rec)

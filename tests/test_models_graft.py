@@ -55,11 +55,12 @@ def test_graft_refuses_parts_that_read_the_encoder_and_other_mixtures() -> None:
 def test_graft_moves_the_light_curve_photoz_within_one_taxonomy() -> None:
     source, target = _pair()
     torch.manual_seed(2)
-    source = MultimodalModel(replace(source.cfg, photoz_lc=8, photoz_lc_members=2)).eval()
+    source = MultimodalModel(replace(source.cfg, photoz_lc=8, photoz_lc_members=2, photoz_lc_join=True)).eval()
     assert source.photoz_lc is not None
     source.photoz_lc.applies[0] = True
     new = graft(source, target, ("photoz_lc.",))
     assert new.cfg.photoz_lc == 8 and new.cfg.photoz_lc_members == 2 and new.photoz_lc is not None
+    assert new.cfg.photoz_lc_join  # how it serves travels with it
     for k, v in source.photoz_lc.state_dict().items():
         assert torch.equal(new.photoz_lc.state_dict()[k], v), k
     with pytest.raises(ValueError, match="taxonomies differ"):

@@ -137,7 +137,7 @@ def test_generator_systematic_finds_a_generator_whose_candles_are_fainter() -> N
 def _models() -> tuple[MultimodalModel, MultimodalModel]:
     torch.manual_seed(0)
     base = MultimodalModel(TINY).eval()
-    joint = with_new_part(base, replace(TINY, photoz_lc=16), "photoz_lc.")
+    joint = with_new_part(base, replace(TINY, photoz_lc=16, photoz_lc_join=True), "photoz_lc.")
     assert joint.photoz_lc is not None
     with torch.no_grad():  # serves SN Ia (class 0), with a likelihood narrow enough to move the photo-z visibly
         joint.photoz_lc.applies.copy_(torch.tensor([True, False, False]))
@@ -191,6 +191,39 @@ def test_serving_joins_the_light_curve_for_classified_transients_only(tmp_path: 
     np.testing.assert_allclose(pl_.predict_tokens(toks).photoz, pj.predict_tokens(toks).photoz, rtol=1e-5, atol=1e-6)
 
 
+def test_photoz_if_class_is_given_for_every_classified_alert_and_joins_only_if_the_model_says(tmp_path: Path) -> None:
+    base, joint = _models()
+    meta = {"taxonomy": TAX, "format_version": 1, "token_layout": 1, "data_hash": "0" * 16}
+    toks = _tokens(seed=1)
+    a = MultimodalPredictor(base, meta).predict_tokens(toks)
+    assert a.photoz_if_class is None and MultimodalPredictor(base, meta).photoz_if_class_ids == ()
+    pj = MultimodalPredictor(joint, meta)
+    assert pj.photoz_if_class_ids == (2222,)  # the classes the likelihood serves: what the record's classIds say
+    pj.joins = np.zeros(3, bool)  # no alert's top class is served: the served photo-z is the host's ...
+    b = pj.predict_tokens(toks)
+    np.testing.assert_allclose(b.photoz, a.photoz, rtol=1e-5, atol=1e-6)
+    h = pj.photoz_cache(toks["host"], toks["host_mask"])
+    with torch.no_grad():  # ... and the photo-z if SN Ia is the host's times the likelihood, for every alert
+        want = joint_summary(torch.from_numpy(h[:, 8:]), joint.photoz_lc(torch.from_numpy(toks["feat"]),  # type: ignore[misc]
+                                                                          torch.from_numpy(toks["feat_mask"])))
+    assert b.photoz_if_class is not None
+    np.testing.assert_allclose(b.photoz_if_class, want.numpy(), rtol=1e-5, atol=1e-5)
+    assert (~np.isclose(b.photoz_if_class[:, Q50], a.photoz[:, Q50], atol=1e-4)).all()
+    # a model that does not join (cfg.photoz_lc_join False, kept by the checkpoint) gives it beside the host's
+    quiet = MultimodalModel(replace(joint.cfg, photoz_lc_join=False)).eval()
+    quiet.load_state_dict(joint.state_dict())
+    loaded, lmeta = load_checkpoint(save_checkpoint(tmp_path / "q.pt", quiet, TAX, {}, "0" * 16, {}))
+    assert loaded.cfg.photoz_lc_join is False
+    pq = MultimodalPredictor(loaded, lmeta, attribution=True)
+    pq.joins = np.ones(3, bool)
+    c = pq.predict_tokens(toks)
+    np.testing.assert_allclose(c.photoz, a.photoz, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c.photoz_if_class, want.numpy(), rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+    assert c.attribution is not None and (c.attribution[:, 1, 2] == 0).all()  # the served photo-z is the host's
+    pq.min_detections = 10_000  # no class, no light curve read: none
+    assert np.isnan(pq.predict_tokens(toks).photoz_if_class).all()  # type: ignore[arg-type]
+
+
 def test_attribution_credits_the_features_where_the_light_curve_joined() -> None:
     _, joint = _models()
     meta = {"taxonomy": TAX, "format_version": 1, "token_layout": 1, "data_hash": "0" * 16}
@@ -226,6 +259,7 @@ def test_command_trains_the_network_on_served_alerts(tmp_path: Path, capsys: pyt
     model, meta = load_checkpoint(out)
     info = meta["train"]["photoz_lc"]
     assert model.cfg.photoz_lc == 16 and model.cfg.photoz_lc_members == info["members"] == 4
+    assert model.cfg.photoz_lc_join is False and info["join"] is False  # photozIfClass only, without --join
     assert info["archives"] == [str(sim)] and info["train_alerts"] > 0 and info["classes"] == ["SN Ia", "SN II"]
     assert model.photoz_lc is not None and model.photoz_lc.applies.tolist() == [True, False, True]
     assert np.isfinite(info["best_loss"]) and info["sigma_sys"] >= 0.0
