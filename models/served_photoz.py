@@ -119,8 +119,9 @@ def if_class_report(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
     """``photozIfClass`` (the photo-z if the alert is of its ``classIds``) beside the host's, on the same alerts.
 
     Scored where it is meant to be used: alerts whose *true* class is one of ``classIds`` (e.g. SNe Ia a
-    user selected), with hosts from the DC2 validation file, by detection count; then those the model
-    also serves as one of them, and, to show what it does when the assumption is wrong, the alerts of
+    user selected), with hosts from the DC2 validation file, by detection count and by the generator
+    that made them (one left out of the network's training is its unseen-generator figure); then those
+    the model also serves as one of them, and, to show what it does when the assumption is wrong, the alerts of
     every other hosted class but AGN.
 
     Returns
@@ -146,6 +147,9 @@ def if_class_report(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
              (truly, ">10 detections", true_in & (det > 10)),
              ("... and served as one", "all", true_in & served_in),
              ("other classes but AGN", "all", ~true_in & GROUPS["rest"])]  # fmt: skip
+    if "generator" in val.columns:  # a generator the network never saw is scored by its own row
+        gens = sorted({str(g) for g in val.filter(true_in)["generator"].drop_nulls().to_list()})
+        views[4:4] = [(truly, f"generator {g}", true_in & (pl.col("generator") == g)) for g in gens]
     rows, figures = [], {}
     for who, view, cond in views:
         sub = val.filter(cond)

@@ -129,6 +129,7 @@ def test_shipped_model_through_eval_served(night: Path, capsys: pytest.CaptureFi
     df = pl.read_parquet(out)
     has = df["photoz_if_class_q50"].is_not_null()
     assert has.sum() > 0 and "photozIfClass per alert" in text and "served_photoz_ifclass_val_n" in kv
+    assert any("true class in classIds" in line and "generator templates" in line for line in text.splitlines())
     assert has.to_list() == ((df["classification_state"] == "classified") & df["photoz_q50"].is_not_null()).to_list()
     assert {tuple(x) for x in df.filter(has)["photoz_if_class_ids"].to_list()} == {(2222,)}
     ia = df.filter(has & (pl.col("class_code") == 2222))
