@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from broker.annotations import EMBEDDING_DIM, EMBEDDING_DTYPE
+from broker.annotations import EMBEDDING_DIM, EMBEDDING_DTYPE, PHOTOZ_COLUMNS
 from broker.annotations_codec import (
     _ATTRIBUTION_SHAPE,
     _EMBEDDING_PREFIX,
@@ -38,6 +38,7 @@ from broker.annotations_codec import (
 from broker.avro_pieces import ZERO, Piece, choice, const, each, gather, interleave, rows, union, varint
 
 _BOOL = [b"\x00", b"\x01"]
+_PHOTOZ_SHAPE = (len(PHOTOZ_COLUMNS),)
 
 
 @dataclass
@@ -171,7 +172,7 @@ class BatchAnnotationEncoder:
         n = len(c.n_det)
         on, items = _classes(self.class_prefix, c.probs, n)
         pieces = [const(self.prefix, n), choice([b"\x00", self._items_head], on), items, choice([b"", b"\x00"], on)]
-        pieces += _opt_record(c.photoz, n, (8,), "photo-z", _present)
+        pieces += _opt_record(c.photoz, n, _PHOTOZ_SHAPE, "photo-z", _present)
         pieces += _opt_floats(c.anomaly, n)
         pieces.append(const(b"\x00", n) if c.hosts is None else each([encode_host(h) for h in c.hosts]))
         pieces += [varint(c.n_det), varint(c.n_forced), const(zigzag(ingest_ms) + zigzag(processed_ms), n),
@@ -186,7 +187,7 @@ class BatchAnnotationEncoder:
         if c.photoz_if_class is None:
             pieces.append(const(b"\x00", n))
         else:
-            ok = _present(_shaped(c.photoz_if_class, (8,), "photozIfClass"))
+            ok = _present(_shaped(c.photoz_if_class, _PHOTOZ_SHAPE, "photozIfClass"))
             pieces += union(ok, [const(self.if_class_prefix[1:], n), _floats(c.photoz_if_class)])
         return gather(pieces, n)
 

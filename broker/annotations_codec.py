@@ -25,11 +25,14 @@ from broker.annotations import (
     EMBEDDING_DTYPE,
     FORECAST_HORIZONS_DAYS,
     FORECAST_QUANTILES,
+    PHOTOZ_COLUMNS,
     STATE_NO_MODEL,
 )
 from broker.batch import BANDS
 
 _FLOAT = struct.Struct("<f")
+#: A ``photoz`` / ``photozIfClass`` record: its summary values, in ``PHOTOZ_COLUMNS`` order.
+_PHOTOZ = struct.Struct(f"<{len(PHOTOZ_COLUMNS)}f")
 _DOUBLE = struct.Struct("<d")
 
 
@@ -227,7 +230,7 @@ class AnnotationEncoder:
             parts.append(b"\x02" + zigzag(len(self.class_prefix)) if self.class_prefix else b"\x02")
             parts.extend(pre + _FLOAT.pack(p) for pre, p in zip(self.class_prefix, probs.tolist(), strict=True))
             parts.append(b"\x00")
-        parts.append(b"\x00" if photoz is None else b"\x02" + struct.pack("<8f", *photoz.tolist()))
+        parts.append(b"\x00" if photoz is None else b"\x02" + _PHOTOZ.pack(*photoz.tolist()))
         parts.append(_opt_float(anomaly))
         parts.append(encode_host(host))
         parts.append(zigzag(n_det) + zigzag(n_forced) + zigzag(ingest_ms) + zigzag(processed_ms))
@@ -239,7 +242,7 @@ class AnnotationEncoder:
         parts.append(_opt_forecast(forecast))
         parts.append(_opt_float(real_bogus) + (b"\x01" if cutouts_read else b"\x00"))
         ok_if = photoz_if_class is not None and not bool(np.isnan(photoz_if_class).any())
-        parts.append(self.if_class_prefix + struct.pack("<8f", *photoz_if_class.tolist()) if ok_if else b"\x00")  # type: ignore[union-attr]
+        parts.append(self.if_class_prefix + _PHOTOZ.pack(*photoz_if_class.tolist()) if ok_if else b"\x00")  # type: ignore[union-attr]
         return b"".join(parts)
 
 

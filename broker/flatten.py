@@ -55,6 +55,8 @@ _ANN = {m: fastavro.parse_schema(["null", annotations_schema(m)], _write_hint=Fa
 _FORECAST = pl.List(pl.Struct({"band": pl.Utf8, "dtDays": pl.Float32,
                                **{q: pl.Float32 for q in FORECAST_QUANTILE_NAMES}}))
 _SPARK = "▁▂▃▄▅▆▇█"
+#: The ``annotations.photozIfClass`` values given a flat column each (``photoz_if_class_<name>``).
+_IF_CLASS = ("mean", "sigma", "q05", "q50", "q95")
 
 
 def attribution_columns() -> dict[tuple[str, str], str]:
@@ -107,6 +109,7 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
     best: list[tuple[str | None, int | None, float | None]] = []
     rows: dict[str, list[Any]] = {c: [] for c in ("photoz_mean", "photoz_sigma", "photoz_q05", "photoz_q50",
                                                   "photoz_q95", "anomaly_score", "host_id", "host_sep_arcsec")}
+    if_class: dict[str, list[Any]] = {q: [] for q in ("classIds", *_IF_CLASS)}
     solar = [None if a is None else a.get("solarSystem") for a in anns]
     state = [None if a is None else a.get("classificationState") for a in anns]
     for k, a in enumerate(anns):
@@ -122,6 +125,9 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
                         ("anomaly_score", (a or {}).get("anomalyScore")), ("host_id", host.get("galaxyId")),
                         ("host_sep_arcsec", host.get("separationArcsec"))):  # fmt: skip
             rows[name].append(v)
+        ifc = (a or {}).get("photozIfClass") or {}
+        for q, vals in if_class.items():
+            vals.append(ifc.get(q))
     cols["best_class"] = [b[0] for b in best]
     cols["best_class_id"] = pl.Series([b[1] for b in best], dtype=pl.Int32)
     cols["best_prob"] = pl.Series([b[2] for b in best], dtype=pl.Float64)
@@ -141,10 +147,9 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
     cols["forecast"] = pl.Series([(a or {}).get("forecast") for a in anns], dtype=_FORECAST)
     cols["real_bogus"] = pl.Series([(a or {}).get("realBogus") for a in anns], dtype=pl.Float64)
     cols["cutouts_read"] = pl.Series([(a or {}).get("cutoutsRead") for a in anns], dtype=pl.Boolean)
-    if_class = [(a or {}).get("photozIfClass") or {} for a in anns]
-    cols["photoz_if_class_ids"] = pl.Series([z.get("classIds") for z in if_class], dtype=pl.List(pl.Int32))
-    for q in ("mean", "sigma", "q05", "q50", "q95"):
-        cols[f"photoz_if_class_{q}"] = pl.Series([z.get(q) for z in if_class], dtype=pl.Float64)
+    cols["photoz_if_class_ids"] = pl.Series(if_class["classIds"], dtype=pl.List(pl.Int32))
+    for q in _IF_CLASS:
+        cols[f"photoz_if_class_{q}"] = pl.Series(if_class[q], dtype=pl.Float64)
     cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
     cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)
     cols["sparkline"] = [sparkline(lc, k) for k in range(n)]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.heads import mixture_summary
+from models.heads import PHOTOZ_COLUMNS, mixture_summary
 
 #: Gaussians in the light-curve likelihood.
 COMPONENTS = 6
@@ -178,8 +178,8 @@ def serve_light_curve(
     host mixtures (:func:`joint_summary`). With ``own`` also the light curve's own summaries (n, 8), for
     the attribution; else None.
     """
-    out = np.empty((len(feat), 8), np.float32)
-    mine = np.empty((len(feat), 8), np.float32) if own else None
+    out = np.empty((len(feat), len(PHOTOZ_COLUMNS)), np.float32)
+    mine = np.empty_like(out) if own else None
     for s in range(0, len(feat), batch):
         f, m, h = (torch.from_numpy(np.ascontiguousarray(a[s : s + batch])).to(device)
                    for a in (feat, feat_mask, host_mix))  # fmt: skip

@@ -189,7 +189,7 @@ class MultimodalPredictor:
         cls_ok, z_ok = self.gates(tokens)
         n, k = len(cls_ok), len(self.class_ids)
         probs = np.full((n, k), np.nan, np.float32)
-        photoz = np.full((n, 8), np.nan, np.float32)
+        photoz = np.full((n, len(PHOTOZ_COLUMNS)), np.nan, np.float32)
         anomaly = np.full(n, np.nan, np.float32)
         embedding = np.full((n, EMBEDDING_DIM), np.nan, np.float32)
         attr = None
@@ -232,7 +232,7 @@ class MultimodalPredictor:
                 p_real[idx] = out["real"].float().cpu().numpy()
             if log10_flux_scale is not None:
                 forecast[idx] = to_njy(out["forecast"].float().cpu().numpy(), log10_flux_scale[idx])
-        if_class = np.full((n, 8), np.nan, np.float32) if self.joint_photoz else None
+        if_class = np.full((n, len(PHOTOZ_COLUMNS)), np.nan, np.float32) if self.joint_photoz else None
         if len(zi):  # the classifier read the host-only median (above): the light curve is not counted twice
             lc_z = None if if_class is None else self._join_light_curve(photoz, zi, host_z, probs, tokens, if_class)
             if attr is not None:
