@@ -260,12 +260,11 @@ class MultimodalPredictor:
                                                 own=join and self.attributor is not None)  # fmt: skip
         if not join:
             return None
-        served = sel[self.joins[np.nan_to_num(p[sel]).argmax(1)]]
-        photoz[zi[served]] = if_class[zi[served]]
+        joined = self.joins[p[sel].argmax(1)]  # the top class is one it serves (sel's rows are finite)
+        photoz[rows[joined]] = if_class[rows[joined]]
         lc_own = np.full((len(zi), len(PHOTOZ_COLUMNS)), np.nan, np.float32)  # NaN where not joined
         if own is not None:
-            on = np.isin(sel, served)
-            lc_own[sel[on]] = own[on]
+            lc_own[sel[joined]] = own[joined]
         return lc_own
 
     def _consult(self, p: torch.Tensor, tb: dict[str, torch.Tensor], hz: torch.Tensor | None) -> torch.Tensor:
