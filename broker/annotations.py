@@ -164,7 +164,7 @@ _V5_FIELDS: list[dict[str, Any]] = [
             {"name": "classIds", "type": {"type": "array", "items": "int"},
              "doc": "The taxonomy codes this photo-z assumes (the classes the light-curve likelihood was trained on)."},
             *({"name": name, "type": "float"} for name in PHOTOZ_COLUMNS)]}],
-     "doc": "Photo-z if the alert is of one of classIds (e.g. SN Ia): the host photo-z (`photoz`) times the light "
+     "doc": "Photo-z if the alert is of one of classIds (e.g. SN Ia): the host's photo-z times the light "
             "curve's redshift likelihood for those classes (time dilation, colour and brightness at their "
             "luminosity). Given for every classified alert with a host photo-z, whatever its served class, so a "
             "user's own selection (e.g. SNe Ia for a Hubble diagram) gets it; null without such a model."},

@@ -189,9 +189,9 @@ def report(run: ServedAlerts, truth: pl.DataFrame, split: str = "all", generator
                           "obj bias", "val alerts", "val sigma", "val outl.", "val bias"))  # fmt: skip
     ifc_rows, ifc = if_class_report(real)
     if ifc_rows:
-        print("\nphotozIfClass per alert (the photo-z if the alert is of its classIds) beside the host's photoz, on "
+        print("\nphotozIfClass per alert (the photo-z if the alert is of its classIds) beside the served photoz, on "
               "the same alerts with hosts from the DC2 validation file")
-        print_table(ifc_rows, ("alerts", "view", "n", "host sigma", "host outl.", "host bias", "if-class sigma",
+        print_table(ifc_rows, ("alerts", "view", "n", "photoz sigma", "photoz outl.", "photoz bias", "if-class sigma",
                                "if-class outl.", "if-class bias"))  # fmt: skip
     an = anomaly_report(real, ids)
     print("\nanomaly per alert (held-out class vs in-taxonomy alerts)")

@@ -33,8 +33,13 @@ GRAFTABLE: dict[str, tuple[str, ...]] = {"photoz_student.": ("photoz_student",),
                                          "photoz_lc.": ("photoz_lc", "photoz_lc_members", "photoz_lc_join")}
 
 
-def graft(source: MultimodalModel, target: MultimodalModel, parts: tuple[str, ...]) -> MultimodalModel:
+def graft(source: MultimodalModel, target: MultimodalModel, parts: tuple[str, ...],
+          join: bool | None = None) -> MultimodalModel:
     """``target`` with the weights under ``parts`` (prefixes of :data:`GRAFTABLE`) from ``source``.
+
+    ``join`` (with the ``photoz_lc.`` part) sets whether the light curve's likelihood joins the served
+    photo-z (``cfg.photoz_lc_join``; :mod:`models.photoz_lc`); None keeps ``source``'s. Why: whether
+    it joins is a serving decision, judged on served alerts after the networks are trained.
 
     Raises
     ------
@@ -51,6 +56,11 @@ def graft(source: MultimodalModel, target: MultimodalModel, parts: tuple[str, ..
     if "photoz_lc." in parts and source.photoz_lc is not None and source.cfg.n_classes != target.cfg.n_classes:
         raise ValueError("the light-curve photo-z serves classes by index: the taxonomies differ")
     sized = {f: getattr(source.cfg, f) for p in parts for f in GRAFTABLE[p]}
+    if join is not None:
+        if "photoz_lc." not in parts or source.photoz_lc is None:
+            raise ValueError("join applies to the light-curve photo-z: graft the photoz_lc part of a checkpoint "
+                             "that has one")
+        sized["photoz_lc_join"] = join
     new = MultimodalModel(dataclasses.replace(target.cfg, **sized))
     src = source.state_dict()
     new.load_state_dict({**{k: v for k, v in target.state_dict().items() if not k.startswith(parts)},
@@ -66,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, type=Path, help="checkpoint to write")
     ap.add_argument("--part", action="append", choices=[p.rstrip(".") for p in GRAFTABLE],
                     help="part to copy (repeatable; default: all of them)")
+    ap.add_argument("--join", choices=("on", "off"),
+                    help="whether the light curve's photo-z joins the served photo-z (default: as --from)")
     return ap
 
 
@@ -78,10 +90,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     target, tmeta = load_checkpoint(a.into)
     if source.photoz_lc is not None and "photoz_lc." in parts and smeta["taxonomy"] != tmeta["taxonomy"]:
         raise SystemExit("the light-curve photo-z serves classes by index: --from and --into taxonomies differ")
-    new = graft(source, target, parts)
+    try:
+        new = graft(source, target, parts, None if a.join is None else a.join == "on")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     names = [p.rstrip(".") for p in parts]
     train = {**tmeta.get("train", {}), **{n: smeta["train"][n] for n in names if n in smeta.get("train", {})},
-             "graft": {"from": str(a.source), "parts": names}}
+             "graft": {"from": str(a.source), "parts": names, **({"join": a.join} if a.join else {})}}
     same = save_part(a.out, new, tmeta, train, target.state_dict(), parts)
     print(f"grafted {', '.join(names)} from {a.source} into {a.into}")
     return report_part(a.out, {"parts": len(parts)}, same, t0)

@@ -4,10 +4,10 @@ Why: the served photo-z reads the host's magnitudes alone, and at the redshifts 
 are found (z ~ 0.25) six magnitudes leave sigma_NMAD ~0.035 even on DC2 validation galaxies (the
 DC2 training file holds 1,648 galaxies below z 0.45). A supernova's apparent brightness, colours
 and time dilation carry its redshift too (the CIGaRS idea), and a SN Ia's most of all: it is a
-standard candle. The served posterior of an alert whose top class is one the network was trained
-on (``LcRedshift.applies``; the shipped command trains it on SNe Ia) is::
+standard candle. The posterior if the alert is of a class the network was trained on
+(``LcRedshift.applies``; the shipped command trains it on SNe Ia), published as ``photozIfClass``, is::
 
-    p(z | host, LC, alerted) ∝ p(z | host) S(z) · L(z | LC)
+    p(z | host, LC, alerted, class) ∝ p(z | host) S(z) · L(z | LC)
 
 ``p(z | host) S(z)`` is the host mixture times the alert-selection prior (:mod:`models.photoz_prior`),
 as before. ``L(z | LC)`` is :class:`LcRedshift`: small mixture-density networks on the alert's
@@ -17,6 +17,10 @@ prior, not a posterior that would count the training survey's redshift selection
 plus a flat share (:data:`FLAT`). Both factors are Gaussian mixtures, so the product is one too
 (:func:`product`, the :data:`KEEP` heaviest components kept), summarised by
 :func:`models.heads.mixture_summary` like every served photo-z.
+
+A model that joins (``cfg.photoz_lc_join``) serves as ``photoz``, for alerts whose top class is one
+of those, the class-marginal posterior (:func:`class_share`): the branch above with the classifier's
+probability of those classes, the host's alone with the rest, each weighted by its evidence.
 
 Why only the classes it was trained on: trained on every hosted class, the network sharpened the SNe
 Ia (outliers 8 % -> 0.1 %) but carried each generator's luminosity function into the SLSN, SN Ibc,
@@ -136,22 +140,29 @@ def nll(mix: Mixture, z: Tensor) -> Tensor:
     return -torch.logaddexp(gauss + math.log1p(-FLAT), torch.full_like(gauss, _LOG_FLAT))
 
 
-def product(host: Mixture, lc: Mixture, keep: int = KEEP) -> Mixture:
+def product(host: Mixture, lc: Mixture, keep: int = KEEP, flat: Tensor | None = None) -> Mixture:
     """The normalised product of a host mixture (n, Mh) and a light-curve likelihood (n, Ml) with its
     flat share, as a mixture of its ``keep`` heaviest components.
 
     Component ``(i, j)``: variance ``1 / (1/s_i^2 + 1/s_j^2)``, mean the inverse-variance weighted mean,
-    weight ``(1 - FLAT) w_i w_j N(mu_i - mu_j; 0, s_i^2 + s_j^2)``; the flat share adds each host
-    component with weight ``w_i FLAT / Z_RANGE``. Exact before the cut; renormalised after it.
+    weight ``(1 - f) w_i w_j N(mu_i - mu_j; 0, s_i^2 + s_j^2)``; the flat share adds each host
+    component with weight ``w_i f / Z_RANGE``. ``f`` is :data:`FLAT`, or per alert ``flat`` (n,) in
+    (0, 1) (:func:`class_share`). Exact before the cut; renormalised after it.
     """
     (lw1, m1, s1), (lw2, m2, s2) = host, lc
+    log_lc: float | Tensor
+    log_flat: float | Tensor
+    if flat is None:
+        log_lc, log_flat = math.log1p(-FLAT), _LOG_FLAT
+    else:
+        log_lc, log_flat = torch.log1p(-flat)[:, None, None], torch.log(flat / Z_RANGE)[:, None]
     v1, v2 = s1[:, :, None] ** 2, s2[:, None, :] ** 2
     var = 1.0 / (1.0 / v1 + 1.0 / v2)
     mu = var * (m1[:, :, None] / v1 + m2[:, None, :] / v2)
     lw = lw1[:, :, None] + lw2[:, None, :] - 0.5 * (m1[:, :, None] - m2[:, None, :]) ** 2 / (v1 + v2) \
-        - 0.5 * torch.log(v1 + v2) - _LOG_SQRT_2PI + math.log1p(-FLAT)
+        - 0.5 * torch.log(v1 + v2) - _LOG_SQRT_2PI + log_lc
     n = lw.shape[0]
-    lw = torch.cat([lw.reshape(n, -1), lw1 + _LOG_FLAT], 1)
+    lw = torch.cat([lw.reshape(n, -1), lw1 + log_flat], 1)
     mu, sd = torch.cat([mu.reshape(n, -1), m1], 1), torch.cat([var.sqrt().reshape(n, -1), s1], 1)
     if keep < lw.shape[1]:
         lw, top = lw.topk(keep, 1)
@@ -159,27 +170,52 @@ def product(host: Mixture, lc: Mixture, keep: int = KEEP) -> Mixture:
     return lw - torch.logsumexp(lw, 1, keepdim=True), mu, sd
 
 
-def joint_summary(host_mix: Tensor, lc_mix: Mixture) -> Tensor:
+def class_share(p_class: Tensor) -> Tensor:
+    """Per-alert flat share (n,) of the served (class-marginal) join: ``1 - (1 - FLAT) p_class``.
+
+    Why: the likelihood holds only if the alert is of the classes the network learnt, which the
+    classifier gives with probability ``p_class`` (n,). The class-marginal posterior is
+    ``p_class * p(z | host, LC, class) + (1 - p_class) * p(z | host)``, each branch weighted by its
+    evidence, which is :func:`product` with this share: an alert of uncertain class, or whose light
+    curve contradicts its host as that class, keeps the host's photo-z. Measured: joined with the fixed
+    :data:`FLAT`, the other classes served as SN Ia took a SN Ia redshift (docs/models.md).
+    ``p_class = 1`` gives :data:`FLAT`.
+    """
+    return (1.0 - (1.0 - FLAT) * p_class).clamp(FLAT, 1.0 - 1e-6)
+
+
+def joint_summary(host_mix: Tensor, lc_mix: Mixture, flat: Tensor | None = None) -> Tensor:
     """Served summary (n, 8) of the host mixture (n, 3M: ``logw``, ``mu``, ``sigma``; the columns ``8:`` of
     :meth:`models.model.MultimodalModel.photoz_from_host` ``(with_mixture=True)``) times an
-    :class:`LcRedshift` likelihood ``lc_mix`` (its output for the same alerts)."""
+    :class:`LcRedshift` likelihood ``lc_mix`` (its output for the same alerts), with :func:`product`'s
+    ``flat`` share."""
     m = host_mix.shape[1] // 3
     host = (host_mix[:, :m], host_mix[:, m : 2 * m], host_mix[:, 2 * m :])
-    return mixture_summary(*product(host, lc_mix))
+    return mixture_summary(*product(host, lc_mix, flat=flat))
 
 
 def serve_light_curve(
     lc: LcRedshift, feat: np.ndarray, feat_mask: np.ndarray, host_mix: np.ndarray, device: torch.device, batch: int,
-    own: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-    """Host x light-curve photo-z summaries (n, 8) of ``n`` alerts, ``batch`` at a time on ``device``.
+    own: bool = False, p_class: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:  # fmt: skip
+    """Host x light-curve photo-z summaries of ``n`` alerts, ``batch`` at a time on ``device``.
 
     ``feat`` (n, F, 2) and ``feat_mask`` (n, F) are the alerts' feature tokens, ``host_mix`` (n, 3M) their
-    host mixtures (:func:`joint_summary`). With ``own`` also the light curve's own summaries (n, 8), for
-    the attribution; else None.
+    host mixtures (:func:`joint_summary`).
+
+    Returns
+    -------
+    if_class : np.ndarray
+        (n, 8): the photo-z if the alert is of the network's classes (``photozIfClass``).
+    mine : np.ndarray or None
+        (n, 8) with ``own``: the light curve's own summaries, for the attribution; else None.
+    marginal : np.ndarray or None
+        (n, 8) with ``p_class`` (n,; NaN: skip the row): the class-marginal photo-z (:func:`class_share`),
+        NaN on skipped rows; else None.
     """
     out = np.empty((len(feat), len(PHOTOZ_COLUMNS)), np.float32)
     mine = np.empty_like(out) if own else None
+    marginal = np.full_like(out, np.nan) if p_class is not None else None
     for s in range(0, len(feat), batch):
         f, m, h = (torch.from_numpy(np.ascontiguousarray(a[s : s + batch])).to(device)
                    for a in (feat, feat_mask, host_mix))  # fmt: skip
@@ -188,4 +224,12 @@ def serve_light_curve(
             out[s : s + batch] = joint_summary(h, lc_mix).float().cpu().numpy()
             if mine is not None:
                 mine[s : s + batch] = mixture_summary(*lc_mix).float().cpu().numpy()
-    return out, mine
+            if marginal is not None and p_class is not None:
+                pc = p_class[s : s + batch]
+                rows = np.flatnonzero(np.isfinite(pc))
+                if len(rows):
+                    r = torch.from_numpy(rows).to(device)
+                    share = class_share(torch.from_numpy(pc[rows].astype(np.float32)).to(device))
+                    sub = tuple(t.index_select(0, r) for t in lc_mix)
+                    marginal[s + rows] = joint_summary(h.index_select(0, r), sub, share).float().cpu().numpy()  # type: ignore[arg-type]
+    return out, mine, marginal

@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--systematic", default="auto", help="dz/(1+z) added in quadrature to the served widths; "
                    "'auto': the rms of each training generator's median when held out (one more fit per generator)")
     p.add_argument("--join", action="store_true", help="also serve it in the alert's photoz where the top class is "
-                   "one of --classes (default: only in photozIfClass, beside the host's photoz)")
+                   "one of --classes, weighted by their probability (the class-marginal posterior; default: only in "
+                   "photozIfClass, beside the host's photoz; `alertbroker graft --join` sets it later)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     return p

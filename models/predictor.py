@@ -245,7 +245,9 @@ class MultimodalPredictor:
     def _join_light_curve(self, photoz: np.ndarray, zi: np.ndarray, host_z: np.ndarray, probs: np.ndarray,
                           tokens: dict[str, np.ndarray], if_class: np.ndarray) -> np.ndarray | None:  # fmt: skip
         """Host x light-curve photo-z for the classified alerts of ``zi``: into ``if_class`` for all of them,
-        and into the served ``photoz`` for those whose top class is one of ``joins`` (if the model joins).
+        and, if the model joins, the class-marginal one (:func:`models.photoz_lc.class_share`, weighted by
+        the served probability of the ``joins`` classes) into the served ``photoz`` of those whose top
+        class is one of ``joins``.
 
         ``host_z`` (len(zi), 8 + 3M) are the cache's rows for ``zi``. Returns the light curve's own
         summary (len(zi), 8; NaN where not joined) for the attribution, None where nothing joins.
@@ -255,13 +257,14 @@ class MultimodalPredictor:
         assert self.model.photoz_lc is not None
         join = bool(self.model.cfg.photoz_lc_join)
         rows = zi[sel]
-        if_class[rows], own = serve_light_curve(self.model.photoz_lc, tokens["feat"][rows], tokens["feat_mask"][rows],
-                                                host_z[sel, len(PHOTOZ_COLUMNS) :], self.device, self.batch_size,
-                                                own=join and self.attributor is not None)  # fmt: skip
-        if not join:
-            return None
         joined = self.joins[p[sel].argmax(1)]  # the top class is one it serves (sel's rows are finite)
-        photoz[rows[joined]] = if_class[rows[joined]]
+        p_class = np.where(joined, p[sel][:, self.joins].sum(1), np.nan) if join else None
+        if_class[rows], own, marginal = serve_light_curve(
+            self.model.photoz_lc, tokens["feat"][rows], tokens["feat_mask"][rows], host_z[sel, len(PHOTOZ_COLUMNS) :],
+            self.device, self.batch_size, own=join and self.attributor is not None, p_class=p_class)
+        if marginal is None:
+            return None
+        photoz[rows[joined]] = marginal[joined]
         lc_own = np.full((len(zi), len(PHOTOZ_COLUMNS)), np.nan, np.float32)  # NaN where not joined
         if own is not None:
             lc_own[sel[joined]] = own[joined]

@@ -116,7 +116,9 @@ def validation_host_figures(df: pl.DataFrame) -> dict[str, float]:
 
 
 def if_class_report(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
-    """``photozIfClass`` (the photo-z if the alert is of its ``classIds``) beside the host's, on the same alerts.
+    """``photozIfClass`` (the photo-z if the alert is of its ``classIds``) beside the served ``photoz``, on the
+    same alerts. The served one is the host's, or, in a model that joins the light curve, the class-marginal
+    one for alerts served as one of ``classIds`` (:func:`models.photoz_lc.class_share`).
 
     Scored where it is meant to be used: alerts whose *true* class is one of ``classIds`` (e.g. SNe Ia a
     user selected), with hosts from the DC2 validation file, by detection count and by the generator
@@ -127,10 +129,10 @@ def if_class_report(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
     Returns
     -------
     rows : list of tuple
-        ``(alerts, view, n, host sigma_NMAD, outliers, bias, if-class sigma_NMAD, outliers, bias)``.
+        ``(alerts, view, n, photoz sigma_NMAD, outliers, bias, if-class sigma_NMAD, outliers, bias)``.
     figures : dict
-        ``served_photoz_ifclass_val_{n,nmad,outliers,bias}`` and ``served_photoz_ifclass_host_val_*`` (the
-        host's on the same alerts): true class in ``classIds``, every detection count. Empty without it.
+        ``served_photoz_ifclass_val_{n,nmad,outliers,bias}`` and ``served_photoz_ifclass_photoz_val_*`` (the
+        served ``photoz`` on the same alerts): true class in ``classIds``, every detection count. Empty without it.
     """
     if "photoz_if_class_q50" not in df.columns:
         return [], {}
@@ -157,7 +159,7 @@ def if_class_report(df: pl.DataFrame) -> tuple[list[tuple], dict[str, float]]:
         rows.append((who, view, int(c["n"]), h["sigma_nmad"], h["outliers"], h["bias"], c["sigma_nmad"],
                      c["outliers"], c["bias"]))  # fmt: skip
         if (who, view) == (truly, "all"):
-            for pre, st in (("served_photoz_ifclass_val", c), ("served_photoz_ifclass_host_val", h)):
+            for pre, st in (("served_photoz_ifclass_val", c), ("served_photoz_ifclass_photoz_val", h)):
                 figures.update({f"{pre}_n": int(st["n"]), f"{pre}_nmad": st["sigma_nmad"],
                                 f"{pre}_outliers": st["outliers"], f"{pre}_bias": st["bias"]})  # fmt: skip
     return rows, figures

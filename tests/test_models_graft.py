@@ -65,6 +65,12 @@ def test_graft_moves_the_light_curve_photoz_within_one_taxonomy() -> None:
         assert torch.equal(new.photoz_lc.state_dict()[k], v), k
     with pytest.raises(ValueError, match="taxonomies differ"):
         graft(source, MultimodalModel(replace(TINY, n_classes=4)).eval(), ("photoz_lc.",))
+    # whether it joins is a serving decision the graft may set, the networks unchanged
+    quiet = graft(source, target, ("photoz_lc.",), join=False)
+    assert not quiet.cfg.photoz_lc_join and graft(quiet, target, ("photoz_lc.",), join=True).cfg.photoz_lc_join
+    assert torch.equal(quiet.photoz_lc.nets[0][0].weight, source.photoz_lc.nets[0][0].weight)  # type: ignore[union-attr,index]
+    with pytest.raises(ValueError, match="join applies"):
+        graft(source, target, ("photoz_student.",), join=True)
 
 
 def test_graft_command_writes_a_checkpoint_that_records_its_origin(tmp_path: Path) -> None:
@@ -79,6 +85,8 @@ def test_graft_command_writes_a_checkpoint_that_records_its_origin(tmp_path: Pat
     assert meta["data_hash"] == "d" and meta["metrics"] == {"val_macro_f1": 0.5}
     host, mask, _ = _hosts(50)
     assert torch.equal(model.photoz_from_host(host, mask), source.photoz_from_host(host, mask))
+    with pytest.raises(SystemExit, match="join applies"):  # the source has no light-curve photo-z to join
+        cli_main(["--from", str(src), "--into", str(dst), "--out", str(out), "--join", "on"])
 
 
 def test_attribution_reference_width_is_the_served_photoz_knowing_nothing() -> None:

@@ -14,7 +14,7 @@ from broker.features.registry import FEATURE_NAMES
 from models.checkpoint import load_checkpoint, save_checkpoint, with_new_part
 from models.heads import PHOTOZ_COLUMNS, mixture_summary
 from models.model import MultimodalModel
-from models.photoz_lc import FLAT, Z_RANGE, LcRedshift, joint_summary, nll, product
+from models.photoz_lc import FLAT, Z_RANGE, LcRedshift, class_share, joint_summary, nll, product
 from models.photoz_lc_train import cli_main, fit, flat_weights
 from models.photoz_prior import mixture_log_density
 from models.predictor import MultimodalPredictor
@@ -52,6 +52,35 @@ def test_product_is_the_normalised_product_of_host_and_likelihood_with_its_flat_
     far = (b[0], b[1] + 50.0, b[2])
     np.testing.assert_allclose(mixture_summary(*product(a, far))[:, Q50].numpy(), mixture_summary(*a)[:, Q50].numpy(),
                                atol=1e-4)  # fmt: skip
+
+
+def test_class_marginal_product_is_the_evidence_weighted_mixture_of_the_two_branches() -> None:
+    a, b = _mixture(30, 3, 2), _mixture(30, 4, 3)
+    p_class = torch.linspace(0.0, 1.0, 30)
+    share = class_share(p_class)
+    assert float(share[-1]) == pytest.approx(FLAT) and float(share[0]) == pytest.approx(1.0, abs=1e-5)
+    z = torch.linspace(-1.0, 3.0, 4001, dtype=torch.float64)
+    dz = float(z[1] - z[0])
+    host, lc = (mixture_log_density(*(t.double() for t in m), z) - 0.5 * np.log(2 * np.pi) for m in (a, b))
+    # p(z) = p * [host x L] + (1 - p) * host, each branch weighted by its evidence: host x ((1-f) L + f / Z)
+    f = share.double()[:, None]
+    ref = (host + torch.logaddexp(lc + torch.log1p(-f), torch.log(f / Z_RANGE))).exp()
+    ref = ref / (ref.sum(1, keepdim=True) * dz)
+    got = mixture_log_density(*(t.double() for t in product(a, b, keep=15, flat=share)), z).exp() / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=2e-3 * float(ref.max()))
+    # p = 1 is the conditional product; p = 0 the host alone; between, the q50 moves monotonically towards it
+    q = lambda flat: mixture_summary(*product(a, b, flat=flat))[:, Q50]  # noqa: E731
+    np.testing.assert_allclose(q(class_share(torch.ones(30))).numpy(), mixture_summary(*product(a, b))[:, Q50].numpy(),
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(q(class_share(torch.zeros(30))).numpy(), mixture_summary(*a)[:, Q50].numpy(), atol=1e-3)
+    qh, q1 = mixture_summary(*a)[:, Q50], q(class_share(torch.ones(30)))
+    qm = q(class_share(torch.full((30,), 0.6)))
+    assert bool(((qm - qh) * (q1 - qm) >= -1e-5).all())  # between the host's and the conditional's
+    # a likelihood that contradicts the host: the uncertain alert keeps more of the host's photo-z than the sure one
+    far = (b[0], b[1] + 0.6, b[2] * 0.3)
+    q_sure = mixture_summary(*product(a, far, flat=class_share(torch.full((30,), 0.99))))[:, Q50]
+    q_unsure = mixture_summary(*product(a, far, flat=class_share(torch.full((30,), 0.5))))[:, Q50]
+    assert float((q_unsure - qh).abs().mean()) < float((q_sure - qh).abs().mean())
 
 
 def test_the_network_refuses_another_feature_count_and_reads_only_unmasked_values() -> None:
@@ -189,6 +218,27 @@ def test_serving_joins_the_light_curve_for_classified_transients_only(tmp_path: 
     pj.min_detections, pj.joins, pl_.joins = 1, np.ones(3, bool), np.ones(3, bool)
     np.testing.assert_allclose(pl_.predict_tokens(toks).photoz, b.photoz, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pl_.predict_tokens(toks).photoz, pj.predict_tokens(toks).photoz, rtol=1e-5, atol=1e-6)
+
+
+def test_the_served_join_weights_the_light_curve_by_the_probability_of_its_classes() -> None:
+    _, joint = _models()
+    meta = {"taxonomy": TAX, "format_version": 1, "token_layout": 1, "data_hash": "0" * 16}
+    toks = _tokens(seed=1)
+    pj = MultimodalPredictor(joint, meta)
+    pj.joins = np.array([True, False, True])  # the network serves SN Ia and SN II (classes 0 and 2)
+    b = pj.predict_tokens(toks)
+    top = np.nanargmax(b.probs, 1)
+    rows = np.flatnonzero(pj.joins[top])
+    assert len(rows) and (b.probs[rows][:, [0, 2]].sum(1) < 0.999).all()  # uncertain: the weights matter
+    h = pj.photoz_cache(toks["host"], toks["host_mask"])
+    with torch.no_grad():
+        lc = joint.photoz_lc(torch.from_numpy(toks["feat"][rows]), torch.from_numpy(toks["feat_mask"][rows]))  # type: ignore[misc]
+        share = class_share(torch.from_numpy(b.probs[rows][:, [0, 2]].sum(1)))
+        want = joint_summary(torch.from_numpy(h[rows, 8:]), lc, share).numpy()
+        cond = joint_summary(torch.from_numpy(h[rows, 8:]), lc).numpy()
+    np.testing.assert_allclose(b.photoz[rows], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b.photoz_if_class[rows], cond, rtol=1e-5, atol=1e-5)  # type: ignore[index]
+    assert not np.allclose(want[:, Q50], cond[:, Q50], atol=1e-4)  # the marginal is not the conditional
 
 
 def test_photoz_if_class_is_given_for_every_classified_alert_and_joins_only_if_the_model_says(tmp_path: Path) -> None:

@@ -185,7 +185,7 @@ def test_shipped_default_weights_load() -> None:
     pred = load_default()
     assert len(pred.class_ids) == len(pred.class_names) > 0
     assert pred.photoz_if_class_ids == (2222,)  # annotations.photozIfClass: the photo-z if SN Ia
-    assert pred.model.cfg.photoz_lc_join is False  # ... beside the host's photoz, not in it
+    assert pred.model.cfg.photoz_lc_join is True  # ... and, weighted by p(SN Ia), in photoz if served as SN Ia
     out = pred.predict(_batch(), None)
     assert out.probs.shape == (2, len(pred.class_ids)) and np.isfinite(out.probs[0]).all()
 
