@@ -47,7 +47,9 @@ def photoz_report(df: pl.DataFrame) -> dict[str, dict[str, float]]:
     """Served photo-z of hosted objects' alerts: ``q50`` and ``mean``, all and right-host alerts.
 
     The simulator draws hosts from both DC2 files; the photo-z head trained on the training file,
-    so the honest figure is the row of hosts from the validation file.
+    so the honest figure is the row of hosts from the validation file; its transients (every class
+    but AGN, the goal's population) are then split by detection count, since the served photo-z of an
+    alert served as SN Ia reads its light curve too (:mod:`models.photoz_lc`).
     """
     host = hosted(df)
     has = pl.col("photoz_q50").is_not_null()
@@ -61,6 +63,12 @@ def photoz_report(df: pl.DataFrame) -> dict[str, dict[str, float]]:
                                   "photoz_q50"),
                                  ("q50, latest alert per object", latest, latest.filter(has), "photoz_q50")):
         out[name] = {"hosted": float(base.height), **_stats(sub, col)}
+    rest, det = val_hosted.filter(GROUPS["rest"]), pl.col("n_det")
+    for name, cond in (("<=3", det <= 3), ("4-5", det.is_between(4, 5)), ("6-10", det.is_between(6, 10)),
+                       (">10", det > 10)):  # fmt: skip
+        base = rest.filter(cond)
+        out[f"{name} detections, transients on validation hosts q50"] = {"hosted": float(base.height),
+                                                                         **_stats(base.filter(has))}
     return out
 
 

@@ -86,6 +86,9 @@ def test_truth_predictor_scores_perfectly_and_counts_add_up(night: Path, capsys:
     for heading in ("alerts by classification_state", "classification per alert", "photo-z per alert",
                     "anomaly per alert", "latest", "<=3", ">=5", "sigma_NMAD", "AUROC"):  # fmt: skip
         assert heading in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if "detections, transients" in line}
+    assert set(rows) == {"<=3", "4-5", "6-10", ">10"}  # the goal's population by detection count, adding up
+    assert sum(int(r[-4]) for r in rows.values()) == kv["served_photoz_rest_val_n"]  # "with photo-z"
     n_det = _detections_per_alert(night)
     assert kv["served_alerts"] == len(n_det) == truth["n_alerts"].sum()
     assert kv["served_dead"] == 0 and kv["served_no_truth"] == 0
@@ -125,7 +128,7 @@ def test_shipped_model_through_eval_served(night: Path, capsys: pytest.CaptureFi
     for key in ("served_macro_f1", "served_acc", "served_ece", "served_photoz_outliers", "served_heldout_auroc"):
         assert 0 <= kv[key] <= 1
     # annotations v5: the shipped model gives the photo-z if SN Ia to every classified alert with a host photo-z,
-    # and to no other; the served photoz stays the host's (a SN Ia's joint photo-z is narrower than it)
+    # and to no other (a SN Ia's joint photo-z is narrower than the served one, which mixes in the host's alone)
     df = pl.read_parquet(out)
     has = df["photoz_if_class_q50"].is_not_null()
     assert has.sum() > 0 and "photozIfClass per alert" in text and "served_photoz_ifclass_val_n" in kv
@@ -133,7 +136,8 @@ def test_shipped_model_through_eval_served(night: Path, capsys: pytest.CaptureFi
     assert has.to_list() == ((df["classification_state"] == "classified") & df["photoz_q50"].is_not_null()).to_list()
     assert {tuple(x) for x in df.filter(has)["photoz_if_class_ids"].to_list()} == {(2222,)}
     ia = df.filter(has & (pl.col("class_code") == 2222))
-    assert ia.height > 0 and (ia["photoz_if_class_sigma"] < ia["photoz_sigma"]).mean() > 0.9  # type: ignore[operator]
+    narrower = ia["photoz_if_class_sigma"] < ia["photoz_sigma"] + 1e-4  # equal where served as SN Ia at p ~ 1
+    assert ia.height > 0 and narrower.mean() > 0.9  # type: ignore[operator]
 
 
 def test_temperature_selection_script_retempers_what_was_served(night: Path,
