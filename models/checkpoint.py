@@ -24,6 +24,8 @@ because the command would feed it features computed otherwise. The predictor loa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,21 @@ def save_checkpoint(path: str | Path, model: MultimodalModel, taxonomy: dict[str
     }
     torch.save(ck, path)
     return path
+
+
+def served_digest(model: MultimodalModel) -> str:
+    """8 hex digits of SHA-256 over ``model``'s config and weights: everything its answers depend on.
+
+    Why: ``data_hash`` names the training data, and the parts fitted or switched after training (the
+    temperature, the luminosity prior, the forecast head, the photo-z networks and whether they join
+    the served photo-z) keep it, so two checkpoints that serve different answers would publish the same
+    ``modelVersion``; a subscriber keying on it could not tell them apart.
+    """
+    h = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True, default=str).encode())
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:8]
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", any_features: bool = False

@@ -33,7 +33,7 @@ from broker.features.registry import FEATURE_NAMES
 from broker.predict import Predictions
 from broker.tokens import HOST_KIND_MAG, LC_FIELDS
 from models.attribution import Attributor
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint, served_digest
 from models.forecast import to_njy
 from models.heads import PHOTOZ_COLUMNS
 from models.model import IMAGE_KEYS, TOKEN_KEYS, MultimodalModel
@@ -130,7 +130,10 @@ class MultimodalPredictor:
         tax = meta["taxonomy"]
         self.members = [m.to(self.device).eval() for m in members]
         self.consult_below = consult_below
-        self.version: str | None = f"{meta['format_version']}.{meta['token_layout']}+{meta['data_hash']}"
+        #: ``FORMAT.LAYOUT+DATA_HASH.DIGEST``: the training data, then the served weights and config
+        #: (:func:`models.checkpoint.served_digest`), so a changed output changes the annotations' modelVersion.
+        self.version: str | None = (f"{meta['format_version']}.{meta['token_layout']}+{meta['data_hash']}."
+                                    f"{served_digest(self.model)}")
         if self.members:  # the ensemble's tag (models.ensemble): which checkpoints, consulted when
             self.version += "+" + meta.get("ensemble", {}).get("tag", f"ens{1 + len(self.members)}")
         self.taxonomy: str | None = tax["name"]

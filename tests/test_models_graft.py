@@ -11,10 +11,11 @@ import torch
 
 from broker.tokens import HOST_FIELDS, HOST_MAX_TOKENS
 from models.attribution import Attributor
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint, served_digest
 from models.graft import cli_main, graft
 from models.heads import PHOTOZ_COLUMNS
 from models.model import MultimodalModel
+from models.predictor import MultimodalPredictor
 from tests.test_models_encoder import TINY, tokens
 from tests.test_models_photoz_student import _hosts
 
@@ -71,6 +72,23 @@ def test_graft_moves_the_light_curve_photoz_within_one_taxonomy() -> None:
     assert torch.equal(quiet.photoz_lc.nets[0][0].weight, source.photoz_lc.nets[0][0].weight)  # type: ignore[union-attr,index]
     with pytest.raises(ValueError, match="join applies"):
         graft(source, target, ("photoz_student.",), join=True)
+
+
+def test_the_model_version_changes_with_what_is_served_and_only_then(tmp_path: Path) -> None:
+    """A graft keeps the training data's hash, so the served version must also name the weights and config."""
+    source, target = _pair()
+    torch.manual_seed(2)
+    source = MultimodalModel(replace(source.cfg, photoz_lc=8, photoz_lc_members=2, photoz_lc_join=True)).eval()
+    joined, quiet = (graft(source, target, ("photoz_lc.",), join=j) for j in (True, False))
+    meta = {"taxonomy": TAX, "format_version": 1, "token_layout": 1, "data_hash": "d" * 16}
+    v_joined, v_quiet = (MultimodalPredictor(m, meta).version for m in (joined, quiet))
+    assert v_joined != v_quiet and v_joined.startswith("1.1+" + "d" * 16 + ".")  # type: ignore[union-attr]
+    # the same weights and config give the same version, after a save and load too
+    loaded, lmeta = load_checkpoint(save_checkpoint(tmp_path / "j.pt", joined, TAX, {}, "d" * 16, {}))
+    assert MultimodalPredictor(loaded, lmeta).version == v_joined and served_digest(loaded) == served_digest(joined)
+    with torch.no_grad():  # one weight moved: another version
+        next(iter(joined.photoz_lc.parameters())).add_(1e-3)  # type: ignore[union-attr]
+    assert MultimodalPredictor(joined, meta).version != v_joined
 
 
 def test_graft_command_writes_a_checkpoint_that_records_its_origin(tmp_path: Path) -> None:
