@@ -64,6 +64,9 @@ def photoz_report(df: pl.DataFrame) -> dict[str, dict[str, float]]:
                                  ("q50, latest alert per object", latest, latest.filter(has), "photoz_q50")):
         out[name] = {"hosted": float(base.height), **_stats(sub, col)}
     rest, det = val_hosted.filter(GROUPS["rest"]), pl.col("n_det")
+    rest_latest = latest_alerts(rest)  # each object once: a few objects with many alerts weigh less
+    out["latest alert per object, transients on validation hosts q50"] = {"hosted": float(rest_latest.height),
+                                                                           **_stats(rest_latest.filter(has))}
     for name, cond in (("<=3", det <= 3), ("4-5", det.is_between(4, 5)), ("6-10", det.is_between(6, 10)),
                        (">10", det > 10)):  # fmt: skip
         base = rest.filter(cond)

@@ -89,6 +89,8 @@ def test_truth_predictor_scores_perfectly_and_counts_add_up(night: Path, capsys:
     rows = {line.split()[0]: line.split() for line in out.splitlines() if "detections, transients" in line}
     assert set(rows) == {"<=3", "4-5", "6-10", ">10"}  # the goal's population by detection count, adding up
     assert sum(int(r[-4]) for r in rows.values()) == kv["served_photoz_rest_val_n"]  # "with photo-z"
+    per_object = [line.split() for line in out.splitlines() if "per object, transients on validation" in line]
+    assert len(per_object) == 1 and 0 < int(per_object[0][-4]) < kv["served_photoz_rest_val_n"]
     n_det = _detections_per_alert(night)
     assert kv["served_alerts"] == len(n_det) == truth["n_alerts"].sum()
     assert kv["served_dead"] == 0 and kv["served_no_truth"] == 0
