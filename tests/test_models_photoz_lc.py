@@ -68,7 +68,7 @@ def test_class_marginal_product_is_the_evidence_weighted_mixture_of_the_two_bran
     ref = ref / (ref.sum(1, keepdim=True) * dz)
     got = mixture_log_density(*(t.double() for t in product(a, b, keep=15, flat=share)), z).exp() / np.sqrt(2 * np.pi)
     np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=2e-3 * float(ref.max()))
-    # p = 1 is the conditional product; p = 0 the host alone; between, the q50 moves monotonically towards it
+    # p = 1 is the conditional product; p = 0 the host alone; at p = 0.6 the q50 lies between the two
     q = lambda flat: mixture_summary(*product(a, b, flat=flat))[:, Q50]  # noqa: E731
     np.testing.assert_allclose(q(class_share(torch.ones(30))).numpy(), mixture_summary(*product(a, b))[:, Q50].numpy(),
                                atol=1e-5)  # fmt: skip
