@@ -55,8 +55,9 @@ _ANN = {m: fastavro.parse_schema(["null", annotations_schema(m)], _write_hint=Fa
 _FORECAST = pl.List(pl.Struct({"band": pl.Utf8, "dtDays": pl.Float32,
                                **{q: pl.Float32 for q in FORECAST_QUANTILE_NAMES}}))
 _SPARK = "▁▂▃▄▅▆▇█"
-#: The ``annotations.photozIfClass`` values given a flat column each (``photoz_if_class_<name>``).
-_IF_CLASS = ("mean", "sigma", "q05", "q50", "q95")
+#: The values of a photo-z record (``photoz``, ``photozIfClass``) given a flat column each
+#: (``photoz_<name>``, ``photoz_if_class_<name>``).
+_PHOTOZ_FLAT = ("mean", "sigma", "q05", "q50", "q95")
 
 
 def attribution_columns() -> dict[tuple[str, str], str]:
@@ -107,9 +108,9 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
     anns = [read_annotations(values[int(i)] or b"", int(a)) for i, a in zip(res.index, res.annotations_at, strict=True)]
     probs: dict[int, list[float | None]] = {}
     best: list[tuple[str | None, int | None, float | None]] = []
-    rows: dict[str, list[Any]] = {c: [] for c in ("photoz_mean", "photoz_sigma", "photoz_q05", "photoz_q50",
-                                                  "photoz_q95", "anomaly_score", "host_id", "host_sep_arcsec")}
-    if_class: dict[str, list[Any]] = {q: [] for q in ("classIds", *_IF_CLASS)}
+    rows: dict[str, list[Any]] = {c: [] for c in (*(f"photoz_{q}" for q in _PHOTOZ_FLAT), "anomaly_score", "host_id",
+                                                  "host_sep_arcsec")}  # fmt: skip
+    if_class: dict[str, list[Any]] = {q: [] for q in ("classIds", *_PHOTOZ_FLAT)}
     solar = [None if a is None else a.get("solarSystem") for a in anns]
     state = [None if a is None else a.get("classificationState") for a in anns]
     for k, a in enumerate(anns):
@@ -120,9 +121,9 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
         best.append((top["className"], top["classId"], top["probability"]) if top else (None, None, None))
         pz = (a or {}).get("photoz") or {}
         host = (a or {}).get("host") or {}
-        for name, v in (("photoz_mean", pz.get("mean")), ("photoz_sigma", pz.get("sigma")),
-                        ("photoz_q05", pz.get("q05")), ("photoz_q50", pz.get("q50")), ("photoz_q95", pz.get("q95")),
-                        ("anomaly_score", (a or {}).get("anomalyScore")), ("host_id", host.get("galaxyId")),
+        for q in _PHOTOZ_FLAT:
+            rows[f"photoz_{q}"].append(pz.get(q))
+        for name, v in (("anomaly_score", (a or {}).get("anomalyScore")), ("host_id", host.get("galaxyId")),
                         ("host_sep_arcsec", host.get("separationArcsec"))):  # fmt: skip
             rows[name].append(v)
         ifc = (a or {}).get("photozIfClass") or {}
@@ -148,7 +149,7 @@ def flatten(res: DecodeResult, values: Sequence[bytes | None]) -> pl.DataFrame:
     cols["real_bogus"] = pl.Series([(a or {}).get("realBogus") for a in anns], dtype=pl.Float64)
     cols["cutouts_read"] = pl.Series([(a or {}).get("cutoutsRead") for a in anns], dtype=pl.Boolean)
     cols["photoz_if_class_ids"] = pl.Series(if_class["classIds"], dtype=pl.List(pl.Int32))
-    for q in _IF_CLASS:
+    for q in _PHOTOZ_FLAT:
         cols[f"photoz_if_class_{q}"] = pl.Series(if_class[q], dtype=pl.Float64)
     cols["solar_system"] = pl.Series(solar, dtype=pl.Boolean)
     cols["classification_state"] = pl.Series(state, dtype=pl.Utf8)

@@ -260,8 +260,9 @@ class MultimodalPredictor:
         assert self.model.photoz_lc is not None
         join = bool(self.model.cfg.photoz_lc_join)
         rows = zi[sel]
-        joined = self.joins[p[sel].argmax(1)]  # the top class is one it serves (sel's rows are finite)
-        p_class = np.where(joined, p[sel][:, self.joins].sum(1), np.nan) if join else None
+        ps = p[sel]
+        joined = self.joins[ps.argmax(1)]  # the top class is one it serves (sel's rows are finite)
+        p_class = np.where(joined, ps[:, self.joins].sum(1), np.nan) if join else None
         if_class[rows], own, marginal = serve_light_curve(
             self.model.photoz_lc, tokens["feat"][rows], tokens["feat_mask"][rows], host_z[sel, len(PHOTOZ_COLUMNS) :],
             self.device, self.batch_size, own=join and self.attributor is not None, p_class=p_class)

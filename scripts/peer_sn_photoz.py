@@ -12,9 +12,14 @@ after fitting ``t0``, ``s`` and the amplitude at each ``z``. Its light-curve-onl
 sigma), the host posterior a template fitter would be handed.
 
 The peer's template is the ``sncosmo`` generator's own, so on that generator's SNe Ia it plays at
-home; the script reports each generator apart. Run::
+home; the script reports each generator apart. Its "host photoz" is the served table's ``photoz``:
+the host's only from a checkpoint that does not join the light curve into it (since the twenty-eighth
+session the default does, for alerts served as SN Ia; ``alertbroker graft --part photoz_lc --join off``
+gives one that does not), else the peer times it would count the light curve twice. Run::
 
-    alertbroker eval served --archive /tmp/sel23 --checkpoint default --alerts-out /tmp/sel23.parquet ...
+    alertbroker graft --from models/weights/default.pt --into models/weights/default.pt --part photoz_lc \
+        --join off --out /tmp/host_only.pt
+    alertbroker eval served --archive /tmp/sel23 --checkpoint /tmp/host_only.pt --alerts-out /tmp/sel23.parquet ...
     python scripts/peer_sn_photoz.py --archive /tmp/sel23 --alerts /tmp/sel23.parquet --n 60
 
 The last line is ``key=value``: per generator, sigma_NMAD / outliers / bias of the host ``photoz``,
